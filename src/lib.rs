@@ -1,0 +1,23 @@
+//! Node-side tooling for Tetragon's runtime hooks.
+//!
+//! The library holds everything the `tetragon-oci-hook-setup` binary does, so that tests can
+//! drive it without a process in between:
+//!
+//! - [`containerd`] and [`crio`]: pure, format-preserving edits of runtime configuration
+//!   (`&mut DocumentMut` in, [`edit::Edit`] out, no I/O);
+//! - [`text`]: the text-level pieces those edits need (line endings, line lookup);
+//! - [`patch`]: reads a config, runs one edit, checks the result and turns it into a [`plan::Plan`];
+//! - [`plan`]: a plan of file changes, its unified diff, and its atomic application.
+//!
+//! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
+//! caller stops there) an atomic apply.
+
+#![warn(missing_docs)]
+
+pub mod containerd;
+pub mod crio;
+pub mod edit;
+pub mod patch;
+pub mod plan;
+pub mod style;
+pub mod text;

@@ -1,0 +1,370 @@
+//! From a config file's text to its patched text, checked before anyone writes it.
+//!
+//! [`patch_text`] parses, runs one pure edit, puts the result back onto the original text (so
+//! line endings and a byte-order mark survive), then re-parses the output and compares it with
+//! the input value by value: if anything other than the keys the edit reports has changed, or
+//! the output does not parse, it refuses. A node's runtime config is not the place to find out
+//! about a bug in this tool.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use toml_edit::{DocumentMut, Item, TableLike, Value};
+
+use crate::edit::{Edit, EditError, KeyPath};
+use crate::text;
+
+/// The result of patching one file's text.
+#[derive(Debug, Clone)]
+pub struct Patched {
+    /// The text as read.
+    pub before: String,
+    /// The text to write (equal to `before` when the edit changed nothing).
+    pub after: String,
+    /// What the edit did.
+    pub edit: Edit,
+}
+
+/// An edit refused because of the file's content, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// The 1-based line of the offending key, when it could be found.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub error: EditError,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}", self.error)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const BOM: char = '\u{feff}';
+
+/// Reads a config file as UTF-8 text, with errors that say which file and why.
+pub fn read_config(path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    if meta.is_dir() {
+        bail!(
+            "`{}` is a directory, expected a config file\nhelp: pass the file itself, e.g. `{}`",
+            path.display(),
+            path.join("config.toml").display()
+        );
+    }
+    let bytes =
+        std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let line = text::line_of(&String::from_utf8_lossy(e.as_bytes()), offset);
+        anyhow::anyhow!(
+            "`{}`:{line}: is not valid UTF-8 (byte offset {offset}), so it is not a TOML file",
+            path.display()
+        )
+    })
+}
+
+/// Parses `original` (the content of `path`), applies `edit_fn`, and returns the checked result.
+pub fn patch_text(
+    path: &Path,
+    original: &str,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<Patched> {
+    // toml_edit accepts a byte-order mark but does not render it; keep it ourselves.
+    let (bom, body) = match original.strip_prefix(BOM) {
+        Some(rest) => (true, rest),
+        None => (false, original),
+    };
+    let mut doc: DocumentMut = body
+        .parse()
+        .with_context(|| format!("failed to parse `{}` as TOML", path.display()))?;
+    let rendered_before = doc.to_string();
+    let before_doc = doc.clone();
+    let edit = edit_fn(&mut doc).map_err(|error| ConfigError {
+        path: path.to_owned(),
+        line: text::locate(body, &error.key),
+        error,
+    })?;
+    if edit.is_unchanged() {
+        return Ok(Patched {
+            before: original.to_owned(),
+            after: original.to_owned(),
+            edit,
+        });
+    }
+    let rendered_after = doc.to_string();
+    let mut after = text::reapply_edit(body, &rendered_before, &rendered_after);
+    if bom {
+        after.insert(0, BOM);
+    }
+    verify(path, &before_doc, &after, &edit)?;
+    Ok(Patched {
+        before: original.to_owned(),
+        after,
+        edit,
+    })
+}
+
+/// Re-parses the output and checks that it differs from the input only under the keys the edit
+/// says it changed.
+fn verify(path: &Path, before: &DocumentMut, after: &str, edit: &Edit) -> anyhow::Result<()> {
+    let body = after.strip_prefix(BOM).unwrap_or(after);
+    let reparsed: DocumentMut = body.parse().with_context(|| {
+        format!(
+            "internal error: the patched `{}` would not parse; nothing was written (please report \
+             this with the input file)",
+            path.display()
+        )
+    })?;
+    let touched = edit.touched_keys();
+    let mut stray = Vec::new();
+    for key in changed_keys(before.as_item(), reparsed.as_item()) {
+        if !touched.iter().any(|t| key.0.starts_with(&t.0)) {
+            stray.push(key);
+        }
+    }
+    if !stray.is_empty() {
+        let list: Vec<String> = stray.iter().map(|k| format!("`{k}`")).collect();
+        bail!(
+            "internal error: patching `{}` would also change {}; nothing was written (please \
+             report this with the input file)",
+            path.display(),
+            list.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Lists the leaf keys whose values differ between two documents (added, removed or changed),
+/// comparing values, not formatting.
+pub fn changed_keys(before: &Item, after: &Item) -> Vec<KeyPath> {
+    let mut out = Vec::new();
+    diff_items(before, after, &mut KeyPath::default(), &mut out);
+    out
+}
+
+fn diff_items(a: &Item, b: &Item, path: &mut KeyPath, out: &mut Vec<KeyPath>) {
+    match (a.as_table_like(), b.as_table_like()) {
+        (Some(ta), Some(tb)) => diff_tables(Some(ta), Some(tb), path, out),
+        (None, None) => {
+            if !items_equal(a, b) {
+                out.push(path.clone());
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+fn diff_tables(
+    a: Option<&dyn TableLike>,
+    b: Option<&dyn TableLike>,
+    path: &mut KeyPath,
+    out: &mut Vec<KeyPath>,
+) {
+    let keys_a = a.into_iter().flat_map(|t| t.iter().map(|(k, _)| k));
+    let keys_b = b.into_iter().flat_map(|t| t.iter().map(|(k, _)| k));
+    let mut keys: Vec<&str> = keys_a.chain(keys_b).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        let ia = a.and_then(|t| t.get(k));
+        let ib = b.and_then(|t| t.get(k));
+        path.0.push(k.to_owned());
+        match (ia, ib) {
+            (Some(x), Some(y)) => diff_items(x, y, path, out),
+            // Present on one side only: report its leaves, so that an added table is judged by
+            // the keys inside it.
+            (Some(x), None) | (None, Some(x)) => match x.as_table_like() {
+                Some(t) if !t.is_empty() => {
+                    if ia.is_some() {
+                        diff_tables(Some(t), None, path, out);
+                    } else {
+                        diff_tables(None, Some(t), path, out);
+                    }
+                }
+                _ => out.push(path.clone()),
+            },
+            (None, None) => {}
+        }
+        path.0.pop();
+    }
+}
+
+fn items_equal(a: &Item, b: &Item) -> bool {
+    match (a, b) {
+        (Item::Value(x), Item::Value(y)) => values_equal(x, y),
+        (Item::ArrayOfTables(x), Item::ArrayOfTables(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(p, q)| {
+                    let mut out = Vec::new();
+                    diff_tables(Some(p), Some(q), &mut KeyPath::default(), &mut out);
+                    out.is_empty()
+                })
+        }
+        (Item::None, Item::None) => true,
+        _ => false,
+    }
+}
+
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x.value() == y.value(),
+        (Value::Integer(x), Value::Integer(y)) => x.value() == y.value(),
+        (Value::Float(x), Value::Float(y)) => {
+            x.value() == y.value() || (x.value().is_nan() && y.value().is_nan())
+        }
+        (Value::Boolean(x), Value::Boolean(y)) => x.value() == y.value(),
+        (Value::Datetime(x), Value::Datetime(y)) => x.value() == y.value(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| values_equal(p, q))
+        }
+        (Value::InlineTable(x), Value::InlineTable(y)) => {
+            let mut out = Vec::new();
+            diff_tables(Some(x), Some(y), &mut KeyPath::default(), &mut out);
+            out.is_empty()
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerd;
+
+    #[test]
+    fn patch_text_keeps_crlf_and_bom() {
+        let original = "\u{feff}version = 2\r\n[plugins.\"io.containerd.nri.v1.nri\"]\r\n  disable = true\r\n";
+        let p = patch_text(Path::new("c.toml"), original, containerd::enable_nri).unwrap();
+        assert_eq!(
+            p.after,
+            "\u{feff}version = 2\r\n[plugins.\"io.containerd.nri.v1.nri\"]\r\n  disable = false\r\n"
+        );
+    }
+
+    #[test]
+    fn patch_text_locates_errors() {
+        let original = "version = 2\n\n[plugins]\n  \"io.containerd.nri.v1.nri\" = 'on'\n";
+        let err = patch_text(Path::new("c.toml"), original, containerd::enable_nri).unwrap_err();
+        insta::assert_snapshot!(err.to_string(), @r#"
+        c.toml:4: `plugins."io.containerd.nri.v1.nri"` is a string, expected a table
+        help: `plugins."io.containerd.nri.v1.nri"` must be a table such as `[plugins."io.containerd.nri.v1.nri"]`; fix or remove that line, then re-run
+        "#);
+    }
+
+    #[test]
+    fn verify_rejects_stray_changes() {
+        let before: DocumentMut = "a = 1\nb = 2\n".parse().unwrap();
+        let edit = Edit {
+            changes: vec![crate::edit::Change::Inserted {
+                key: KeyPath::new(["a"]),
+            }],
+            ..Edit::default()
+        };
+        assert!(verify(Path::new("x"), &before, "a = 3\nb = 2\n", &edit).is_ok());
+        let err = verify(Path::new("x"), &before, "a = 3\nb = 4\n", &edit).unwrap_err();
+        assert!(err.to_string().contains("would also change `b`"), "{err}");
+        assert!(verify(Path::new("x"), &before, "a = [\n", &edit).is_err());
+    }
+
+    #[test]
+    fn changed_keys_ignores_formatting() {
+        let a: DocumentMut = "[t]\nx = 'a' # c\ny = [1, 2]\n".parse().unwrap();
+        let b: DocumentMut = "t = { x = \"a\", y = [ 1,2 ] }\n".parse().unwrap();
+        assert!(changed_keys(a.as_item(), b.as_item()).is_empty());
+        let c: DocumentMut = "[t]\nx = 'a'\ny = [1, 3]\n[u.v]\nw = 1\n".parse().unwrap();
+        assert_eq!(
+            changed_keys(a.as_item(), c.as_item()),
+            vec![KeyPath::new(["t", "y"]), KeyPath::new(["u", "v", "w"])]
+        );
+    }
+}
+
+/// Where a patched config goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Back to the config file itself.
+    InPlace,
+    /// To this file (which may be the config itself, which then means [`Output::InPlace`]).
+    Path(PathBuf),
+    /// To a new temporary file whose path is reported (upstream's default).
+    NewTempFile,
+}
+
+/// Reads `config`, applies `edit_fn`, and returns the plan that writes the result to `output`,
+/// with what the edit did. Nothing is written here.
+pub fn plan_file(
+    config: &Path,
+    output: &Output,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
+
+    let original = read_config(config)?;
+    let patched = patch_text(config, &original, edit_fn)?;
+    let output = match output {
+        Output::Path(p) if same_file(p, config) => &Output::InPlace,
+        other => other,
+    };
+    let (target, label_after, before) = match output {
+        Output::InPlace => (
+            Target::Path(config.to_owned()),
+            diff_label(config),
+            patched.before.clone(),
+        ),
+        Output::Path(p) => (Target::Path(p.clone()), diff_label(p), patched.before.clone()),
+        Output::NewTempFile => {
+            let name = config
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "config.toml".into());
+            let (stem, ext) = match name.rsplit_once('.') {
+                Some((s, e)) if !s.is_empty() => (s.to_owned(), format!(".{e}")),
+                _ => (name.clone(), String::new()),
+            };
+            (
+                Target::NewTempFile {
+                    dir: std::env::temp_dir(),
+                    prefix: format!("{stem}-"),
+                    suffix: ext,
+                },
+                diff_label(config),
+                patched.before.clone(),
+            )
+        }
+    };
+    let write = FileWrite {
+        label_before: diff_label(config),
+        label_after,
+        target,
+        before,
+        after: patched.after,
+        template: Some(config.to_owned()),
+    };
+    Ok((
+        Plan {
+            steps: vec![Step::Write(write)],
+        },
+        patched.edit,
+    ))
+}
+
+/// Whether two paths name the same file (same device and inode, or the same path when the
+/// output does not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
+}

@@ -1,0 +1,199 @@
+//! Text-level helpers around `toml_edit`: line endings and line numbers.
+//!
+//! `toml_edit` keeps comments and spacing, but it renders every line ending as `\n`, so a CRLF
+//! file would come back converted. [`reapply_edit`] puts the edit back onto the original text
+//! as a line patch: every line the edit did not touch is copied from the original byte for byte,
+//! and new lines take the file's own line ending.
+
+use crate::edit::KeyPath;
+
+/// The line ending a file mostly uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnding {
+    /// `\n`
+    Lf,
+    /// `\r\n`
+    CrLf,
+}
+
+impl LineEnding {
+    /// The ending most lines of `text` use (`\n` when there is a tie or no line break).
+    pub fn dominant(text: &str) -> Self {
+        let lf = text.matches('\n').count();
+        let crlf = text.matches("\r\n").count();
+        if crlf * 2 > lf { Self::CrLf } else { Self::Lf }
+    }
+
+    /// The ending as text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lf => "\n",
+            Self::CrLf => "\r\n",
+        }
+    }
+}
+
+/// Strips one trailing `\n` or `\r\n` from a line.
+fn body(line: &str) -> &str {
+    line.strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(line)
+}
+
+/// Replaces the `\n` that ends `line` (if any) by `ending`.
+fn with_ending(line: &str, ending: LineEnding) -> String {
+    if line.ends_with('\n') {
+        format!("{}{}", body(line), ending.as_str())
+    } else {
+        line.to_owned()
+    }
+}
+
+/// Puts an edit made through `toml_edit` back onto the original text.
+///
+/// `original` is the file as read; `rendered_original` is `toml_edit`'s rendering of it before
+/// the edit and `rendered_edited` after. Lines that the edit left alone are copied from
+/// `original` (keeping their exact line endings); added or changed lines get the file's dominant
+/// line ending. When `toml_edit`'s rendering of the unedited document is not the original line
+/// for line (which its round-trip guarantee rules out, but a tool that writes node configs does
+/// not bet on it), the edited rendering is used with its line endings converted.
+pub fn reapply_edit(original: &str, rendered_original: &str, rendered_edited: &str) -> String {
+    let ending = LineEnding::dominant(original);
+    let orig_lines: Vec<&str> = original.split_inclusive('\n').collect();
+    let before: Vec<&str> = rendered_original.split_inclusive('\n').collect();
+    // `toml_edit` adds a final newline where the file had none; that is the one difference
+    // allowed on the last line.
+    let last = orig_lines.len().saturating_sub(1);
+    let round_trips = orig_lines.len() == before.len()
+        && orig_lines
+            .iter()
+            .zip(&before)
+            .enumerate()
+            .all(|(i, (o, b))| body(o) == body(b) && (i == last || o.ends_with('\n') == b.ends_with('\n')));
+    if !round_trips {
+        let mut out = String::with_capacity(rendered_edited.len());
+        for line in rendered_edited.split_inclusive('\n') {
+            out.push_str(&with_ending(line, ending));
+        }
+        return out;
+    }
+    if original == rendered_original && !original.contains('\r') {
+        // Nothing to restore: the common case costs no diff.
+        return rendered_edited.to_owned();
+    }
+    let after: Vec<&str> = rendered_edited.split_inclusive('\n').collect();
+    let diff = similar::capture_diff_slices(similar::Algorithm::Myers, &before, &after);
+    let mut out = String::with_capacity(rendered_edited.len() + orig_lines.len());
+    let push = |out: &mut String, line: &str| {
+        // A line copied from the original may lack its newline (the file's last line); if more
+        // follows, it needs one.
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push_str(ending.as_str());
+        }
+        out.push_str(line);
+    };
+    for op in diff {
+        match op {
+            similar::DiffOp::Equal { old_index, len, .. } => {
+                for line in &orig_lines[old_index..old_index + len] {
+                    push(&mut out, line);
+                }
+            }
+            similar::DiffOp::Delete { .. } => {}
+            similar::DiffOp::Insert {
+                new_index, new_len, ..
+            }
+            | similar::DiffOp::Replace {
+                new_index, new_len, ..
+            } => {
+                for line in &after[new_index..new_index + new_len] {
+                    push(&mut out, &with_ending(line, ending));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The 1-based line number of byte offset `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Finds the line on which `key` is written in `text`, by walking a span-keeping parse.
+///
+/// Returns the line of the deepest segment of `key` that exists, so that an error about a
+/// missing child still points at its parent. `None` when the text does not parse or not even
+/// the first segment exists.
+pub fn locate(text: &str, key: &KeyPath) -> Option<usize> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut found: Option<usize> = None;
+    for segment in key.segments() {
+        let Some(table) = item.as_table_like() else {
+            break;
+        };
+        let Some((k, child)) = table.get_key_value(segment) else {
+            break;
+        };
+        let span = k.span().or_else(|| child.span());
+        if let Some(span) = span {
+            found = Some(line_of(text, span.start));
+        }
+        item = child;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reapply_edit_keeps_crlf_on_untouched_and_new_lines() {
+        let original = "a = 1\r\n[t]\r\nb = true # keep\r\n";
+        let rendered = "a = 1\n[t]\nb = true # keep\n";
+        let edited = "a = 1\n[t]\nb = false # keep\nc = 2\n";
+        assert_eq!(
+            reapply_edit(original, rendered, edited),
+            "a = 1\r\n[t]\r\nb = false # keep\r\nc = 2\r\n"
+        );
+    }
+
+    #[test]
+    fn reapply_edit_keeps_a_minority_ending_on_untouched_lines() {
+        let original = "a = 1\r\nb = 2\nc = 3\n";
+        let rendered = "a = 1\nb = 2\nc = 3\n";
+        let edited = "a = 1\nb = 2\nc = 3\nd = 4\n";
+        assert_eq!(
+            reapply_edit(original, rendered, edited),
+            "a = 1\r\nb = 2\nc = 3\nd = 4\n"
+        );
+    }
+
+    #[test]
+    fn reapply_edit_keeps_a_missing_final_newline_unless_lines_follow() {
+        let original = "a = 1\n[t]\nb = true";
+        let rendered = "a = 1\n[t]\nb = true\n";
+        assert_eq!(reapply_edit(original, rendered, "a = 1\n[t]\nb = true\n"), original);
+        assert_eq!(
+            reapply_edit(original, rendered, "a = 2\n[t]\nb = true\n"),
+            "a = 2\n[t]\nb = true"
+        );
+        assert_eq!(
+            reapply_edit(original, rendered, "a = 1\n[t]\nb = true\n[u]\nc = 1\n"),
+            "a = 1\n[t]\nb = true\n[u]\nc = 1\n"
+        );
+    }
+
+    #[test]
+    fn locate_finds_header_and_value_lines() {
+        let text = "version = 2\n\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = \"yes\"\n";
+        let key = KeyPath::new(["plugins", "io.containerd.nri.v1.nri", "disable"]);
+        assert_eq!(locate(text, &key), Some(4));
+        let table = KeyPath::new(["plugins", "io.containerd.nri.v1.nri"]);
+        assert_eq!(locate(text, &table), Some(3));
+        assert_eq!(locate(text, &KeyPath::new(["nope"])), None);
+    }
+}
