@@ -134,10 +134,15 @@ fn merge_into(
     }
     // New entries copy the spacing of the last one: one per line in a multi-line list
     // (without repeating a comment that sits above it), `, "x"` in a one-line list.
+    // The first entry's prefix is the space after `[`, not a separator: in a one-line list of
+    // one, separate with a single space.
+    let len = array.len();
     let prefix = array.iter().last().map(|last| {
         let p = last.decor().prefix().and_then(|p| p.as_str()).unwrap_or(" ");
         if p.contains('\n') {
             format!("\n{}", style::indent_of(Some(p)))
+        } else if len == 1 {
+            " ".to_owned()
         } else {
             p.to_owned()
         }

@@ -124,7 +124,7 @@ pub fn e2e_required() -> bool {
 pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
     if found.is_none() {
         if e2e_required() {
-            panic!("{REQUIRED_ENV}=1 and {what} ({FETCH_HINT})");
+            panic!("{what} ({FETCH_HINT}) [required: {REQUIRED_ENV}=1]");
         }
         eprintln!("skipped: {what} ({FETCH_HINT})");
     }
@@ -143,7 +143,10 @@ macro_rules! require {
         $crate::require!($found, $reason, ())
     };
     ($found:expr, $reason:expr, $ret:expr $(,)?) => {
-        match $crate::support::runtimes::require(&::std::string::ToString::to_string(&$reason), $found) {
+        match $crate::support::runtimes::require(
+            &::std::string::ToString::to_string(&$reason),
+            $found,
+        ) {
             ::std::option::Option::Some(v) => v,
             ::std::option::Option::None => return $ret,
         }
