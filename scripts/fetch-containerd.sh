@@ -43,10 +43,12 @@
 #   --force   re-fetch even if the cache looks complete
 #   Environment: TETRAGON_RTHOOKS_CACHE  cache root (see above)
 #                DEBIAN_MIRROR           override the mirror URI
+#                DEBIAN_ARCHIVE_KEYRING  keyring to verify the suites with
+#                                        (default: the machine's)
 set -euo pipefail
 
 CACHE_ROOT="${TETRAGON_RTHOOKS_CACHE:-$HOME/.cache/tetragon-rthooks}"
-HOST_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+HOST_KEYRING="${DEBIAN_ARCHIVE_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
 
 # release -> Debian suite
 declare -A SUITE=([1.7]=trixie [2.1]=sid)
@@ -330,8 +332,9 @@ download_release() {
     log "containerd $rel: fetching from Debian '$suite' via $MIRROR"
     apt_update "$ad" "$suite"
     (cd "$ad/debs" && apt_get "$ad" download containerd runc "${COMPAT_LIBS[@]}" >/dev/null)
-    compgen -G "$ad/debs/containerd_*.deb" >/dev/null && compgen -G "$ad/debs/runc_*.deb" >/dev/null ||
+    if ! compgen -G "$ad/debs/containerd_*.deb" >/dev/null || ! compgen -G "$ad/debs/runc_*.deb" >/dev/null; then
         die "download of containerd/runc from '$suite' failed"
+    fi
     rm -rf -- "$dir"
     mkdir -p "$dir"
     for deb in "$ad"/debs/containerd_*.deb "$ad"/debs/runc_*.deb; do dpkg -x "$deb" "$dir"; done

@@ -81,7 +81,11 @@ enum NriDefault {
 pub const RUNC_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
 
 /// Where the CRI plugin's runtimes live, per naming scheme: version 1, version 2, versions 3/4.
-const CRI_PLUGINS: [&str; 3] = ["cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"];
+const CRI_PLUGINS: [&str; 3] = [
+    "cri",
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.runtime",
+];
 
 /// Reads the config `version`.
 ///
@@ -109,11 +113,10 @@ pub fn config_version(doc: &DocumentMut) -> Result<ConfigVersion, EditError> {
                 "check the file with `containerd config dump`; if your containerd writes a newer \
                  version, this tool needs an update",
             )),
-            None => Err(EditError::new(
-                key,
-                format!("is {}, expected an integer", describe(item)),
-            )
-            .with_help("containerd config versions are written `version = 2` (or 1, 3, 4)")),
+            None => Err(
+                EditError::new(key, format!("is {}, expected an integer", describe(item)))
+                    .with_help("containerd config versions are written `version = 2` (or 1, 3, 4)"),
+            ),
         },
     }
 }
@@ -248,9 +251,13 @@ fn warn_about_other_nri_name(doc: &DocumentMut, version: ConfigVersion, edit: &m
 }
 
 fn not_a_table(key: &KeyPath, item: &Item) -> EditError {
-    EditError::new(key.clone(), format!("is {}, expected a table", describe(item))).with_help(
-        format!("`{key}` must be a table such as `[{key}]`; fix or remove that line, then re-run"),
+    EditError::new(
+        key.clone(),
+        format!("is {}, expected a table", describe(item)),
     )
+    .with_help(format!(
+        "`{key}` must be a table such as `[{key}]`; fix or remove that line, then re-run"
+    ))
 }
 
 /// How a new plugin table should look, read from the `plugins` tables already there.
@@ -262,23 +269,25 @@ struct TableStyle {
 }
 
 fn plugin_table_style(doc: &DocumentMut, plugins: Option<&Table>) -> TableStyle {
-    // The last sibling by position is the one the new table will follow.
-    let siblings: Vec<&Table> = plugins
-        .map(|p| {
-            let mut v: Vec<&Table> = p
-                .iter()
-                .filter_map(|(_, item)| item.as_table())
-                .filter(|t| !t.is_implicit() && !t.is_dotted())
-                .collect();
-            v.sort_by_key(|t| t.position());
-            v
-        })
-        .unwrap_or_default();
     let quotes = match plugins {
         Some(p) => style::quotes_in(p),
         None => style::quotes_in(doc.as_table()),
     };
-    let Some(last) = siblings.last() else {
+    // The tables written with a header under `plugins`, in file order. Direct children are the
+    // new table's siblings; when every direct child is implicit (only deeper headers such as
+    // `[plugins."io.containerd.grpc.v1.cri".containerd]` are written), the deeper ones still
+    // show how the file indents keys.
+    let mut explicit: Vec<(bool, &Table)> = Vec::new();
+    if let Some(p) = plugins {
+        collect_explicit(p, true, &mut explicit);
+    }
+    explicit.sort_by_key(|(_, t)| t.position());
+    let siblings: Vec<&Table> = explicit
+        .iter()
+        .filter(|(direct, _)| *direct)
+        .map(|(_, t)| *t)
+        .collect();
+    let Some(last) = siblings.last().or_else(|| explicit.last().map(|(_, t)| t)) else {
         // No plugin sections to copy from: follow the first top-level table with keys.
         let key_indent = doc
             .iter()
@@ -293,17 +302,45 @@ fn plugin_table_style(doc: &DocumentMut, plugins: Option<&Table>) -> TableStyle 
         };
     };
     let prefix = last.decor().prefix().and_then(|p| p.as_str());
-    let header_indent = style::indent_of(prefix).to_owned();
+    let header_indent = if siblings.is_empty() {
+        String::new()
+    } else {
+        style::indent_of(prefix).to_owned()
+    };
     let key_indent = siblings
         .iter()
         .rev()
         .find_map(|t| style::key_indent(*t))
+        .or_else(|| {
+            explicit
+                .iter()
+                .rev()
+                .find_map(|(_, t)| style::key_indent(*t))
+        })
         .unwrap_or_else(|| format!("{header_indent}  "));
+    // A blank line before the header when the table we follow has one before its own.
+    let blank_line_before = prefix.is_some_and(|p| {
+        let p = p.replace('\r', "");
+        p.starts_with('\n') || p.contains("\n\n")
+    });
     TableStyle {
         header_indent,
         key_indent,
-        blank_line_before: prefix.is_some_and(|p| p.starts_with('\n') || p.contains("\n\n")),
+        blank_line_before,
         quotes,
+    }
+}
+
+/// Collects the tables under `table` that have a header of their own (not implicit, not dotted),
+/// marking the direct children.
+fn collect_explicit<'a>(table: &'a Table, top: bool, out: &mut Vec<(bool, &'a Table)>) {
+    for (_, item) in table.iter() {
+        if let Some(t) = item.as_table() {
+            if !t.is_implicit() && !t.is_dotted() {
+                out.push((top, t));
+            }
+            collect_explicit(t, false, out);
+        }
     }
 }
 
@@ -347,7 +384,14 @@ fn insert_nri_table(doc: &mut DocumentMut, nri_name: &str) -> Result<(), EditErr
         .and_then(|p| p.remove_entry(nri_name))
         .and_then(|(k, item)| item.into_table().ok().map(|t| (k, t)))
         .ok_or_else(|| EditError::new(plugins_key.clone(), "internal error: bad NRI snippet"))?;
-    let blank = if style.blank_line_before { "\n" } else { "" };
+    // No blank line at the top of an otherwise empty file.
+    let empty =
+        doc.as_table().is_empty() && doc.trailing().as_str().is_none_or(|t| t.trim().is_empty());
+    let blank = if style.blank_line_before && !empty {
+        "\n"
+    } else {
+        ""
+    };
     table
         .decor_mut()
         .set_prefix(format!("{blank}{}", style.header_indent));
@@ -414,7 +458,10 @@ pub fn add_oci_hook(doc: &mut DocumentMut, spec: &str) -> Result<Edit, EditError
     let mut found = 0usize;
     for cri_name in CRI_PLUGINS {
         let cri_key = plugins_key.join(cri_name);
-        let Some(cri) = plugins.as_table_like_mut().and_then(|p| p.get_mut(cri_name)) else {
+        let Some(cri) = plugins
+            .as_table_like_mut()
+            .and_then(|p| p.get_mut(cri_name))
+        else {
             continue;
         };
         let Some(cri) = cri.as_table_like_mut() else {
@@ -482,7 +529,8 @@ fn patch_runtime(
         },
     }
     let spec_key = key.join("base_runtime_spec");
-    let new_value = || style::value_from_raw(&quote.quote(spec)).unwrap_or_else(|| Value::from(spec));
+    let new_value =
+        || style::value_from_raw(&quote.quote(spec)).unwrap_or_else(|| Value::from(spec));
     match table.get("base_runtime_spec") {
         None => {
             style::insert_aligned(runtime, "base_runtime_spec", new_value());
@@ -614,7 +662,10 @@ mod tests {
 
     #[test]
     fn enable_nri_creates_plugins_without_an_empty_header() {
-        let out = run("version = 2\n[grpc]\n  address = \"/run/c.sock\"\n", enable_nri);
+        let out = run(
+            "version = 2\n[grpc]\n  address = \"/run/c.sock\"\n",
+            enable_nri,
+        );
         insta::assert_snapshot!(out, @r#"
         version = 2
         [grpc]
@@ -636,14 +687,19 @@ mod tests {
         let mut doc: DocumentMut = "version = 3\n".parse().unwrap();
         let edit = enable_nri(&mut doc).unwrap();
         assert!(edit.is_unchanged());
-        assert!(edit.notes[0].contains("enabled by default"), "{:?}", edit.notes);
+        assert!(
+            edit.notes[0].contains("enabled by default"),
+            "{:?}",
+            edit.notes
+        );
     }
 
     #[test]
     fn enable_nri_rejects_non_boolean_disable() {
-        let mut doc: DocumentMut = "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = \"yes\"\n"
-            .parse()
-            .unwrap();
+        let mut doc: DocumentMut =
+            "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = \"yes\"\n"
+                .parse()
+                .unwrap();
         let err = enable_nri(&mut doc).unwrap_err();
         insta::assert_snapshot!(err, @r#"
         `plugins."io.containerd.nri.v1.nri".disable` is a string ("yes"), expected a boolean
@@ -656,7 +712,10 @@ mod tests {
         for (text, want) in [
             ("version = 5\n", "`version` is 5"),
             ("version = \"2\"\n", "`version` is a string"),
-            ("version = 2\nplugins = 3\n", "`plugins` is an integer, expected a table"),
+            (
+                "version = 2\nplugins = 3\n",
+                "`plugins` is an integer, expected a table",
+            ),
             (
                 "version = 2\n[plugins]\n\"io.containerd.nri.v1.nri\" = []\n",
                 "is an array, expected a table",

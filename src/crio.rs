@@ -24,7 +24,10 @@ use crate::style::{self, Quote};
 /// assert_eq!(edit.changes.len(), 1);
 /// assert!(doc.to_string().contains("[\"a\", \"b\"]"));
 /// ```
-pub fn enable_annotations(doc: &mut DocumentMut, annotations: &[String]) -> Result<Edit, EditError> {
+pub fn enable_annotations(
+    doc: &mut DocumentMut,
+    annotations: &[String],
+) -> Result<Edit, EditError> {
     let mut key = KeyPath::default();
     let mut item = doc.as_item_mut();
     for segment in ["crio", "runtime", "runtimes"] {
@@ -72,8 +75,13 @@ fn no_runtimes() -> EditError {
 
 fn not_a_table(segments: &[String], item: &Item) -> EditError {
     let key = KeyPath::new(segments.iter().cloned());
-    EditError::new(key.clone(), format!("is {}, expected a table", describe(item)))
-        .with_help(format!("`{key}` must be a table; fix or remove that line, then re-run"))
+    EditError::new(
+        key.clone(),
+        format!("is {}, expected a table", describe(item)),
+    )
+    .with_help(format!(
+        "`{key}` must be a table; fix or remove that line, then re-run"
+    ))
 }
 
 fn merge_into(
@@ -118,9 +126,14 @@ fn merge_into(
             None => {
                 return Err(EditError::new(
                     key.clone(),
-                    format!("has a non-string entry at index {i} ({})", v.to_string().trim()),
+                    format!(
+                        "has a non-string entry at index {i} ({})",
+                        v.to_string().trim()
+                    ),
                 )
-                .with_help("every entry of `allowed_annotations` is an annotation name in quotes"));
+                .with_help(
+                    "every entry of `allowed_annotations` is an annotation name in quotes",
+                ));
             }
         }
     }
@@ -129,7 +142,8 @@ fn merge_into(
         .filter(|a| !existing.iter().any(|e| e == a))
         .collect();
     if missing.is_empty() {
-        edit.notes.push(format!("`{key}` already allows {}", annotations.join(", ")));
+        edit.notes
+            .push(format!("`{key}` already allows {}", annotations.join(", ")));
         return Ok(());
     }
     // New entries copy the spacing of the last one: one per line in a multi-line list
@@ -138,7 +152,11 @@ fn merge_into(
     // one, separate with a single space.
     let len = array.len();
     let prefix = array.iter().last().map(|last| {
-        let p = last.decor().prefix().and_then(|p| p.as_str()).unwrap_or(" ");
+        let p = last
+            .decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .unwrap_or(" ");
         if p.contains('\n') {
             format!("\n{}", style::indent_of(Some(p)))
         } else if len == 1 {
@@ -147,7 +165,7 @@ fn merge_into(
             p.to_owned()
         }
     });
-    let old = array.to_string().trim().to_owned();
+    let added: Vec<String> = missing.iter().map(|a| (*a).to_owned()).collect();
     for a in missing {
         let mut v = string_value(a);
         match &prefix {
@@ -159,8 +177,7 @@ fn merge_into(
             None => array.push(v),
         }
     }
-    let new = array.to_string().trim().to_owned();
-    edit.changes.push(Change::Updated { key, old, new });
+    edit.changes.push(Change::Extended { key, added });
     Ok(())
 }
 
@@ -221,7 +238,10 @@ mod tests {
         for (text, want) in [
             ("[crio.runtime]\n", "has no runtime table"),
             ("crio = 1\n", "`crio` is an integer"),
-            ("[crio.runtime.runtimes]\nrunc = 1\n", "`crio.runtime.runtimes.runc` is an integer"),
+            (
+                "[crio.runtime.runtimes]\nrunc = 1\n",
+                "`crio.runtime.runtimes.runc` is an integer",
+            ),
             (
                 "[crio.runtime.runtimes.runc]\nallowed_annotations = \"a\"\n",
                 "is a string, expected an array",

@@ -72,13 +72,20 @@ pub enum Change {
         /// The new value, as it is now written.
         new: String,
     },
+    /// Entries were appended to an existing array.
+    Extended {
+        /// The array's key.
+        key: KeyPath,
+        /// The entries added, in order.
+        added: Vec<String>,
+    },
 }
 
 impl Change {
     /// The key this change touched.
     pub fn key(&self) -> &KeyPath {
         match self {
-            Self::Inserted { key } | Self::Updated { key, .. } => key,
+            Self::Inserted { key } | Self::Updated { key, .. } | Self::Extended { key, .. } => key,
         }
     }
 }
@@ -88,6 +95,10 @@ impl fmt::Display for Change {
         match self {
             Self::Inserted { key } => write!(f, "added `{key}`"),
             Self::Updated { key, old, new } => write!(f, "set `{key}` from {old} to {new}"),
+            Self::Extended { key, added } => {
+                let added: Vec<String> = added.iter().map(|a| format!("{a:?}")).collect();
+                write!(f, "added {} to `{key}`", added.join(", "))
+            }
         }
     }
 }
@@ -186,7 +197,10 @@ mod tests {
     #[test]
     fn key_path_quotes_only_non_bare_segments() {
         let key = KeyPath::new(["plugins", "io.containerd.nri.v1.nri", "disable"]);
-        assert_eq!(key.to_string(), r#"plugins."io.containerd.nri.v1.nri".disable"#);
+        assert_eq!(
+            key.to_string(),
+            r#"plugins."io.containerd.nri.v1.nri".disable"#
+        );
         assert_eq!(KeyPath::new(["a b", ""]).to_string(), r#""a b"."""#);
     }
 }

@@ -71,7 +71,11 @@ enum ContainerdAction {
     /// Point runc runtimes at a base runtime spec that holds the hook (without NRI).
     AddOciHook {
         /// Base runtime spec to set as `base_runtime_spec`.
-        #[arg(long, value_name = "PATH", default_value = "/etc/containerd/base-spec.json")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/etc/containerd/base-spec.json"
+        )]
         runtime_spec: PathBuf,
     },
 }
@@ -133,10 +137,28 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             let _ = std::io::stdout().flush();
-            eprintln!("error: {err:?}");
+            eprintln!("{}", render_error(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// `error: ...` then one `Caused by:` block per source, as anyhow's `{:?}` but without the
+/// backtrace it appends when `RUST_BACKTRACE` is set in the caller's shell.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut out = format!("error: {err}");
+    let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
+    if !causes.is_empty() {
+        out.push_str("\n\nCaused by:");
+        for cause in causes {
+            for (i, line) in cause.lines().enumerate() {
+                let lead = if i == 0 { "\n  - " } else { "\n    " };
+                out.push_str(lead);
+                out.push_str(line);
+            }
+        }
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -53,8 +53,8 @@ const BOM: char = '\u{feff}';
 
 /// Reads a config file as UTF-8 text, with errors that say which file and why.
 pub fn read_config(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("failed to read `{}`", path.display()))?;
     if meta.is_dir() {
         bail!(
             "`{}` is a directory, expected a config file\nhelp: pass the file itself, e.g. `{}`",
@@ -88,7 +88,15 @@ pub fn patch_text(
     let mut doc: DocumentMut = body
         .parse()
         .with_context(|| format!("failed to parse `{}` as TOML", path.display()))?;
-    let rendered_before = doc.to_string();
+    // toml_edit renders an unedited document byte for byte, except that line endings become
+    // `\n` and a missing final newline is added; only then is the unedited rendering needed to
+    // map the edit back onto the original lines.
+    let needs_line_patch = body.contains('\r') || !(body.is_empty() || body.ends_with('\n'));
+    let rendered_before = if needs_line_patch {
+        doc.to_string()
+    } else {
+        String::new()
+    };
     let before_doc = doc.clone();
     let edit = edit_fn(&mut doc).map_err(|error| ConfigError {
         path: path.to_owned(),
@@ -103,7 +111,11 @@ pub fn patch_text(
         });
     }
     let rendered_after = doc.to_string();
-    let mut after = text::reapply_edit(body, &rendered_before, &rendered_after);
+    let mut after = if needs_line_patch {
+        text::reapply_edit(body, &rendered_before, &rendered_after)
+    } else {
+        rendered_after
+    };
     if bom {
         after.insert(0, BOM);
     }
@@ -119,17 +131,25 @@ pub fn patch_text(
 /// says it changed.
 fn verify(path: &Path, before: &DocumentMut, after: &str, edit: &Edit) -> anyhow::Result<()> {
     let body = after.strip_prefix(BOM).unwrap_or(after);
-    let reparsed: DocumentMut = body.parse().with_context(|| {
+    // A span-keeping parse: the same grammar as `DocumentMut`'s, without the cost of dropping
+    // the spans afterwards.
+    let reparsed = toml_edit::Document::parse(body).with_context(|| {
         format!(
             "internal error: the patched `{}` would not parse; nothing was written (please report \
              this with the input file)",
             path.display()
         )
     })?;
-    let touched = edit.touched_keys();
+    // A changed leaf is accounted for when one of its prefixes is a key the edit reports.
+    let touched: std::collections::HashSet<&[String]> = edit
+        .touched_keys()
+        .into_iter()
+        .map(|k| k.segments())
+        .collect();
     let mut stray = Vec::new();
     for key in changed_keys(before.as_item(), reparsed.as_item()) {
-        if !touched.iter().any(|t| key.0.starts_with(&t.0)) {
+        let covered = (1..=key.0.len()).any(|n| touched.contains(&key.0[..n]));
+        if !covered {
             stray.push(key);
         }
     }
@@ -149,54 +169,67 @@ fn verify(path: &Path, before: &DocumentMut, after: &str, edit: &Edit) -> anyhow
 /// comparing values, not formatting.
 pub fn changed_keys(before: &Item, after: &Item) -> Vec<KeyPath> {
     let mut out = Vec::new();
-    diff_items(before, after, &mut KeyPath::default(), &mut out);
+    diff_items(before, after, &mut Vec::new(), &mut out);
     out
 }
 
-fn diff_items(a: &Item, b: &Item, path: &mut KeyPath, out: &mut Vec<KeyPath>) {
+fn found(path: &[&str], out: &mut Vec<KeyPath>) {
+    out.push(KeyPath::new(path.iter().copied()));
+}
+
+fn diff_items<'a>(a: &'a Item, b: &'a Item, path: &mut Vec<&'a str>, out: &mut Vec<KeyPath>) {
     match (a.as_table_like(), b.as_table_like()) {
         (Some(ta), Some(tb)) => diff_tables(Some(ta), Some(tb), path, out),
         (None, None) => {
             if !items_equal(a, b) {
-                out.push(path.clone());
+                found(path, out);
             }
         }
-        _ => out.push(path.clone()),
+        _ => found(path, out),
     }
 }
 
-fn diff_tables(
-    a: Option<&dyn TableLike>,
-    b: Option<&dyn TableLike>,
-    path: &mut KeyPath,
+fn diff_tables<'a>(
+    a: Option<&'a dyn TableLike>,
+    b: Option<&'a dyn TableLike>,
+    path: &mut Vec<&'a str>,
     out: &mut Vec<KeyPath>,
 ) {
-    let keys_a = a.into_iter().flat_map(|t| t.iter().map(|(k, _)| k));
-    let keys_b = b.into_iter().flat_map(|t| t.iter().map(|(k, _)| k));
-    let mut keys: Vec<&str> = keys_a.chain(keys_b).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for k in keys {
-        let ia = a.and_then(|t| t.get(k));
-        let ib = b.and_then(|t| t.get(k));
-        path.0.push(k.to_owned());
-        match (ia, ib) {
-            (Some(x), Some(y)) => diff_items(x, y, path, out),
-            // Present on one side only: report its leaves, so that an added table is judged by
-            // the keys inside it.
-            (Some(x), None) | (None, Some(x)) => match x.as_table_like() {
-                Some(t) if !t.is_empty() => {
-                    if ia.is_some() {
-                        diff_tables(Some(t), None, path, out);
-                    } else {
-                        diff_tables(None, Some(t), path, out);
-                    }
-                }
-                _ => out.push(path.clone()),
-            },
-            (None, None) => {}
+    // Keys of `a` (changed or removed), then keys only in `b` (added).
+    if let Some(ta) = a {
+        for (k, ia) in ta.iter() {
+            path.push(k);
+            match b.and_then(|tb| tb.get(k)) {
+                Some(ib) => diff_items(ia, ib, path, out),
+                None => one_sided(ia, true, path, out),
+            }
+            path.pop();
         }
-        path.0.pop();
+    }
+    if let Some(tb) = b {
+        for (k, ib) in tb.iter() {
+            if a.is_some_and(|ta| ta.contains_key(k)) {
+                continue;
+            }
+            path.push(k);
+            one_sided(ib, false, path, out);
+            path.pop();
+        }
+    }
+}
+
+/// An item present on one side only: report its leaves, so that an added table is judged by the
+/// keys inside it.
+fn one_sided<'a>(item: &'a Item, before: bool, path: &mut Vec<&'a str>, out: &mut Vec<KeyPath>) {
+    match item.as_table_like() {
+        Some(t) if !t.is_empty() => {
+            if before {
+                diff_tables(Some(t), None, path, out);
+            } else {
+                diff_tables(None, Some(t), path, out);
+            }
+        }
+        _ => found(path, out),
     }
 }
 
@@ -207,7 +240,7 @@ fn items_equal(a: &Item, b: &Item) -> bool {
             x.len() == y.len()
                 && x.iter().zip(y.iter()).all(|(p, q)| {
                     let mut out = Vec::new();
-                    diff_tables(Some(p), Some(q), &mut KeyPath::default(), &mut out);
+                    diff_tables(Some(p), Some(q), &mut Vec::new(), &mut out);
                     out.is_empty()
                 })
         }
@@ -230,7 +263,7 @@ fn values_equal(a: &Value, b: &Value) -> bool {
         }
         (Value::InlineTable(x), Value::InlineTable(y)) => {
             let mut out = Vec::new();
-            diff_tables(Some(x), Some(y), &mut KeyPath::default(), &mut out);
+            diff_tables(Some(x), Some(y), &mut Vec::new(), &mut out);
             out.is_empty()
         }
         _ => false,
@@ -244,7 +277,8 @@ mod tests {
 
     #[test]
     fn patch_text_keeps_crlf_and_bom() {
-        let original = "\u{feff}version = 2\r\n[plugins.\"io.containerd.nri.v1.nri\"]\r\n  disable = true\r\n";
+        let original =
+            "\u{feff}version = 2\r\n[plugins.\"io.containerd.nri.v1.nri\"]\r\n  disable = true\r\n";
         let p = patch_text(Path::new("c.toml"), original, containerd::enable_nri).unwrap();
         assert_eq!(
             p.after,
@@ -311,6 +345,9 @@ pub fn plan_file(
     use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
 
     let original = read_config(config)?;
+    if let Output::Path(out) = output {
+        preflight_output(out)?;
+    }
     let patched = patch_text(config, &original, edit_fn)?;
     let output = match output {
         Output::Path(p) if same_file(p, config) => &Output::InPlace,
@@ -322,7 +359,11 @@ pub fn plan_file(
             diff_label(config),
             patched.before.clone(),
         ),
-        Output::Path(p) => (Target::Path(p.clone()), diff_label(p), patched.before.clone()),
+        Output::Path(p) => (
+            Target::Path(p.clone()),
+            diff_label(p),
+            patched.before.clone(),
+        ),
         Output::NewTempFile => {
             let name = config
                 .file_name()
@@ -357,6 +398,30 @@ pub fn plan_file(
         },
         patched.edit,
     ))
+}
+
+/// Refuses an output path that cannot be a file, before anything is shown or written.
+fn preflight_output(out: &Path) -> anyhow::Result<()> {
+    if out.is_dir() {
+        bail!(
+            "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. `{}`",
+            out.display(),
+            out.join("config.toml").display()
+        );
+    }
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write `{}`: directory `{}` does not exist\nhelp: create it first, or choose \
+             another output path",
+            out.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Whether two paths name the same file (same device and inode, or the same path when the

@@ -186,7 +186,11 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// The mode and owner come from the file being replaced, else from `template`, else the mode is
 /// 0644. The owner is only kept where the process may set it (as root); elsewhere the new file
 /// belongs to the caller, as any file it writes.
-pub fn write_atomic(path: &Path, contents: &[u8], template: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let target = resolve_target(path)?;
     let dir = parent_dir(&target);
     let meta = fs::metadata(&target)
@@ -295,9 +299,17 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let wrote = write_atomic(&link, b"a = 2\n", None).unwrap();
         assert_eq!(wrote, fs::canonicalize(&real).unwrap());
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs::read_to_string(&real).unwrap(), "a = 2\n");
-        assert_eq!(fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 2, "no temporary file may be left behind");
     }
@@ -310,7 +322,10 @@ mod tests {
         fs::set_permissions(&template, fs::Permissions::from_mode(0o640)).unwrap();
         let out = dir.path().join("out.toml");
         write_atomic(&out, b"x", Some(&template)).unwrap();
-        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
     }
 
     #[test]

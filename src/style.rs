@@ -158,6 +158,19 @@ pub fn value_from_raw(raw: &str) -> Option<Value> {
 /// and inline tables keep `toml_edit`'s spacing, which is already theirs.
 pub fn insert_aligned(item: &mut Item, key: &str, value: Value) {
     let standard = matches!(item, Item::Table(t) if !t.is_dotted());
+    let mut value = value;
+    if let Item::Value(Value::InlineTable(t)) = item {
+        // `{ a = 1 }`: the space before `}` belongs to the last value; hand it to the new last
+        // one, or the comma would land after it (`{ a = 1 , b = 2 }`).
+        if let Some((_, last)) = t.iter_mut().last() {
+            let suffix = last.decor().suffix().cloned();
+            last.decor_mut().set_suffix("");
+            if let Some(suffix) = suffix {
+                value.decor_mut().set_suffix(suffix);
+            }
+        }
+        value.decor_mut().set_prefix(" ");
+    }
     let Some(table) = item.as_table_like_mut() else {
         return;
     };

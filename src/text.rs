@@ -69,7 +69,9 @@ pub fn reapply_edit(original: &str, rendered_original: &str, rendered_edited: &s
             .iter()
             .zip(&before)
             .enumerate()
-            .all(|(i, (o, b))| body(o) == body(b) && (i == last || o.ends_with('\n') == b.ends_with('\n')));
+            .all(|(i, (o, b))| {
+                body(o) == body(b) && (i == last || o.ends_with('\n') == b.ends_with('\n'))
+            });
     if !round_trips {
         let mut out = String::with_capacity(rendered_edited.len());
         for line in rendered_edited.split_inclusive('\n') {
@@ -118,7 +120,11 @@ pub fn reapply_edit(original: &str, rendered_original: &str, rendered_edited: &s
 /// The 1-based line number of byte offset `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Finds the line on which `key` is written in `text`, by walking a span-keeping parse.
@@ -176,7 +182,10 @@ mod tests {
     fn reapply_edit_keeps_a_missing_final_newline_unless_lines_follow() {
         let original = "a = 1\n[t]\nb = true";
         let rendered = "a = 1\n[t]\nb = true\n";
-        assert_eq!(reapply_edit(original, rendered, "a = 1\n[t]\nb = true\n"), original);
+        assert_eq!(
+            reapply_edit(original, rendered, "a = 1\n[t]\nb = true\n"),
+            original
+        );
         assert_eq!(
             reapply_edit(original, rendered, "a = 2\n[t]\nb = true\n"),
             "a = 2\n[t]\nb = true"

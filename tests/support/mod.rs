@@ -18,6 +18,15 @@
 //! `mod support;` must be declared at the crate root of the test binary:
 //! `require!` refers to `$crate::support::runtimes`.  (Cargo does not treat
 //! `tests/support/` as a test target of its own.)
-#![allow(dead_code, unused_macros, unused_imports)]
+#![allow(
+    dead_code,
+    unused_macros,
+    unused_imports,
+    unreachable_pub,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 pub mod runtimes;
+pub mod values;

@@ -1,0 +1,671 @@
+//! The `tetragon-oci-hook-setup` binary as a user runs it: exit codes, what is printed, and what
+//! is (and is not) written.
+//!
+//! Each run is snapshotted as one string in uv's form (exit code, stdout, stderr) with the
+//! temporary directory shown as `[TMP]`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn snapshot(&self) -> String {
+        format!(
+            "exit_code: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the binary in `dir` with `args`, with `dir` replaced by `[TMP]` in its output.
+fn run(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("TMPDIR", dir)
+        .output()
+        .unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&dir.display().to_string(), "[TMP]");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: clean(&out.stdout),
+        stderr: clean(&out.stderr),
+    }
+}
+
+fn fixture(rel: &str) -> String {
+    fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel),
+    )
+    .unwrap()
+}
+
+/// A temporary directory holding `name` with `content`.
+fn setup(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    fs::write(&path, content).unwrap();
+    (dir, path)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const DISABLED: &str = "version = 2\n\n[plugins]\n  [plugins.\"io.containerd.nri.v1.nri\"]\n    disable = true # off for now\n";
+
+#[test]
+fn enable_nri_in_place_then_nothing_to_do() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let first = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    insta::assert_snapshot!(first.snapshot(), @r#"
+    exit_code: 0
+    ----- stdout -----
+    --- a/config.toml
+    +++ b/config.toml
+    @@ -2,4 +2,4 @@
+     
+     [plugins]
+       [plugins."io.containerd.nri.v1.nri"]
+    -    disable = true # off for now
+    +    disable = false # off for now
+    ----- stderr -----
+    set `plugins."io.containerd.nri.v1.nri".disable` from true to false
+    wrote `config.toml`
+    "#);
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        DISABLED.replace("true", "false")
+    );
+    let second = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    insta::assert_snapshot!(second.snapshot(), @r#"
+    exit_code: 0
+    ----- stdout -----
+    ----- stderr -----
+    note: NRI is already enabled (`plugins."io.containerd.nri.v1.nri".disable = false`)
+    `config.toml` needs no change; nothing written
+    "#);
+    assert_eq!(entries(dir.path()), ["config.toml"]);
+}
+
+#[test]
+fn flags_may_come_before_the_action() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+            "--quiet",
+            "enable-nri",
+        ],
+    );
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    assert!(
+        fs::read_to_string(&path)
+            .unwrap()
+            .contains("disable = false")
+    );
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let before = fs::metadata(&path).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+            "--dry-run",
+        ],
+    );
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("+    disable = false # off for now"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.ends_with("dry run: nothing written\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+    assert_eq!(
+        fs::metadata(&path).unwrap().modified().unwrap(),
+        before.modified().unwrap()
+    );
+    assert_eq!(entries(dir.path()), ["config.toml"]);
+}
+
+#[test]
+fn check_exits_1_when_changes_are_pending_and_0_when_not() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let args = [
+        "patch-containerd-conf",
+        "enable-nri",
+        "--config-file",
+        "config.toml",
+        "--check",
+    ];
+    let pending = run(dir.path(), &args);
+    assert_eq!(pending.code, 1, "{}", pending.stderr);
+    assert!(
+        pending
+            .stdout
+            .starts_with("--- a/config.toml\n+++ b/config.toml\n")
+    );
+    assert!(
+        pending
+            .stderr
+            .contains("needs changes (--check: nothing written)")
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+    let quiet = run(dir.path(), &[&args[..], &["--quiet"]].concat());
+    assert_eq!(
+        (quiet.code, quiet.stdout.as_str(), quiet.stderr.as_str()),
+        (1, "", "")
+    );
+
+    fs::write(&path, DISABLED.replace("true", "false")).unwrap();
+    let clean = run(dir.path(), &args);
+    assert_eq!(clean.code, 0, "{}", clean.stderr);
+    assert_eq!(clean.stdout, "");
+}
+
+#[test]
+fn output_writes_a_new_file_with_the_configs_mode() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--output",
+            "new.toml",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("--- a/config.toml\n+++ b/new.toml\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        DISABLED,
+        "the input is not touched"
+    );
+    let out = dir.path().join("new.toml");
+    assert!(
+        fs::read_to_string(&out)
+            .unwrap()
+            .contains("disable = false # off for now")
+    );
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(entries(dir.path()), ["config.toml", "new.toml"]);
+}
+
+#[test]
+fn output_naming_the_config_itself_acts_as_in_place() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let abs = path.display().to_string();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--output",
+            &abs,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("--- a/config.toml\n+++ b/config.toml\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        fs::read_to_string(&path)
+            .unwrap()
+            .contains("disable = false")
+    );
+    assert_eq!(entries(dir.path()), ["config.toml"]);
+}
+
+#[test]
+fn without_output_writes_a_new_temporary_file_and_says_where() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("wrote patched config to"))
+        .unwrap();
+    let written = line
+        .trim_start_matches("wrote patched config to `")
+        .trim_end_matches('`');
+    let written = written.replace("[TMP]", &dir.path().display().to_string());
+    assert!(
+        fs::read_to_string(&written)
+            .unwrap()
+            .contains("disable = false")
+    );
+    assert!(written.ends_with(".toml"), "{written}");
+}
+
+#[test]
+fn symlinked_config_is_edited_at_its_target() {
+    let (dir, real) = setup("real.toml", DISABLED);
+    let link = dir.path().join("config.toml");
+    std::os::unix::fs::symlink("real.toml", &link).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        fs::read_to_string(&real)
+            .unwrap()
+            .contains("disable = false")
+    );
+}
+
+#[test]
+fn add_oci_hook_sets_base_runtime_spec() {
+    let (dir, path) = setup(
+        "config.toml",
+        &fixture("containerd/containerd-1.7.24-config-default-v2.toml"),
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "add-oci-hook",
+            "--config-file",
+            "config.toml",
+            "--runtime-spec",
+            "/etc/containerd/tetragon-spec.json",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("+          base_runtime_spec = \"/etc/containerd/tetragon-spec.json\""),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        fs::read_to_string(&path)
+            .unwrap()
+            .matches("base_runtime_spec = \"/etc/containerd/tetragon-spec.json\"")
+            .count(),
+        1
+    );
+    let rel = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "add-oci-hook",
+            "--config-file",
+            "config.toml",
+            "--runtime-spec",
+            "spec.json",
+        ],
+    );
+    assert_eq!(rel.code, 2);
+    assert!(
+        rel.stderr.contains("not an absolute path"),
+        "{}",
+        rel.stderr
+    );
+}
+
+#[test]
+fn crio_enable_annotations() {
+    let (dir, path) = setup("crio.conf", &fixture("crio/runtimes-mixed.conf"));
+    let r = run(
+        dir.path(),
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--config-file",
+            "crio.conf",
+            "--output-file",
+            "crio.conf",
+            "--annotations",
+            "tetragon.io/a,tetragon.io/b",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches("\"tetragon.io/a\"").count(), 3, "{text}");
+    let again = run(
+        dir.path(),
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--config-file",
+            "crio.conf",
+            "--check",
+            "--annotations",
+            "tetragon.io/b",
+            "--annotations",
+            "tetragon.io/a",
+        ],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+
+    let empty = run(
+        dir.path(),
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--config-file",
+            "crio.conf",
+            "--annotations",
+            "a,,b",
+        ],
+    );
+    assert_eq!(empty.code, 2);
+    assert!(empty.stderr.contains("empty name"), "{}", empty.stderr);
+    let missing = run(
+        dir.path(),
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--config-file",
+            "crio.conf",
+        ],
+    );
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("--annotations"),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// Every error: exit 2, a message naming the file, the input byte-identical, nothing else
+/// written in the directory.
+#[test]
+fn errors_exit_2_and_write_nothing() {
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "invalid TOML",
+            "version = 2\n[plugins\n",
+            &["--in-place"],
+            "failed to parse `config.toml` as TOML",
+        ),
+        (
+            "string disable",
+            "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = \"yes\"\n",
+            &["--in-place"],
+            "config.toml:3: `plugins.\"io.containerd.nri.v1.nri\".disable` is a string (\"yes\"), expected a boolean",
+        ),
+        (
+            "plugins not a table",
+            "version = 2\nplugins = []\n",
+            &["--output", "out.toml"],
+            "config.toml:2: `plugins` is an array, expected a table",
+        ),
+        (
+            "unknown version",
+            "version = 7\n",
+            &["--in-place"],
+            "`version` is 7",
+        ),
+        (
+            "missing output dir",
+            DISABLED,
+            &["--output", "no/such/dir/out.toml"],
+            "directory `no/such/dir` does not exist",
+        ),
+        (
+            "output is a directory",
+            DISABLED,
+            &["--output", "."],
+            "is a directory",
+        ),
+        (
+            "both outputs",
+            DISABLED,
+            &["--in-place", "--output", "x.toml"],
+            "--in-place and --output",
+        ),
+    ];
+    for (what, content, extra, want) in cases {
+        let (dir, path) = setup("config.toml", content);
+        let args = [
+            &[
+                "patch-containerd-conf",
+                "enable-nri",
+                "--config-file",
+                "config.toml",
+            ][..],
+            extra,
+        ]
+        .concat();
+        let r = run(dir.path(), &args);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(r.stderr.starts_with("error: "), "{what}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(want),
+            "{what}: want {want:?} in {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{what}");
+        assert_eq!(r.stdout, "", "{what}: no diff is shown for a refused edit");
+        assert_eq!(&fs::read_to_string(&path).unwrap(), content, "{what}");
+        assert_eq!(entries(dir.path()), ["config.toml"], "{what}");
+    }
+}
+
+#[test]
+fn missing_and_directory_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "nope.toml",
+        ],
+    );
+    insta::assert_snapshot!(missing.snapshot(), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: failed to read `nope.toml`
+
+    Caused by:
+      - No such file or directory (os error 2)
+    ");
+    let is_dir = run(
+        dir.path(),
+        &["patch-containerd-conf", "enable-nri", "--config-file", "."],
+    );
+    insta::assert_snapshot!(is_dir.snapshot(), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: `.` is a directory, expected a config file
+    help: pass the file itself, e.g. `./config.toml`
+    ");
+    fs::write(dir.path().join("latin1.toml"), b"# caf\xe9\nversion = 2\n").unwrap();
+    let bad_utf8 = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "latin1.toml",
+        ],
+    );
+    assert_eq!(bad_utf8.code, 2);
+    assert!(
+        bad_utf8
+            .stderr
+            .contains("latin1.toml`:1: is not valid UTF-8"),
+        "{}",
+        bad_utf8.stderr
+    );
+}
+
+/// A read-only output directory: as root, permission bits do not stop a write, so the
+/// directory is made read-only with a read-only bind mount; as another user, with chmod.
+#[test]
+fn read_only_output_directory() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let ro = dir.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    let guard = ReadOnly::new(&ro);
+    let Some(_guard) = guard else {
+        eprintln!("skipped: cannot make a read-only directory here (not root, or mount refused)");
+        assert!(
+            std::env::var("E2E_REQUIRED").unwrap_or_default() != "1",
+            "read-only mount refused"
+        );
+        return;
+    };
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--output",
+            "ro/out.toml",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("failed to create a temporary file in `ro`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("Read-only file system") || r.stderr.contains("Permission denied"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+    assert!(entries(&ro).is_empty());
+}
+
+/// Makes a directory read-only for the duration of a test.
+struct ReadOnly(PathBuf, bool);
+
+impl ReadOnly {
+    fn new(dir: &Path) -> Option<Self> {
+        let is_root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+        if !is_root {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).ok()?;
+            return Some(Self(dir.to_owned(), false));
+        }
+        let d = dir.to_str()?;
+        let ok = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ok(&["--bind", d, d]) {
+            return None;
+        }
+        if !ok(&["-o", "remount,ro,bind", d]) {
+            let _ = Command::new("umount").arg(d).status();
+            return None;
+        }
+        Some(Self(dir.to_owned(), true))
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = Command::new("umount").arg(&self.0).status();
+        } else {
+            let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o755));
+        }
+    }
+}
