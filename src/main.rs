@@ -502,7 +502,7 @@ fn report(applied: &[Applied], verbose: bool) {
             ),
             Applied::Wrote(p) if verbose => eprintln!("wrote `{}`", p.display()),
             Applied::Removed(p) if verbose => eprintln!("removed `{}`", p.display()),
-            Applied::Unchanged(p) if verbose => eprintln!("`{}` unchanged", p.display()),
+            // The plan's summary already said so.
             Applied::Wrote(_) | Applied::Removed(_) | Applied::Unchanged(_) => {}
         }
     }
@@ -589,5 +589,57 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    fn argv(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn helm_command_line_parses_unchanged() {
+        let cli = parse_cli(argv(
+            "tetragon-oci-hook-setup install --interface=oci-hooks \
+             --local-install-dir=/hostInstall --host-install-dir=/opt/tetragon \
+             --oci-hooks.local-dir=/hostHooks --daemonize \
+             hook-args --grpc-address=unix:///var/run/tetragon/tetragon.sock \
+             --fail-allow-namespaces kube-system,ns1",
+        ))
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.interface, Interface::OciHooks);
+        assert_eq!(
+            args.local_binary,
+            PathBuf::from("/usr/bin/tetragon-oci-hook")
+        );
+        assert_eq!(args.local_install_dir, PathBuf::from("/hostInstall"));
+        assert_eq!(args.host_install_dir, PathBuf::from("/opt/tetragon"));
+        assert_eq!(args.oci_hooks_local_dir, PathBuf::from("/hostHooks"));
+        assert!(args.daemonize && !args.dry_run);
+        let Some(InstallTail::HookArgs { args }) = args.hook_args else {
+            panic!("no hook args")
+        };
+        assert_eq!(
+            args,
+            [
+                "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+                "--fail-allow-namespaces",
+                "kube-system,ns1"
+            ]
+        );
+    }
+
+    #[test]
+    fn hook_args_split_skips_flag_values_named_hook_args() {
+        // `hook-args` as the value of a flag is that value, not the start of the hook's args.
+        let (head, tail) = split_hook_args(argv(
+            "x --log-level info install --local-install-dir hook-args --host-install-dir /h \
+             hook-args --log-level=debug hook-args",
+        ));
+        assert_eq!(head.len(), 9);
+        assert_eq!(tail.unwrap(), argv("--log-level=debug hook-args"));
+        let (head, tail) = split_hook_args(argv("x patch-crio-conf hook-args"));
+        assert_eq!((head.len(), tail), (3, None));
     }
 }

@@ -669,6 +669,104 @@ mod tests {
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
     }
 
+    fn install(path: &Path, contents: &[u8], mode: u32) -> Step {
+        Step::Install(
+            FileInstall::new(None, path.to_owned(), contents.to_vec(), mode, false).unwrap(),
+        )
+    }
+
+    #[test]
+    fn install_sets_mode_and_skips_identical_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let plan = Plan {
+            steps: vec![install(&bin, b"elf", 0o755)],
+        };
+        assert!(!plan.is_noop());
+        assert_eq!(plan.apply().unwrap(), [Applied::Wrote(bin.clone())]);
+        assert_eq!(
+            fs::metadata(&bin).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        let inode = fs::metadata(&bin).unwrap().ino();
+        let again = Plan {
+            steps: vec![install(&bin, b"elf", 0o755)],
+        };
+        assert!(again.is_noop());
+        assert_eq!(again.apply().unwrap(), [Applied::Unchanged(bin.clone())]);
+        assert_eq!(fs::metadata(&bin).unwrap().ino(), inode);
+    }
+
+    #[test]
+    fn failed_step_undoes_earlier_installs_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        let replaced = dir.path().join("replaced");
+        let removed = dir.path().join("removed");
+        fs::write(&replaced, "old").unwrap();
+        fs::set_permissions(&replaced, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&removed, "keep me").unwrap();
+        let plan = Plan {
+            steps: vec![
+                install(&fresh, b"new", 0o755),
+                install(&replaced, b"new", 0o644),
+                Step::Remove(FileRemove::new(removed.clone(), None, false).unwrap()),
+                // Its directory does not exist: this step fails.
+                install(&dir.path().join("missing/x"), b"x", 0o644),
+            ],
+        };
+        let err = plan.apply().unwrap_err();
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+        assert!(!fresh.exists());
+        assert_eq!(fs::read_to_string(&replaced).unwrap(), "old");
+        assert_eq!(
+            fs::metadata(&replaced).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(fs::read_to_string(&removed).unwrap(), "keep me");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["removed", "replaced"],
+            "no temporary file may be left behind"
+        );
+    }
+
+    #[test]
+    fn remove_only_if_checks_content_at_apply_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours");
+        let theirs = dir.path().join("theirs");
+        let gone = dir.path().join("gone");
+        fs::write(&ours, "ours").unwrap();
+        fs::write(&theirs, "ours").unwrap();
+        let plan = Plan {
+            steps: vec![
+                Step::Remove(FileRemove::new(ours.clone(), Some(b"ours".to_vec()), false).unwrap()),
+                Step::Remove(
+                    FileRemove::new(theirs.clone(), Some(b"ours".to_vec()), false).unwrap(),
+                ),
+                Step::Remove(FileRemove::new(gone.clone(), None, false).unwrap()),
+            ],
+        };
+        // Changed after the plan was made: must be kept.
+        fs::write(&theirs, "changed").unwrap();
+        assert_eq!(
+            plan.apply().unwrap(),
+            [
+                Applied::Removed(ours.clone()),
+                Applied::Kept(theirs.clone()),
+                Applied::Absent(gone)
+            ]
+        );
+        assert!(!ours.exists());
+        assert_eq!(fs::read_to_string(&theirs).unwrap(), "changed");
+    }
+
     #[test]
     fn unified_diff_has_git_style_headers() {
         let d = unified_diff("a\nb\n", "a\nc\n", "etc/x", "etc/x");
