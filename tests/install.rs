@@ -869,3 +869,56 @@ fn hook_json_round_trips_real_hook_files() {
     oci-seccomp-bpf-hook-installed.json 1.0.0 /usr/libexec/oci/hooks.d/oci-seccomp-bpf-hook
     ");
 }
+
+#[test]
+fn print_config_matches_the_installed_hook_file() {
+    let node = Node::new();
+    assert!(node.install(&[]).status.success());
+    let out = run(&[
+        "print-config",
+        "--binary",
+        "/opt/tetragon/tetragon-oci-hook",
+        "--args",
+        "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+        "--fail-allow-namespaces",
+        "kube-system,ns1",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, fs::read(node.hook_file()).unwrap());
+}
+
+#[test]
+fn install_unreadable_binary_as_non_root_writes_nothing() {
+    let node = Node::new();
+    with_old_install(&node);
+    fs::set_permissions(node.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["hostInstall", "hostHooks"] {
+        fs::set_permissions(node.path(d), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::set_permissions(node.source(), fs::Permissions::from_mode(0o000)).unwrap();
+    let before = node.snapshot_files();
+    let mut cmd = bin();
+    cmd.args(node.helm_args());
+    // Root reads any file: drop to `nobody` for the run.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            skip(&format!("cannot run the binary as nobody: {e}"));
+            return;
+        }
+    };
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: failed to read the hook binary `[TMP]/src/tetragon-oci-hook`
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
+
+    Caused by:
+        Permission denied (os error 13)
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
