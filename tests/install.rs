@@ -922,3 +922,62 @@ fn install_unreadable_binary_as_non_root_writes_nothing() {
     ");
     assert_eq!(node.snapshot_files(), before);
 }
+
+/// In the Helm DaemonSet the installer is its container's PID 1, to which the kernel delivers
+/// only the signals it blocks or handles; SIGTERM comes from outside its PID namespace.
+#[test]
+fn daemonize_as_pid_1_uninstalls_on_sigterm_from_outside() {
+    let node = Node::new();
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .output();
+    if unsafe { libc::geteuid() } != 0 || !probe.is_ok_and(|o| o.status.success()) {
+        skip("a PID namespace needs root and `unshare --pid` (util-linux)");
+        return;
+    }
+    let mut args = node.helm_args();
+    args.insert(2, "--daemonize".into());
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork"])
+        .arg(env!("CARGO_BIN_EXE_tetragon-oci-hook-setup"))
+        .args(&args)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(unshare.stderr.take().unwrap());
+    let mut seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
+    let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "not PID 1 in its namespace: {nspid}"
+    );
+
+    // SAFETY: signalling the installer we started, by its pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // A PID 1 that neither blocks nor handles SIGTERM never sees it: do not hang on that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let out = loop {
+        if let Some(status) = unshare.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = unshare.wait();
+            panic!("the installer (PID 1) did not exit after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    assert!(out.success(), "{out:?}: {seen}");
+    assert!(seen.contains("received SIGTERM: uninstalling"), "{seen}");
+    assert!(
+        !node.binary().exists() && !node.hook_file().exists(),
+        "{seen}"
+    );
+}
