@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use support_podman::{Podman, bin, recording_hook, run};
+use support_podman::{Podman, bin, library_mounts, recording_hook, run};
 
 /// Directories of one test: the hook program's source, the install and hooks dirs, and where
 /// the hook records its calls.
@@ -184,6 +184,112 @@ fn podman_stops_calling_hook_after_daemonized_install_gets_sigterm() {
     assert!(
         node.run_container(&podman).is_none(),
         "podman still ran the hook after the daemonized install ended"
+    );
+}
+
+/// What the Helm chart's DaemonSet does: the installer runs as PID 1 of a container that sees
+/// the host's install dir at `/hostInstall` and its hooks dir at `/hostHooks`, with the chart's
+/// command line (only `--host-install-dir` names a temp dir here instead of `/opt/tetragon`).
+/// The hook file it writes must name the host paths, and `podman stop` (SIGTERM) must remove
+/// both files.
+#[test]
+fn podman_installer_container_writes_host_paths_and_cleans_up_on_stop() {
+    let Some(podman) = Podman::get() else { return };
+    let node = Node::new();
+    let no_hooks = tempfile::tempdir().unwrap();
+    let setup = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
+    let name = format!("rthooks-installer-{}", std::process::id());
+    let mut run = podman.command(no_hooks.path());
+    run.args(["run", "-d", "--name", &name, "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args(library_mounts(std::path::Path::new(setup)))
+        .arg("-v")
+        .arg(format!("{setup}:/usr/bin/tetragon-oci-hook-setup:ro"))
+        .arg("-v")
+        .arg(format!(
+            "{}:/usr/bin/tetragon-oci-hook:ro",
+            node.source.display()
+        ))
+        .arg("-v")
+        .arg(format!("{}:/hostInstall", node.install.display()))
+        .arg("-v")
+        .arg(format!("{}:/hostHooks", node.hooks.display()))
+        .arg(support_podman::IMAGE)
+        .args([
+            "tetragon-oci-hook-setup",
+            "install",
+            "--interface=oci-hooks",
+            "--local-install-dir=/hostInstall",
+        ])
+        .arg(format!("--host-install-dir={}", node.install.display()))
+        .args([
+            "--oci-hooks.local-dir=/hostHooks",
+            "--daemonize",
+            "hook-args",
+            "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+            "--fail-allow-namespaces",
+            "kube-system,ns1",
+        ]);
+    let started = run.output().unwrap();
+    // Removes the installer container even when an assertion below fails.
+    struct Remove<'a>(&'a Podman, &'a std::path::Path, &'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.command(self.1).args(["rm", "-f", self.2]).output();
+        }
+    }
+    let _remove = Remove(&podman, no_hooks.path(), &name);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let logs = |podman: &Podman| {
+        let out = podman
+            .command(no_hooks.path())
+            .args(["logs", &name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !logs(&podman).contains("waiting for SIGINT or SIGTERM") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the installer did not finish: {}",
+            logs(&podman)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    node.assert_called(&podman);
+
+    let stop = podman
+        .command(no_hooks.path())
+        .args(["stop", "-t", "20", &name])
+        .output()
+        .unwrap();
+    let exit = podman
+        .command(no_hooks.path())
+        .args(["inspect", "--format", "{{.State.ExitCode}}", &name])
+        .output()
+        .unwrap();
+    let log = logs(&podman);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&exit.stdout).trim(), "0", "{log}");
+    assert!(log.contains("received SIGTERM: uninstalling"), "{log}");
+    assert!(node.files_gone(), "{log}");
+    assert!(
+        node.run_container(&podman).is_none(),
+        "podman still ran the hook after the installer container stopped"
     );
 }
 

@@ -91,6 +91,26 @@ pub(crate) fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `-v` options that make a dynamically linked host binary run in the busybox image: each
+/// shared library `ldd` lists, bind-mounted read-only at the same path.
+pub(crate) fn library_mounts(binary: &Path) -> Vec<String> {
+    let out = Command::new("ldd").arg(binary).output().expect("run ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut mounts = Vec::new();
+    for line in text.lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)` or `/lib64/ld-linux... (0x...)`
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            mounts.push("-v".to_owned());
+            mounts.push(format!("{path}:{path}:ro"));
+        }
+    }
+    mounts
+}
+
 /// Writes a hook program (a shell script) that records its argv (one per line), its working
 /// directory and its stdin (the OCI state) as `argv`, `cwd` and `stdin` in `record_dir`.
 pub(crate) fn recording_hook(path: &Path, record_dir: &Path) {
@@ -183,6 +203,13 @@ impl Podman {
             ));
         }
         Ok(podman)
+    }
+
+    /// `podman` with the storage options and `--hooks-dir HOOKS`.
+    pub(crate) fn command(&self, hooks_dir: &Path) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.args(&self.global).arg("--hooks-dir").arg(hooks_dir);
+        cmd
     }
 
     /// `podman --hooks-dir HOOKS run --rm --network none IMAGE true`.
