@@ -172,13 +172,10 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
              path on the host, e.g. `/opt/tetragon/{DEFAULT_BINARY_NAME}`"
         );
     }
-    let dir = binary
-        .parent()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let dir = if dir.is_empty() { "/".to_owned() } else { dir };
+    // The binary is absolute and valid UTF-8, so its parent is too (`/` for `/hook`).
+    let dir = binary.parent().and_then(Path::to_str).unwrap_or("/");
     Ok(hook_json::render(&hook_json::tetragon_hook(
-        path, &dir, args,
+        path, dir, args,
     )))
 }
 
