@@ -7,7 +7,9 @@
 //!   (`&mut DocumentMut` in, [`edit::Edit`] out, no I/O);
 //! - [`text`]: the text-level pieces those edits need (line endings, line lookup);
 //! - [`patch`]: reads a config, runs one edit, checks the result and turns it into a [`plan::Plan`];
-//! - [`plan`]: a plan of file changes, its unified diff, and its atomic application.
+//! - [`plan`]: a plan of file changes, its unified diff, and its atomic application;
+//! - [`hook_json`]: the OCI hooks.d file format (schema 1.0.0, legacy 0.1.0 read only);
+//! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface.
 //!
 //! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
 //! caller stops there) an atomic apply.
@@ -17,6 +19,8 @@
 pub mod containerd;
 pub mod crio;
 pub mod edit;
+pub mod hook_json;
+pub mod install;
 pub mod patch;
 pub mod plan;
 pub mod style;

@@ -1,16 +1,19 @@
 //! `tetragon-oci-hook-setup`: patches container-runtime configuration for Tetragon's runtime
-//! hooks. This file only parses arguments and prints; the work is in the `rthooks` library.
+//! hooks and installs the hook. This file only parses arguments and prints; the work is in the
+//! `rthooks` library.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use rthooks::edit::{Edit, EditError};
+use rthooks::install::{self, InstallOptions, TerminationSignals, UninstallOptions};
 use rthooks::patch::{self, Output};
-use rthooks::plan::Applied;
+use rthooks::plan::{Applied, Plan};
 use toml_edit::DocumentMut;
 
 /// Set up Tetragon's runtime hooks on a node.
@@ -40,6 +43,134 @@ enum Command {
     PatchContainerdConf(ContainerdArgs),
     /// Patch cri-o's configuration.
     PatchCrioConf(CrioArgs),
+    /// Install the hook binary and its hook file.
+    #[command(disable_help_subcommand = true)]
+    Install(InstallArgs),
+    /// Remove the hook file and the hook binary.
+    Uninstall(UninstallArgs),
+    /// Print the hook file (hooks.d JSON) for a hook binary.
+    PrintConfig(PrintConfigArgs),
+}
+
+/// How the runtime is told about the hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Interface {
+    /// A hooks.d JSON file (cri-o, podman).
+    OciHooks,
+    /// An NRI plugin (containerd); not yet supported.
+    NriHook,
+}
+
+#[derive(Debug, Args)]
+struct InstallArgs {
+    /// How the runtime is told about the hook.
+    #[arg(long, value_enum, default_value_t = Interface::OciHooks)]
+    interface: Interface,
+
+    /// The hook binary to install.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/bin/tetragon-oci-hook"
+    )]
+    local_binary: PathBuf,
+
+    /// The install dir as mounted here (the binary is copied into it).
+    #[arg(long, value_name = "DIR", required = true)]
+    local_install_dir: PathBuf,
+
+    /// The same dir as the host sees it (used for every path written into the hook file).
+    #[arg(long, value_name = "DIR", required = true)]
+    host_install_dir: PathBuf,
+
+    /// The runtime's hooks dir as mounted here (oci-hooks interface).
+    #[arg(
+        long = "oci-hooks.local-dir",
+        value_name = "DIR",
+        default_value = "/hostHooks"
+    )]
+    oci_hooks_local_dir: PathBuf,
+
+    /// Index of the NRI plugin (nri-hook interface).
+    #[arg(long = "nri-hook.index", value_name = "NN", default_value = "01")]
+    nri_hook_index: String,
+
+    /// Name of the NRI plugin (nri-hook interface).
+    #[arg(
+        long = "nri-hook.name",
+        value_name = "NAME",
+        default_value = "tetragon"
+    )]
+    nri_hook_name: String,
+
+    /// After installing, wait for SIGINT or SIGTERM, then uninstall what was installed.
+    #[arg(long)]
+    daemonize: bool,
+
+    /// Show the hook file diff and the binary copy; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    #[command(subcommand)]
+    hook_args: Option<InstallTail>,
+}
+
+#[derive(Debug, Subcommand)]
+enum InstallTail {
+    /// Arguments for the hook: everything after `hook-args` is passed through untouched.
+    #[command(disable_help_flag = true)]
+    HookArgs {
+        /// Arguments for the hook.
+        #[arg(
+            value_name = "ARGS",
+            num_args = 0..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct UninstallArgs {
+    /// How the runtime was told about the hook.
+    #[arg(long, value_enum, default_value_t = Interface::OciHooks)]
+    interface: Interface,
+
+    /// The install dir as mounted here.
+    #[arg(long, value_name = "DIR", required = true)]
+    local_install_dir: PathBuf,
+
+    /// File name of the installed hook binary.
+    #[arg(long, value_name = "NAME", default_value = install::DEFAULT_BINARY_NAME)]
+    binary_name: String,
+
+    /// The runtime's hooks dir as mounted here.
+    #[arg(
+        long = "oci-hooks.local-dir",
+        value_name = "DIR",
+        default_value = "/hostHooks"
+    )]
+    oci_hooks_local_dir: PathBuf,
+
+    /// Show what would be removed; remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+struct PrintConfigArgs {
+    /// The hook binary's path on the host.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/usr/bin/tetragon-oci-hook"
+    )]
+    binary: PathBuf,
+
+    /// Arguments for the hook (takes every argument after it, flags included).
+    #[arg(long, value_name = "ARGS", num_args = 1.., allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,7 +263,13 @@ struct ModeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("{}", render_error(&err));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -161,9 +298,81 @@ fn render_error(err: &anyhow::Error) -> String {
     out
 }
 
+/// Parses the command line. Everything after `install ... hook-args` is taken verbatim: clap
+/// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
+fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
+    let (head, tail) = split_hook_args(argv);
+    let mut cli = Cli::parse_from(head);
+    if let (Some(tail), Command::Install(args)) = (tail, &mut cli.command) {
+        let tail = tail
+            .into_iter()
+            .map(|a| {
+                a.into_string().map_err(|a| {
+                    anyhow::anyhow!(
+                        "hook argument `{}` is not valid UTF-8 and cannot go into the hook file",
+                        a.to_string_lossy()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        args.hook_args = Some(InstallTail::HookArgs { args: tail });
+    }
+    Ok(cli)
+}
+
+/// Splits `argv` after the `hook-args` of an `install` command line, if there is one.
+fn split_hook_args(argv: Vec<OsString>) -> (Vec<OsString>, Option<Vec<OsString>>) {
+    let cmd = Cli::command();
+    let takes_value = |c: &clap::Command, flag: &str| {
+        c.get_arguments()
+            .any(|a| a.get_long() == Some(flag) && a.get_action().takes_values())
+    };
+    let Some(install) = cmd.find_subcommand("install") else {
+        return (argv, None);
+    };
+    let mut in_install = false;
+    let mut i = 1;
+    while i < argv.len() {
+        let Some(tok) = argv[i].to_str() else {
+            i += 1;
+            continue;
+        };
+        if tok == "--" {
+            break;
+        }
+        if let Some(flag) = tok.strip_prefix("--") {
+            let scope = if in_install { install } else { &cmd };
+            if !flag.contains('=') && (takes_value(scope, flag) || takes_value(&cmd, flag)) {
+                i += 1;
+            }
+        } else if tok.starts_with('-') {
+            // No short flag takes a value.
+        } else if !in_install {
+            if tok != "install" {
+                break;
+            }
+            in_install = true;
+        } else if tok == "hook-args" {
+            let mut head = argv;
+            let tail = head.split_off(i + 1);
+            return (head, Some(tail));
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    (argv, None)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let verbose = !matches!(cli.log_level, LogLevel::Warn | LogLevel::Error);
     match cli.command {
+        Command::Install(args) => run_install(args, verbose),
+        Command::Uninstall(args) => run_uninstall(args, verbose),
+        Command::PrintConfig(args) => {
+            print!("{}", install::print_config(&args.binary, &args.args)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::PatchContainerdConf(args) => {
             let output = output_of(&args.mode, args.output, "--output")?;
             match args.action {
@@ -205,6 +414,114 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     })
                 }
             }
+        }
+    }
+}
+
+fn nri_not_supported(command: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "`{command} --interface nri-hook` is not yet supported by this version\nhelp: use \
+         `--interface oci-hooks` with a runtime that reads hooks.d files (cri-o, podman), or, on \
+         containerd, `patch-containerd-conf add-oci-hook`"
+    )
+}
+
+fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    if args.interface == Interface::NriHook {
+        return Err(nri_not_supported("install"));
+    }
+    // Block the signals before installing: one that arrives meanwhile waits until we can
+    // uninstall, instead of killing the process between the two files.
+    let signals = if args.daemonize && !args.dry_run {
+        Some(TerminationSignals::block()?)
+    } else {
+        None
+    };
+    let hook_args = match args.hook_args {
+        Some(InstallTail::HookArgs { args }) => args,
+        None => Vec::new(),
+    };
+    let opts = InstallOptions {
+        local_binary: args.local_binary,
+        local_install_dir: args.local_install_dir,
+        host_install_dir: args.host_install_dir,
+        hooks_dir: args.oci_hooks_local_dir,
+        hook_args,
+    };
+    let installation = install::plan_install(&opts)?;
+    for note in &installation.notes {
+        eprintln!("note: {note}");
+    }
+    show_plan(&installation.plan, verbose || args.dry_run);
+    if args.dry_run {
+        eprintln!("dry run: nothing written");
+        return Ok(ExitCode::SUCCESS);
+    }
+    report(&installation.plan.apply()?, verbose);
+    if verbose {
+        eprintln!(
+            "installed hook `{}` for binary `{}`",
+            installation.hook_path.display(),
+            installation.binary_path.display()
+        );
+    }
+    let Some(signals) = signals else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    eprintln!("waiting for SIGINT or SIGTERM to uninstall");
+    let signal = signals.wait()?;
+    eprintln!("received {signal}: uninstalling");
+    report(&installation.undo_plan()?.apply()?, true);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    if args.interface == Interface::NriHook {
+        return Err(nri_not_supported("uninstall"));
+    }
+    let plan = install::plan_uninstall(&UninstallOptions {
+        local_install_dir: args.local_install_dir,
+        binary_name: args.binary_name,
+        hooks_dir: args.oci_hooks_local_dir,
+    })?;
+    show_plan(&plan, verbose || args.dry_run);
+    if args.dry_run {
+        eprintln!("dry run: nothing removed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    report(&plan.apply()?, verbose);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The diff on stdout, one line per binary copy or removal on stderr.
+fn show_plan(plan: &Plan, talk: bool) {
+    if !talk {
+        return;
+    }
+    print!("{}", plan.diff());
+    let _ = std::io::stdout().flush();
+    for line in plan.summary() {
+        eprintln!("{line}");
+    }
+}
+
+fn report(applied: &[Applied], verbose: bool) {
+    for a in applied {
+        match a {
+            Applied::Absent(p) => {
+                eprintln!(
+                    "warning: `{}` does not exist: nothing to remove",
+                    p.display()
+                )
+            }
+            Applied::Kept(p) => eprintln!(
+                "warning: `{}` no longer holds what was installed: left in place",
+                p.display()
+            ),
+            Applied::Wrote(p) if verbose => eprintln!("wrote `{}`", p.display()),
+            Applied::Removed(p) if verbose => eprintln!("removed `{}`", p.display()),
+            // The plan's summary already said so.
+            Applied::Wrote(_) | Applied::Removed(_) | Applied::Unchanged(_) => {}
         }
     }
 }
@@ -276,6 +593,8 @@ fn run_patch(
                     eprintln!("wrote `{}`", path.display());
                 }
             }
+            Applied::Unchanged(_) | Applied::Removed(_) | Applied::Absent(_) | Applied::Kept(_) => {
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -284,10 +603,61 @@ fn run_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    fn argv(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn helm_command_line_parses_unchanged() {
+        let cli = parse_cli(argv(
+            "tetragon-oci-hook-setup install --interface=oci-hooks \
+             --local-install-dir=/hostInstall --host-install-dir=/opt/tetragon \
+             --oci-hooks.local-dir=/hostHooks --daemonize \
+             hook-args --grpc-address=unix:///var/run/tetragon/tetragon.sock \
+             --fail-allow-namespaces kube-system,ns1",
+        ))
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.interface, Interface::OciHooks);
+        assert_eq!(
+            args.local_binary,
+            PathBuf::from("/usr/bin/tetragon-oci-hook")
+        );
+        assert_eq!(args.local_install_dir, PathBuf::from("/hostInstall"));
+        assert_eq!(args.host_install_dir, PathBuf::from("/opt/tetragon"));
+        assert_eq!(args.oci_hooks_local_dir, PathBuf::from("/hostHooks"));
+        assert!(args.daemonize && !args.dry_run);
+        let Some(InstallTail::HookArgs { args }) = args.hook_args else {
+            panic!("no hook args")
+        };
+        assert_eq!(
+            args,
+            [
+                "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+                "--fail-allow-namespaces",
+                "kube-system,ns1"
+            ]
+        );
+    }
+
+    #[test]
+    fn hook_args_split_skips_flag_values_named_hook_args() {
+        // `hook-args` as the value of a flag is that value, not the start of the hook's args.
+        let (head, tail) = split_hook_args(argv(
+            "x --log-level info install --local-install-dir hook-args --host-install-dir /h \
+             hook-args --log-level=debug hook-args",
+        ));
+        assert_eq!(head.len(), 9);
+        assert_eq!(tail.unwrap(), argv("--log-level=debug hook-args"));
+        let (head, tail) = split_hook_args(argv("x patch-crio-conf hook-args"));
+        assert_eq!((head.len(), tail), (3, None));
     }
 }

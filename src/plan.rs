@@ -6,6 +6,12 @@
 //! `fsync`, then `rename` over the target, so that a reader sees either the old file or the new
 //! one and never half of it. A symlinked target is written at the file it points to, keeping the
 //! link.
+//!
+//! Besides text edits a plan installs files byte for byte with a fixed mode ([`FileInstall`]: a
+//! binary, a generated hook file), skipping the write when the file already holds those bytes,
+//! and removes files ([`FileRemove`]), optionally only when they still hold what we wrote. If a
+//! step fails, the install and remove steps already applied are undone, so a failed run leaves
+//! the files as they were.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -55,11 +61,112 @@ impl FileWrite {
     }
 }
 
+/// A file put in place byte for byte, with a fixed mode (a binary, a generated file).
+///
+/// Unlike [`FileWrite`] the destination is not followed when it is a symlink: the link itself
+/// is replaced, since an installed file must be exactly where the caller said.
+#[derive(Debug, Clone)]
+pub struct FileInstall {
+    /// Where the bytes come from, shown in the summary (`None` for generated content).
+    pub source: Option<PathBuf>,
+    /// Where to write.
+    pub path: PathBuf,
+    /// What the destination holds now (`None` when it does not exist).
+    pub before: Option<Vec<u8>>,
+    /// The permission bits of the destination now.
+    pub before_mode: Option<u32>,
+    /// The bytes to write.
+    pub contents: Vec<u8>,
+    /// The permission bits the destination gets.
+    pub mode: u32,
+    /// Show a unified diff of the change (text files) rather than a one-line summary.
+    pub text: bool,
+}
+
+impl FileInstall {
+    /// Describes installing `contents` at `path` with `mode`, reading what `path` holds now.
+    pub fn new(
+        source: Option<PathBuf>,
+        path: PathBuf,
+        contents: Vec<u8>,
+        mode: u32,
+        text: bool,
+    ) -> anyhow::Result<Self> {
+        let (before, before_mode) = read_current(&path)?;
+        Ok(Self {
+            source,
+            path,
+            before,
+            before_mode,
+            contents,
+            mode,
+            text,
+        })
+    }
+
+    /// Whether installing would change anything (content or mode).
+    pub fn changes(&self) -> bool {
+        self.before.as_deref() != Some(self.contents.as_slice())
+            || self.before_mode != Some(self.mode)
+    }
+}
+
+/// A file to remove.
+#[derive(Debug, Clone)]
+pub struct FileRemove {
+    /// The file.
+    pub path: PathBuf,
+    /// What it holds now (`None` when it does not exist).
+    pub before: Option<Vec<u8>>,
+    /// Remove it only while it holds exactly these bytes (what this tool wrote); `None` removes
+    /// it whatever it holds.
+    pub only_if: Option<Vec<u8>>,
+    /// Show a unified diff of the removal (text files) rather than a one-line summary.
+    pub text: bool,
+}
+
+impl FileRemove {
+    /// Describes removing `path`, reading what it holds now.
+    pub fn new(path: PathBuf, only_if: Option<Vec<u8>>, text: bool) -> anyhow::Result<Self> {
+        let (before, _) = read_current(&path)?;
+        Ok(Self {
+            path,
+            before,
+            only_if,
+            text,
+        })
+    }
+
+    /// Whether removing would change anything (the file exists and may be removed).
+    pub fn changes(&self) -> bool {
+        match (&self.before, &self.only_if) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(now), Some(ours)) => now == ours,
+        }
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone)]
 pub enum Step {
     /// Write a text file.
     Write(FileWrite),
+    /// Put a file in place byte for byte with a fixed mode.
+    Install(FileInstall),
+    /// Remove a file.
+    Remove(FileRemove),
+}
+
+impl Step {
+    /// Whether applying this step would change anything.
+    pub fn changes(&self) -> bool {
+        match self {
+            Step::Write(w) => w.changes(),
+            Step::Install(i) => i.changes(),
+            Step::Remove(r) => r.changes(),
+        }
+    }
 }
 
 /// What applying a step did.
@@ -67,6 +174,14 @@ pub enum Step {
 pub enum Applied {
     /// The file at this path was written.
     Wrote(PathBuf),
+    /// The file at this path already held the content and mode: nothing written.
+    Unchanged(PathBuf),
+    /// The file at this path was removed.
+    Removed(PathBuf),
+    /// The file to remove did not exist.
+    Absent(PathBuf),
+    /// The file to remove no longer holds what was written, so it was left in place.
+    Kept(PathBuf),
 }
 
 /// An ordered list of file changes.
@@ -79,9 +194,7 @@ pub struct Plan {
 impl Plan {
     /// Whether applying the plan would change nothing.
     pub fn is_noop(&self) -> bool {
-        self.steps.iter().all(|s| match s {
-            Step::Write(w) => !w.changes(),
-        })
+        self.steps.iter().all(|s| !s.changes())
     }
 
     /// The unified diff of every step that changes something (`--- a/PATH`, `+++ b/PATH`).
@@ -95,15 +208,70 @@ impl Plan {
                     &w.label_before,
                     &w.label_after,
                 )),
+                Step::Install(i) if i.text && i.changes() => {
+                    let label = diff_label(&i.path);
+                    out.push_str(&unified_diff(
+                        &String::from_utf8_lossy(i.before.as_deref().unwrap_or_default()),
+                        &String::from_utf8_lossy(&i.contents),
+                        &label,
+                        &label,
+                    ));
+                }
+                Step::Remove(r) if r.text && r.changes() => {
+                    let label = diff_label(&r.path);
+                    out.push_str(&unified_diff(
+                        &String::from_utf8_lossy(r.before.as_deref().unwrap_or_default()),
+                        "",
+                        &label,
+                        &label,
+                    ));
+                }
+                Step::Write(_) | Step::Install(_) | Step::Remove(_) => {}
+            }
+        }
+        out
+    }
+
+    /// One line per install or remove step saying what applying it would do (for binaries the
+    /// source, destination, sha256 and whether the copy is skipped); text steps that change
+    /// nothing are included, since their diff is empty.
+    pub fn summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            match step {
                 Step::Write(_) => {}
+                Step::Install(i) => out.push(install_summary(i)),
+                Step::Remove(r) => out.push(remove_summary(r)),
             }
         }
         out
     }
 
     /// Applies every step that changes something, in order, stopping at the first error.
+    ///
+    /// On an error, the install and remove steps already applied are undone (best effort, in
+    /// reverse order) before the error is returned; text writes are not undone.
     pub fn apply(&self) -> anyhow::Result<Vec<Applied>> {
         let mut done = Vec::new();
+        let mut undo = Vec::new();
+        match self.apply_steps(&mut done, &mut undo) {
+            Ok(()) => Ok(done),
+            Err(err) => {
+                let mut err = err;
+                for u in undo.iter().rev() {
+                    if let Err(e) = u.run() {
+                        err = err.context(format!(
+                            "and undoing the change to `{}` failed too: {e:#}",
+                            u.path.display()
+                        ));
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn apply_steps(&self, done: &mut Vec<Applied>, undo: &mut Vec<Undo>) -> anyhow::Result<()> {
         for step in &self.steps {
             match step {
                 Step::Write(w) if w.changes() => {
@@ -126,10 +294,175 @@ impl Plan {
                     done.push(Applied::Wrote(path));
                 }
                 Step::Write(_) => {}
+                Step::Install(i) => {
+                    if !i.changes() {
+                        done.push(Applied::Unchanged(i.path.clone()));
+                        continue;
+                    }
+                    install_bytes(&i.path, &i.contents, i.mode)?;
+                    undo.push(Undo {
+                        path: i.path.clone(),
+                        restore: i.before.clone().zip(i.before_mode),
+                    });
+                    done.push(Applied::Wrote(i.path.clone()));
+                }
+                Step::Remove(r) => {
+                    // Read again: the file may have changed since the plan was made (a
+                    // daemonized install waits a long time before it removes).
+                    let (now, mode) = read_current(&r.path)?;
+                    let Some(now) = now else {
+                        done.push(Applied::Absent(r.path.clone()));
+                        continue;
+                    };
+                    if r.only_if.as_ref().is_some_and(|ours| *ours != now) {
+                        done.push(Applied::Kept(r.path.clone()));
+                        continue;
+                    }
+                    fs::remove_file(&r.path)
+                        .with_context(|| format!("failed to remove `{}`", r.path.display()))?;
+                    sync_dir(&parent_dir(&r.path));
+                    undo.push(Undo {
+                        path: r.path.clone(),
+                        restore: Some(now).zip(mode),
+                    });
+                    done.push(Applied::Removed(r.path.clone()));
+                }
             }
         }
-        Ok(done)
+        Ok(())
     }
+}
+
+/// How to put a file back as it was before a step.
+struct Undo {
+    path: PathBuf,
+    /// The old content and mode; `None`: the file did not exist.
+    restore: Option<(Vec<u8>, u32)>,
+}
+
+impl Undo {
+    fn run(&self) -> anyhow::Result<()> {
+        match &self.restore {
+            Some((bytes, mode)) => install_bytes(&self.path, bytes, *mode),
+            None => match fs::remove_file(&self.path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => {
+                    Err(e).with_context(|| format!("failed to remove `{}`", self.path.display()))
+                }
+            },
+        }
+    }
+}
+
+/// The content and permission bits of `path`, `None` when it does not exist.
+fn read_current(path: &Path) -> anyhow::Result<(Option<Vec<u8>>, Option<u32>)> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
+        Err(e) => Err(e).with_context(|| format!("failed to read `{}`", path.display())),
+        Ok(meta) if meta.is_dir() => bail!(
+            "`{}` is a directory, expected a file path to write",
+            path.display()
+        ),
+        Ok(meta) => {
+            let bytes =
+                fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+            let mode = if meta.file_type().is_symlink() {
+                // A link is replaced by a file: report a mode that never matches.
+                None
+            } else {
+                Some(meta.permissions().mode() & 0o7777)
+            };
+            Ok((Some(bytes), mode))
+        }
+    }
+}
+
+/// Lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    use std::fmt::Write as _;
+    let digest = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn install_summary(i: &FileInstall) -> String {
+    let Some(src) = &i.source else {
+        return match (&i.before, i.changes()) {
+            (Some(_), false) => format!("`{}` unchanged", i.path.display()),
+            (Some(_), true) => format!(
+                "replace `{}` ({} bytes, mode {:04o})",
+                i.path.display(),
+                i.contents.len(),
+                i.mode
+            ),
+            (None, _) => format!(
+                "write `{}` ({} bytes, mode {:04o})",
+                i.path.display(),
+                i.contents.len(),
+                i.mode
+            ),
+        };
+    };
+    let what = format!("`{}`", src.display());
+    let new = format!(
+        "sha256 {}, {} bytes, mode {:04o}",
+        sha256_hex(&i.contents),
+        i.contents.len(),
+        i.mode
+    );
+    match (&i.before, i.changes()) {
+        (Some(_), false) => format!(
+            "`{}` already holds {what} ({new}): copy skipped",
+            i.path.display()
+        ),
+        (Some(old), true) if *old == i.contents => format!(
+            "`{}` already holds {what}: set its mode from {:04o} to {:04o}",
+            i.path.display(),
+            i.before_mode.unwrap_or(0),
+            i.mode
+        ),
+        (Some(old), true) => format!(
+            "copy {what} to `{}` ({new}), replacing sha256 {}",
+            i.path.display(),
+            sha256_hex(old)
+        ),
+        (None, _) => format!("copy {what} to `{}` ({new})", i.path.display()),
+    }
+}
+
+fn remove_summary(r: &FileRemove) -> String {
+    match (&r.before, r.changes()) {
+        (None, _) => format!("`{}` does not exist: nothing to remove", r.path.display()),
+        (Some(_), true) => format!("remove `{}`", r.path.display()),
+        (Some(_), false) => format!(
+            "`{}` no longer holds what was installed: left in place",
+            r.path.display()
+        ),
+    }
+}
+
+/// Puts `contents` at `path` with permission bits `mode`: a temporary file in the same
+/// directory, `fchmod`, `fsync`, then `rename` over `path`. A process running the old file
+/// keeps its inode, so replacing a running binary never fails with "text file busy".
+pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    let mut tmp = temp_in(&dir, path)?;
+    let ctx = || format!("failed to write `{}`", path.display());
+    let file = tmp.as_file_mut();
+    file.write_all(contents).with_context(ctx)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(ctx)?;
+    file.sync_all().with_context(ctx)?;
+    tmp.persist(path).map_err(|e| {
+        anyhow::Error::new(e.error).context(format!("failed to replace `{}`", path.display()))
+    })?;
+    sync_dir(&dir);
+    Ok(())
 }
 
 /// A path as shown after `a/` or `b/` in a diff header (without a leading `/`, as git does).
@@ -334,6 +667,104 @@ mod tests {
         let out = dir.path().join("nope/out.toml");
         let err = write_atomic(&out, b"x", None).unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+    }
+
+    fn install(path: &Path, contents: &[u8], mode: u32) -> Step {
+        Step::Install(
+            FileInstall::new(None, path.to_owned(), contents.to_vec(), mode, false).unwrap(),
+        )
+    }
+
+    #[test]
+    fn install_sets_mode_and_skips_identical_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        let plan = Plan {
+            steps: vec![install(&bin, b"elf", 0o755)],
+        };
+        assert!(!plan.is_noop());
+        assert_eq!(plan.apply().unwrap(), [Applied::Wrote(bin.clone())]);
+        assert_eq!(
+            fs::metadata(&bin).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        let inode = fs::metadata(&bin).unwrap().ino();
+        let again = Plan {
+            steps: vec![install(&bin, b"elf", 0o755)],
+        };
+        assert!(again.is_noop());
+        assert_eq!(again.apply().unwrap(), [Applied::Unchanged(bin.clone())]);
+        assert_eq!(fs::metadata(&bin).unwrap().ino(), inode);
+    }
+
+    #[test]
+    fn failed_step_undoes_earlier_installs_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        let replaced = dir.path().join("replaced");
+        let removed = dir.path().join("removed");
+        fs::write(&replaced, "old").unwrap();
+        fs::set_permissions(&replaced, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&removed, "keep me").unwrap();
+        let plan = Plan {
+            steps: vec![
+                install(&fresh, b"new", 0o755),
+                install(&replaced, b"new", 0o644),
+                Step::Remove(FileRemove::new(removed.clone(), None, false).unwrap()),
+                // Its directory does not exist: this step fails.
+                install(&dir.path().join("missing/x"), b"x", 0o644),
+            ],
+        };
+        let err = plan.apply().unwrap_err();
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+        assert!(!fresh.exists());
+        assert_eq!(fs::read_to_string(&replaced).unwrap(), "old");
+        assert_eq!(
+            fs::metadata(&replaced).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(fs::read_to_string(&removed).unwrap(), "keep me");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["removed", "replaced"],
+            "no temporary file may be left behind"
+        );
+    }
+
+    #[test]
+    fn remove_only_if_checks_content_at_apply_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours");
+        let theirs = dir.path().join("theirs");
+        let gone = dir.path().join("gone");
+        fs::write(&ours, "ours").unwrap();
+        fs::write(&theirs, "ours").unwrap();
+        let plan = Plan {
+            steps: vec![
+                Step::Remove(FileRemove::new(ours.clone(), Some(b"ours".to_vec()), false).unwrap()),
+                Step::Remove(
+                    FileRemove::new(theirs.clone(), Some(b"ours".to_vec()), false).unwrap(),
+                ),
+                Step::Remove(FileRemove::new(gone.clone(), None, false).unwrap()),
+            ],
+        };
+        // Changed after the plan was made: must be kept.
+        fs::write(&theirs, "changed").unwrap();
+        assert_eq!(
+            plan.apply().unwrap(),
+            [
+                Applied::Removed(ours.clone()),
+                Applied::Kept(theirs.clone()),
+                Applied::Absent(gone)
+            ]
+        );
+        assert!(!ours.exists());
+        assert_eq!(fs::read_to_string(&theirs).unwrap(), "changed");
     }
 
     #[test]

@@ -1,0 +1,408 @@
+//! `install`, `uninstall` and `print-config` for the `oci-hooks` interface.
+//!
+//! [`plan_install`] checks everything it can before anything is written (the hook binary is
+//! readable, the install dir is writable and not `noexec`, the hooks dir exists and is writable)
+//! and returns a [`Plan`]: copy the binary to `<local-install-dir>/<basename>` (mode 0755), then
+//! write `<hooks-dir>/<basename>.json` (mode 0644) whose paths are those the *host* sees
+//! (`--host-install-dir`), since the runtime reading the hook file runs on the host. Applying the
+//! plan is atomic per file and undone as a whole if a step fails.
+//!
+//! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
+//! they still hold what was written (for `--daemonize`). [`TerminationSignals`] is the wait for
+//! SIGINT/SIGTERM that `--daemonize` needs. This module prints nothing and knows nothing about
+//! argument parsing; the `nri-hook` interface is not handled here.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::hook_json::{self, HookFile};
+use crate::plan::{FileInstall, FileRemove, Plan, Step};
+
+/// Mode of the installed hook binary.
+pub const BINARY_MODE: u32 = 0o755;
+/// Mode of the hook file.
+pub const HOOK_FILE_MODE: u32 = 0o644;
+/// Default name of the hook binary.
+pub const DEFAULT_BINARY_NAME: &str = "tetragon-oci-hook";
+
+/// What `install --interface oci-hooks` needs.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// The hook binary to copy (`--local-binary`).
+    pub local_binary: PathBuf,
+    /// The install dir as this process sees it (`--local-install-dir`).
+    pub local_install_dir: PathBuf,
+    /// The same dir as the host sees it (`--host-install-dir`); used for every path in the hook
+    /// file.
+    pub host_install_dir: PathBuf,
+    /// The hooks dir as this process sees it (`--oci-hooks.local-dir`).
+    pub hooks_dir: PathBuf,
+    /// Extra arguments for the hook (after `hook-args`), passed through untouched.
+    pub hook_args: Vec<String>,
+}
+
+/// A planned installation, and what it will write.
+#[derive(Debug, Clone)]
+pub struct Installation {
+    /// Copy the binary, then write the hook file.
+    pub plan: Plan,
+    /// Where the binary goes (local path).
+    pub binary_path: PathBuf,
+    /// Where the hook file goes (local path).
+    pub hook_path: PathBuf,
+    /// Remarks about what is on disk now (an existing legacy or unreadable hook file).
+    pub notes: Vec<String>,
+    binary: Vec<u8>,
+    hook_json: Vec<u8>,
+}
+
+impl Installation {
+    /// The plan that removes what this installation wrote: the hook file first (so the runtime
+    /// stops calling the hook), then the binary, each only while it still holds our bytes.
+    pub fn undo_plan(&self) -> anyhow::Result<Plan> {
+        Ok(Plan {
+            steps: vec![
+                Step::Remove(FileRemove::new(
+                    self.hook_path.clone(),
+                    Some(self.hook_json.clone()),
+                    true,
+                )?),
+                Step::Remove(FileRemove::new(
+                    self.binary_path.clone(),
+                    Some(self.binary.clone()),
+                    false,
+                )?),
+            ],
+        })
+    }
+}
+
+/// Plans installing the hook; errors (with a `help:` line) before anything is written.
+pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
+    let name = binary_name(&opts.local_binary)?;
+    let host_dir = host_dir_str(&opts.host_install_dir)?;
+
+    // Read the binary first: an unreadable or empty source must never replace a good binary.
+    let binary = read_binary(&opts.local_binary)?;
+    check_install_dir(&opts.local_install_dir, &opts.host_install_dir)?;
+    check_hooks_dir(&opts.hooks_dir)?;
+
+    let host_binary = format!("{}/{name}", host_dir.trim_end_matches('/'));
+    let hook = hook_json::tetragon_hook(&host_binary, host_dir, &opts.hook_args);
+    let hook_json = hook_json::render(&hook).into_bytes();
+
+    let binary_path = opts.local_install_dir.join(name);
+    let hook_path = opts.hooks_dir.join(format!("{name}.json"));
+    let copy = FileInstall::new(
+        Some(opts.local_binary.clone()),
+        binary_path.clone(),
+        binary.clone(),
+        BINARY_MODE,
+        false,
+    )?;
+    let write = FileInstall::new(
+        None,
+        hook_path.clone(),
+        hook_json.clone(),
+        HOOK_FILE_MODE,
+        true,
+    )?;
+    let notes = existing_hook_notes(&hook_path, write.before.as_deref());
+    Ok(Installation {
+        // The binary first: the runtime must never see a hook file whose binary is missing.
+        plan: Plan {
+            steps: vec![Step::Install(copy), Step::Install(write)],
+        },
+        binary_path,
+        hook_path,
+        notes,
+        binary,
+        hook_json,
+    })
+}
+
+/// What `uninstall --interface oci-hooks` needs.
+#[derive(Debug, Clone)]
+pub struct UninstallOptions {
+    /// The install dir as this process sees it.
+    pub local_install_dir: PathBuf,
+    /// File name of the installed binary.
+    pub binary_name: String,
+    /// The hooks dir as this process sees it.
+    pub hooks_dir: PathBuf,
+}
+
+/// Plans removing the hook file, then the binary, whatever they hold. Absent files are not an
+/// error: the plan reports them ([`crate::plan::Applied::Absent`]).
+pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
+    let name = opts.binary_name.as_str();
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!(
+            "--binary-name `{name}` is not a file name\nhelp: pass the name of the installed \
+             binary, e.g. `--binary-name {DEFAULT_BINARY_NAME}`"
+        );
+    }
+    Ok(Plan {
+        steps: vec![
+            Step::Remove(FileRemove::new(
+                opts.hooks_dir.join(format!("{name}.json")),
+                None,
+                true,
+            )?),
+            Step::Remove(FileRemove::new(
+                opts.local_install_dir.join(name),
+                None,
+                false,
+            )?),
+        ],
+    })
+}
+
+/// The hook file `print-config` shows: `binary` is the hook's path on the host, its log goes
+/// next to it.
+pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
+    let path = path_str(binary, "--binary")?;
+    if !binary.is_absolute() {
+        bail!(
+            "--binary `{path}` is not an absolute path\nhelp: the runtime runs the hook by this \
+             path on the host, e.g. `/opt/tetragon/{DEFAULT_BINARY_NAME}`"
+        );
+    }
+    // The binary is absolute and valid UTF-8, so its parent is too (`/` for `/hook`).
+    let dir = binary.parent().and_then(Path::to_str).unwrap_or("/");
+    Ok(hook_json::render(&hook_json::tetragon_hook(
+        path, dir, args,
+    )))
+}
+
+fn binary_name(local_binary: &Path) -> anyhow::Result<&str> {
+    let name = local_binary.file_name().with_context(|| {
+        format!(
+            "--local-binary `{}` has no file name\nhelp: name the hook binary itself, e.g. \
+             `/usr/bin/{DEFAULT_BINARY_NAME}`",
+            local_binary.display()
+        )
+    })?;
+    name.to_str().with_context(|| {
+        format!(
+            "--local-binary `{}`: the file name is not valid UTF-8 and cannot go into the hook \
+             file\nhelp: rename the binary",
+            local_binary.display()
+        )
+    })
+}
+
+fn path_str<'a>(path: &'a Path, flag: &str) -> anyhow::Result<&'a str> {
+    path.to_str().with_context(|| {
+        format!(
+            "{flag} `{}` is not valid UTF-8 and cannot go into the hook file\nhelp: choose \
+             another directory",
+            path.display()
+        )
+    })
+}
+
+fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
+    let s = path_str(host_dir, "--host-install-dir")?;
+    if !host_dir.is_absolute() {
+        bail!(
+            "--host-install-dir `{s}` is not an absolute path\nhelp: the runtime runs the hook by \
+             this path on the host, e.g. `--host-install-dir=/opt/tetragon`"
+        );
+    }
+    Ok(s)
+}
+
+fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let help = format!(
+        "help: --local-binary names the hook binary to install (default \
+         `/usr/bin/{DEFAULT_BINARY_NAME}`); nothing was written"
+    );
+    let meta = fs::metadata(path).with_context(|| {
+        format!(
+            "failed to read the hook binary `{}`\n{help}",
+            path.display()
+        )
+    })?;
+    if !meta.is_file() {
+        bail!(
+            "the hook binary `{}` is not a regular file\n{help}",
+            path.display()
+        );
+    }
+    let bytes = fs::read(path).with_context(|| {
+        format!(
+            "failed to read the hook binary `{}`\n{help}",
+            path.display()
+        )
+    })?;
+    if bytes.is_empty() {
+        bail!("the hook binary `{}` is empty\n{help}", path.display());
+    }
+    Ok(bytes)
+}
+
+/// What the file system says about a directory.
+struct DirState {
+    read_only: bool,
+    noexec: bool,
+    /// `access(W_OK)` failed with this error.
+    not_writable: Option<std::io::Error>,
+}
+
+fn dir_state(dir: &Path) -> anyhow::Result<DirState> {
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .with_context(|| format!("`{}` contains a NUL byte", dir.display()))?;
+    // SAFETY: `c` is a valid NUL-terminated string and `buf` a properly sized out-parameter.
+    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut buf) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("failed to statvfs `{}`", dir.display()));
+    }
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let not_writable = if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        Some(std::io::Error::last_os_error())
+    } else {
+        None
+    };
+    Ok(DirState {
+        read_only: buf.f_flag & libc::ST_RDONLY != 0,
+        noexec: buf.f_flag & libc::ST_NOEXEC != 0,
+        not_writable,
+    })
+}
+
+fn require_dir(dir: &Path, what: &str, help: &str) -> anyhow::Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("{what} `{}` is not a directory\n{help}", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{what} `{}` does not exist\n{help}", dir.display())
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("failed to read {what} `{}`\n{help}", dir.display()))
+        }
+    }
+}
+
+fn check_install_dir(local: &Path, host: &Path) -> anyhow::Result<()> {
+    let help = "help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` \
+                (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and \
+                its log are gone after a reboot until this installer runs again";
+    let where_ = if local == host {
+        format!("`{}`", local.display())
+    } else {
+        format!("`{}` (`{}` on the host)", local.display(), host.display())
+    };
+    match fs::metadata(local) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("install dir {where_} is not a directory\n{help}"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "install dir {where_} does not exist\nhelp: `--local-install-dir` is the host's \
+             install dir as mounted here; mount it (the Helm chart does), or create it"
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("failed to read install dir {where_}\n{help}"));
+        }
+    }
+    let state = dir_state(local)?;
+    if state.read_only {
+        bail!("cannot install into {where_}: read-only file system\n{help}");
+    }
+    if state.noexec {
+        bail!(
+            "cannot install into {where_}: it is mounted `noexec`, so the runtime could never \
+             run the hook from there\n{help}"
+        );
+    }
+    if let Some(e) = state.not_writable {
+        bail!("cannot install into {where_}: {e}\n{help}");
+    }
+    Ok(())
+}
+
+fn check_hooks_dir(dir: &Path) -> anyhow::Result<()> {
+    let help = "help: pass the directory the runtime reads hook files from with \
+                `--oci-hooks.local-dir` (as mounted here); for cri-o it is the `hooks_dir` \
+                setting in crio.conf. `/etc/containers/oci/hooks.d` is read by cri-o and podman \
+                (`/usr/share/containers/oci/hooks.d` is read-only on RHCOS)";
+    require_dir(dir, "hooks dir", help)?;
+    let state = dir_state(dir)?;
+    if state.read_only {
+        bail!(
+            "cannot write to hooks dir `{}`: read-only file system\n{help}",
+            dir.display()
+        );
+    }
+    if let Some(e) = state.not_writable {
+        bail!("cannot write to hooks dir `{}`: {e}\n{help}", dir.display());
+    }
+    Ok(())
+}
+
+fn existing_hook_notes(path: &Path, before: Option<&[u8]>) -> Vec<String> {
+    let Some(before) = before else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(before);
+    match hook_json::parse(&text) {
+        Ok(HookFile::Legacy(old)) => vec![format!(
+            "`{}` uses the legacy 0.1.0 hook schema (hook `{}`); it is replaced by a 1.0.0 file",
+            path.display(),
+            old.hook
+        )],
+        Ok(HookFile::Current(_)) => Vec::new(),
+        Err(e) => vec![format!(
+            "`{}` is not a valid hook file ({e}); it is replaced",
+            path.display()
+        )],
+    }
+}
+
+/// SIGINT and SIGTERM, blocked so that they can be waited for.
+///
+/// Create it before doing the work the signals should not interrupt (a signal arriving meanwhile
+/// stays pending), and before any thread is started: threads inherit the mask.
+#[derive(Debug)]
+pub struct TerminationSignals {
+    set: libc::sigset_t,
+}
+
+impl TerminationSignals {
+    /// Blocks SIGINT and SIGTERM for this thread.
+    pub fn block() -> anyhow::Result<Self> {
+        // SAFETY: plain libc calls on a sigset_t owned here.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc))
+                    .context("failed to block SIGINT and SIGTERM");
+            }
+            Ok(Self { set })
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM and returns its name.
+    pub fn wait(&self) -> anyhow::Result<&'static str> {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `self.set` is an initialised sigset_t and `sig` a valid out-parameter.
+        let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc))
+                .context("failed to wait for SIGINT or SIGTERM");
+        }
+        Ok(if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        })
+    }
+}

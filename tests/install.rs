@@ -1,0 +1,983 @@
+//! `install`, `uninstall` and `print-config` from the command line, and the hook file model
+//! against real hooks.d files. The podman end-to-end run is in `tests/podman.rs`.
+
+// Helpers outside `#[test]` functions panic on a failed setup step, as a test body does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support_podman;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use rthooks::hook_json::{self, HookFile};
+use support_podman::{bin, listing, run, skip, transcript};
+
+const HOOK_BYTES: &[u8] = b"#!/bin/sh\nexit 0\n";
+
+/// A node in a temp dir: `src/tetragon-oci-hook` (the binary to install), `hostInstall/` and
+/// `hostHooks/` (the dirs as the chart mounts them).
+struct Node {
+    tmp: tempfile::TempDir,
+}
+
+impl Node {
+    fn new() -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = Node { tmp };
+        fs::create_dir_all(n.path("src")).unwrap();
+        fs::create_dir_all(n.path("hostInstall")).unwrap();
+        fs::create_dir_all(n.path("hostHooks")).unwrap();
+        fs::write(n.source(), HOOK_BYTES).unwrap();
+        n
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn source(&self) -> PathBuf {
+        self.path("src/tetragon-oci-hook")
+    }
+
+    fn binary(&self) -> PathBuf {
+        self.path("hostInstall/tetragon-oci-hook")
+    }
+
+    fn hook_file(&self) -> PathBuf {
+        self.path("hostHooks/tetragon-oci-hook.json")
+    }
+
+    /// The Helm chart's command line, with `--local-binary` and this node's local dirs.
+    fn helm_args(&self) -> Vec<String> {
+        vec![
+            "install".into(),
+            "--interface=oci-hooks".into(),
+            format!("--local-binary={}", self.source().display()),
+            format!("--local-install-dir={}", self.path("hostInstall").display()),
+            "--host-install-dir=/opt/tetragon".into(),
+            format!("--oci-hooks.local-dir={}", self.path("hostHooks").display()),
+            "hook-args".into(),
+            "--grpc-address=unix:///var/run/tetragon/tetragon.sock".into(),
+            "--fail-allow-namespaces".into(),
+            "kube-system,ns1".into(),
+        ]
+    }
+
+    fn install(&self, extra_before_hook_args: &[&str]) -> Output {
+        let mut args = self.helm_args();
+        let at = args.iter().position(|a| a == "hook-args").unwrap();
+        for (i, e) in extra_before_hook_args.iter().enumerate() {
+            args.insert(at + i, (*e).to_owned());
+        }
+        bin().args(&args).output().unwrap()
+    }
+
+    fn uninstall_args(&self) -> Vec<String> {
+        vec![
+            "uninstall".into(),
+            "--interface".into(),
+            "oci-hooks".into(),
+            "--local-install-dir".into(),
+            self.path("hostInstall").display().to_string(),
+            "--oci-hooks.local-dir".into(),
+            self.path("hostHooks").display().to_string(),
+        ]
+    }
+
+    fn t(&self, out: &Output) -> String {
+        transcript(out, self.root())
+    }
+
+    /// Every file under the node and its content, to compare before and after a failed run.
+    fn snapshot_files(&self) -> Vec<(String, Vec<u8>, u32)> {
+        listing(self.root())
+            .into_iter()
+            .map(|rel| {
+                let p = self.path(&rel);
+                let meta = fs::metadata(&p).unwrap();
+                let bytes = if meta.is_file() {
+                    fs::read(&p).unwrap()
+                } else {
+                    Vec::new()
+                };
+                (rel, bytes, meta.mode())
+            })
+            .collect()
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn hook_args_of(file: &Path) -> Vec<String> {
+    match hook_json::parse(&fs::read_to_string(file).unwrap()).unwrap() {
+        HookFile::Current(h) => h.hook.args,
+        HookFile::Legacy(l) => panic!("wrote a legacy file: {l:?}"),
+    }
+}
+
+#[test]
+fn install_helm_command_line_writes_binary_and_hook_file() {
+    let node = Node::new();
+    let out = node.install(&[]);
+    insta::assert_snapshot!(node.t(&out), @r#"
+    exit_code: 0
+    ----- stdout -----
+    --- a/[TMP]/hostHooks/tetragon-oci-hook.json
+    +++ b/[TMP]/hostHooks/tetragon-oci-hook.json
+    @@ -0,0 +1,21 @@
+    +{
+    +  "version": "1.0.0",
+    +  "hook": {
+    +    "path": "/opt/tetragon/tetragon-oci-hook",
+    +    "args": [
+    +      "/opt/tetragon/tetragon-oci-hook",
+    +      "createRuntime",
+    +      "--log-fname",
+    +      "/opt/tetragon/tetragon-oci-hook.log",
+    +      "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+    +      "--fail-allow-namespaces",
+    +      "kube-system,ns1"
+    +    ]
+    +  },
+    +  "when": {
+    +    "always": true
+    +  },
+    +  "stages": [
+    +    "createRuntime"
+    +  ]
+    +}
+    ----- stderr -----
+    copy `[TMP]/src/tetragon-oci-hook` to `[TMP]/hostInstall/tetragon-oci-hook` (sha256 306c6ca7407560340797866e077e053627ad409277d1b9da58106fce4cf717cb, 17 bytes, mode 0755)
+    write `[TMP]/hostHooks/tetragon-oci-hook.json` (434 bytes, mode 0644)
+    wrote `[TMP]/hostInstall/tetragon-oci-hook`
+    wrote `[TMP]/hostHooks/tetragon-oci-hook.json`
+    installed hook `[TMP]/hostHooks/tetragon-oci-hook.json` for binary `[TMP]/hostInstall/tetragon-oci-hook`
+    "#);
+    assert_eq!(fs::read(node.binary()).unwrap(), HOOK_BYTES);
+    assert_eq!(mode(&node.binary()), 0o755);
+    assert_eq!(mode(&node.hook_file()), 0o644);
+    let text = fs::read_to_string(node.hook_file()).unwrap();
+    assert!(text.ends_with("}\n"), "{text}");
+    assert_eq!(
+        listing(node.root()),
+        [
+            "hostHooks",
+            "hostHooks/tetragon-oci-hook.json",
+            "hostInstall",
+            "hostInstall/tetragon-oci-hook",
+            "src",
+            "src/tetragon-oci-hook"
+        ],
+        "no temporary file may be left behind"
+    );
+}
+
+#[test]
+fn install_passes_hook_args_through_untouched() {
+    let node = Node::new();
+    let mut args = node.helm_args();
+    args.truncate(args.iter().position(|a| a == "hook-args").unwrap() + 1);
+    let tail = [
+        "--log-level",
+        "debug",
+        "--help",
+        "-h",
+        "--",
+        "hook-args",
+        "--oci-hooks.local-dir=/x",
+        "--dry-run",
+        "",
+        "two words",
+    ];
+    args.extend(tail.map(str::to_owned));
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", node.t(&out));
+    let written = hook_args_of(&node.hook_file());
+    assert_eq!(
+        written[..4],
+        [
+            "/opt/tetragon/tetragon-oci-hook",
+            "createRuntime",
+            "--log-fname",
+            "/opt/tetragon/tetragon-oci-hook.log"
+        ]
+    );
+    assert_eq!(written[4..], tail);
+}
+
+#[test]
+fn install_without_hook_args_and_with_global_log_level() {
+    let node = Node::new();
+    let mut args = node.helm_args();
+    args.truncate(args.iter().position(|a| a == "hook-args").unwrap());
+    args.insert(0, "--log-level=error".into());
+    let out = bin().args(&args).output().unwrap();
+    // `--log-level error` keeps the output for errors and warnings only.
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 0
+    ----- stdout -----
+    ----- stderr -----
+    ");
+    assert_eq!(hook_args_of(&node.hook_file()).len(), 4);
+}
+
+#[test]
+fn install_is_idempotent_and_skips_an_identical_copy() {
+    let node = Node::new();
+    assert!(node.install(&[]).status.success());
+    let inode = fs::metadata(node.binary()).unwrap().ino();
+    let hook_inode = fs::metadata(node.hook_file()).unwrap().ino();
+    let out = node.install(&[]);
+    insta::assert_snapshot!(node.t(&out), @"
+    exit_code: 0
+    ----- stdout -----
+    ----- stderr -----
+    `[TMP]/hostInstall/tetragon-oci-hook` already holds `[TMP]/src/tetragon-oci-hook` (sha256 306c6ca7407560340797866e077e053627ad409277d1b9da58106fce4cf717cb, 17 bytes, mode 0755): copy skipped
+    `[TMP]/hostHooks/tetragon-oci-hook.json` unchanged
+    installed hook `[TMP]/hostHooks/tetragon-oci-hook.json` for binary `[TMP]/hostInstall/tetragon-oci-hook`
+    ");
+    assert_eq!(fs::metadata(node.binary()).unwrap().ino(), inode);
+    assert_eq!(fs::metadata(node.hook_file()).unwrap().ino(), hook_inode);
+}
+
+#[test]
+fn install_fixes_the_mode_of_an_identical_binary() {
+    let node = Node::new();
+    fs::write(node.binary(), HOOK_BYTES).unwrap();
+    fs::set_permissions(node.binary(), fs::Permissions::from_mode(0o600)).unwrap();
+    let out = node.install(&[]);
+    assert!(
+        node.t(&out).contains(
+            "already holds `[TMP]/src/tetragon-oci-hook`: set its mode from 0600 to 0755"
+        ),
+        "{}",
+        node.t(&out)
+    );
+    assert_eq!(mode(&node.binary()), 0o755);
+}
+
+#[test]
+fn install_replaces_a_running_binary_without_text_file_busy() {
+    let node = Node::new();
+    // A real executable that keeps running while the new one is installed.
+    let sleep = Path::new("/bin/sleep");
+    let truebin = Path::new("/bin/true");
+    if !sleep.exists() || !truebin.exists() {
+        skip("/bin/sleep or /bin/true missing");
+        return;
+    }
+    fs::copy(sleep, node.source()).unwrap();
+    assert!(node.install(&[]).status.success());
+    let mut running = Command::new(node.binary()).arg("30").spawn().unwrap();
+    let old_inode = fs::metadata(node.binary()).unwrap().ino();
+
+    fs::copy(truebin, node.source()).unwrap();
+    let out = node.install(&[]);
+    let _ = running.kill();
+    let _ = running.wait();
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert_eq!(fs::read(node.binary()).unwrap(), fs::read(truebin).unwrap());
+    assert_ne!(fs::metadata(node.binary()).unwrap().ino(), old_inode);
+    assert!(
+        node.t(&out).contains(", replacing sha256 "),
+        "{}",
+        node.t(&out)
+    );
+}
+
+#[test]
+fn install_dry_run_shows_diff_and_copy_and_writes_nothing() {
+    let node = Node::new();
+    // An older hook file is on disk: the dry run shows the diff against it.
+    let old = hook_json::render(&hook_json::tetragon_hook(
+        "/opt/tetragon/tetragon-oci-hook",
+        "/opt/tetragon",
+        &["--grpc-address=unix:///old.sock".to_owned()],
+    ));
+    fs::write(node.hook_file(), &old).unwrap();
+    let before = node.snapshot_files();
+    let out = node.install(&["--dry-run"]);
+    insta::assert_snapshot!(node.t(&out), @r#"
+    exit_code: 0
+    ----- stdout -----
+    --- a/[TMP]/hostHooks/tetragon-oci-hook.json
+    +++ b/[TMP]/hostHooks/tetragon-oci-hook.json
+    @@ -7,7 +7,9 @@
+           "createRuntime",
+           "--log-fname",
+           "/opt/tetragon/tetragon-oci-hook.log",
+    -      "--grpc-address=unix:///old.sock"
+    +      "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+    +      "--fail-allow-namespaces",
+    +      "kube-system,ns1"
+         ]
+       },
+       "when": {
+    ----- stderr -----
+    copy `[TMP]/src/tetragon-oci-hook` to `[TMP]/hostInstall/tetragon-oci-hook` (sha256 306c6ca7407560340797866e077e053627ad409277d1b9da58106fce4cf717cb, 17 bytes, mode 0755)
+    replace `[TMP]/hostHooks/tetragon-oci-hook.json` (434 bytes, mode 0644)
+    dry run: nothing written
+    "#);
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn install_reports_and_replaces_a_legacy_hook_file() {
+    let node = Node::new();
+    fs::write(
+        node.hook_file(),
+        r#"{"hook": "/usr/libexec/old-hook", "stages": ["prestart"]}"#,
+    )
+    .unwrap();
+    let out = node.install(&[]);
+    assert!(out.status.success());
+    assert!(
+        node.t(&out).contains(
+            "note: `[TMP]/hostHooks/tetragon-oci-hook.json` uses the legacy 0.1.0 hook schema \
+             (hook `/usr/libexec/old-hook`); it is replaced by a 1.0.0 file"
+        ),
+        "{}",
+        node.t(&out)
+    );
+    assert_eq!(hook_args_of(&node.hook_file()).len(), 7);
+}
+
+#[test]
+fn install_nri_hook_is_not_yet_supported() {
+    let node = Node::new();
+    let mut args = node.helm_args();
+    args[1] = "--interface=nri-hook".into();
+    let out = bin().args(&args).output().unwrap();
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: `install --interface nri-hook` is not yet supported by this version
+    help: use `--interface oci-hooks` with a runtime that reads hooks.d files (cri-o, podman), or, on containerd, `patch-containerd-conf add-oci-hook`
+    ");
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+
+    let out = run(&[
+        "uninstall",
+        "--interface",
+        "nri-hook",
+        "--local-install-dir",
+        "/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn install_accepts_nri_hook_flags_and_requires_both_install_dirs() {
+    let node = Node::new();
+    let out = node.install(&["--nri-hook.index=02", "--nri-hook.name", "tg"]);
+    assert!(out.status.success(), "{}", node.t(&out));
+
+    let out = run(&["install", "--host-install-dir=/opt/tetragon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--local-install-dir <DIR>"), "{err}");
+    let out = run(&["install", "--local-install-dir=/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--host-install-dir <DIR>"), "{err}");
+}
+
+#[test]
+fn install_relative_host_dir_is_refused() {
+    let node = Node::new();
+    let mut args = node.helm_args();
+    args[4] = "--host-install-dir=opt/tetragon".into();
+    let out = bin().args(&args).output().unwrap();
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: --host-install-dir `opt/tetragon` is not an absolute path
+    help: the runtime runs the hook by this path on the host, e.g. `--host-install-dir=/opt/tetragon`
+    ");
+}
+
+/// Puts an older installation in place, runs `args`, and checks that it failed and that every
+/// file is exactly as before.
+fn assert_fails_leaving_everything(node: &Node, out: Output) -> String {
+    let t = node.t(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    t
+}
+
+fn with_old_install(node: &Node) -> Vec<(String, Vec<u8>, u32)> {
+    fs::write(node.binary(), b"old binary").unwrap();
+    fs::set_permissions(node.binary(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(node.hook_file(), b"{\"old\": true}\n").unwrap();
+    node.snapshot_files()
+}
+
+#[test]
+fn install_missing_binary_writes_nothing() {
+    let node = Node::new();
+    let before = with_old_install(&node);
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", node.path("src/nope").display());
+    let out = bin().args(&args).output().unwrap();
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: failed to read the hook binary `[TMP]/src/nope`
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
+
+    Caused by:
+      - No such file or directory (os error 2)
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn install_empty_or_unreadable_binary_writes_nothing() {
+    let node = Node::new();
+    let before_empty = {
+        fs::write(node.source(), b"").unwrap();
+        with_old_install(&node)
+    };
+    let out = node.install(&[]);
+    let t = assert_fails_leaving_everything(&node, out);
+    assert!(
+        t.contains("error: the hook binary `[TMP]/src/tetragon-oci-hook` is empty"),
+        "{t}"
+    );
+    assert_eq!(node.snapshot_files(), before_empty);
+
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", node.path("src").display());
+    let out = bin().args(&args).output().unwrap();
+    let t = assert_fails_leaving_everything(&node, out);
+    assert!(
+        t.contains("error: the hook binary `[TMP]/src` is not a regular file"),
+        "{t}"
+    );
+    assert_eq!(node.snapshot_files(), before_empty);
+}
+
+#[test]
+fn install_missing_hooks_dir_names_the_flag_and_writes_nothing() {
+    let node = Node::new();
+    fs::remove_dir(node.path("hostHooks")).unwrap();
+    let before = node.snapshot_files();
+    let out = node.install(&[]);
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: hooks dir `[TMP]/hostHooks` does not exist
+    help: pass the directory the runtime reads hook files from with `--oci-hooks.local-dir` (as mounted here); for cri-o it is the `hooks_dir` setting in crio.conf. `/etc/containers/oci/hooks.d` is read by cri-o and podman (`/usr/share/containers/oci/hooks.d` is read-only on RHCOS)
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn install_missing_install_dir_writes_nothing() {
+    let node = Node::new();
+    fs::remove_dir(node.path("hostInstall")).unwrap();
+    let before = node.snapshot_files();
+    let out = node.install(&[]);
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: install dir `[TMP]/hostInstall` (`/opt/tetragon` on the host) does not exist
+    help: `--local-install-dir` is the host's install dir as mounted here; mount it (the Helm chart does), or create it
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+/// Runs our binary with `args` in a private mount namespace after `mount_cmd` (a shell command)
+/// ran there, so the mount vanishes with the process. `None` when that is not possible here.
+fn with_mount(mount_cmd: &str, args: &[String]) -> Option<Output> {
+    let euid = unsafe { libc::geteuid() };
+    let probe = Command::new("unshare").args(["-m", "true"]).output();
+    if euid != 0 || !probe.is_ok_and(|o| o.status.success()) {
+        skip("mounting needs root and `unshare -m` (util-linux)");
+        return None;
+    }
+    let script = format!("{mount_cmd} || exit 99; exec \"$0\" \"$@\"");
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .arg(env!("CARGO_BIN_EXE_tetragon-oci-hook-setup"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    if out.status.code() == Some(99) {
+        skip(&format!(
+            "`{mount_cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+        return None;
+    }
+    Some(out)
+}
+
+#[test]
+fn install_read_only_install_dir_names_the_fix_and_writes_nothing() {
+    let node = Node::new();
+    let before = with_old_install(&node);
+    let dir = node.path("hostInstall").display().to_string();
+    let Some(out) = with_mount(
+        &format!("mount --bind '{dir}' '{dir}' && mount -o remount,bind,ro '{dir}'"),
+        &node.helm_args(),
+    ) else {
+        return;
+    };
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: cannot install into `[TMP]/hostInstall` (`/opt/tetragon` on the host): read-only file system
+    help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and its log are gone after a reboot until this installer runs again
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn install_read_only_hooks_dir_names_the_flag_and_writes_nothing() {
+    let node = Node::new();
+    let before = node.snapshot_files();
+    let dir = node.path("hostHooks").display().to_string();
+    let Some(out) = with_mount(
+        &format!("mount --bind '{dir}' '{dir}' && mount -o remount,bind,ro '{dir}'"),
+        &node.helm_args(),
+    ) else {
+        return;
+    };
+    let t = assert_fails_leaving_everything(&node, out);
+    assert!(
+        t.contains("error: cannot write to hooks dir `[TMP]/hostHooks`: read-only file system\nhelp: pass the directory the runtime reads hook files from with `--oci-hooks.local-dir`"),
+        "{t}"
+    );
+    assert!(
+        t.contains("`hooks_dir`") && t.contains("`/etc/containers/oci/hooks.d`"),
+        "{t}"
+    );
+    // The binary was not copied either: nothing is written before every check passed.
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn install_noexec_install_dir_is_refused_and_writes_nothing() {
+    let node = Node::new();
+    let before = node.snapshot_files();
+    let dir = node.path("hostInstall").display().to_string();
+    let Some(out) = with_mount(
+        &format!("mount -t tmpfs -o noexec,size=1m tmpfs '{dir}'"),
+        &node.helm_args(),
+    ) else {
+        return;
+    };
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: cannot install into `[TMP]/hostInstall` (`/opt/tetragon` on the host): it is mounted `noexec`, so the runtime could never run the hook from there
+    help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and its log are gone after a reboot until this installer runs again
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn install_unwritable_install_dir_as_non_root_writes_nothing() {
+    let node = Node::new();
+    with_old_install(&node);
+    // As root, run as `nobody` (root may write anywhere); otherwise as ourselves.
+    let euid = unsafe { libc::geteuid() };
+    fs::set_permissions(node.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(node.path("hostInstall"), fs::Permissions::from_mode(0o555)).unwrap();
+    fs::set_permissions(node.path("hostHooks"), fs::Permissions::from_mode(0o777)).unwrap();
+    let before = node.snapshot_files();
+    let mut cmd = bin();
+    cmd.args(node.helm_args());
+    if euid == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            skip(&format!("cannot run the binary as nobody: {e}"));
+            return;
+        }
+    };
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: cannot install into `[TMP]/hostInstall` (`/opt/tetragon` on the host): Permission denied (os error 13)
+    help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and its log are gone after a reboot until this installer runs again
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn uninstall_removes_both_files_then_warns_when_absent() {
+    let node = Node::new();
+    assert!(node.install(&[]).status.success());
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    let t = node.t(&out);
+    assert!(t.starts_with("exit_code: 0\n"), "{t}");
+    assert!(
+        t.contains("removed `[TMP]/hostHooks/tetragon-oci-hook.json`"),
+        "{t}"
+    );
+    assert!(
+        t.contains("removed `[TMP]/hostInstall/tetragon-oci-hook`"),
+        "{t}"
+    );
+    assert!(!node.binary().exists() && !node.hook_file().exists());
+
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 0
+    ----- stdout -----
+    ----- stderr -----
+    `[TMP]/hostHooks/tetragon-oci-hook.json` does not exist: nothing to remove
+    `[TMP]/hostInstall/tetragon-oci-hook` does not exist: nothing to remove
+    warning: `[TMP]/hostHooks/tetragon-oci-hook.json` does not exist: nothing to remove
+    warning: `[TMP]/hostInstall/tetragon-oci-hook` does not exist: nothing to remove
+    ");
+}
+
+#[test]
+fn uninstall_dry_run_removes_nothing() {
+    let node = Node::new();
+    assert!(node.install(&[]).status.success());
+    let before = node.snapshot_files();
+    let mut args = node.uninstall_args();
+    args.push("--dry-run".into());
+    let out = bin().args(&args).output().unwrap();
+    let t = node.t(&out);
+    assert!(
+        t.starts_with("exit_code: 0\n----- stdout -----\n--- a/"),
+        "{t}"
+    );
+    assert!(t.contains("-    \"createRuntime\"\n"), "{t}");
+    assert!(
+        t.contains("remove `[TMP]/hostInstall/tetragon-oci-hook`\n"),
+        "{t}"
+    );
+    assert!(t.ends_with("dry run: nothing removed\n"), "{t}");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+#[test]
+fn uninstall_binary_name_selects_the_files() {
+    let node = Node::new();
+    let other = node.path("src/my-hook");
+    fs::write(&other, HOOK_BYTES).unwrap();
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", other.display());
+    assert!(bin().args(&args).output().unwrap().status.success());
+    assert!(node.path("hostHooks/my-hook.json").exists());
+    assert!(node.path("hostInstall/my-hook").exists());
+
+    let mut args = node.uninstall_args();
+    args.extend(["--binary-name".into(), "my-hook".into()]);
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+
+    let mut args = node.uninstall_args();
+    args.extend(["--binary-name".into(), "../x".into()]);
+    let out = bin().args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn print_config_prints_the_hook_file() {
+    let out = run(&[
+        "print-config",
+        "--binary",
+        "/run/tetragon/tetragon-oci-hook",
+        "--args",
+        "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+        "--fail-allow-namespaces",
+        "kube-system",
+    ]);
+    insta::assert_snapshot!(transcript(&out, Path::new("/nonexistent")), @r#"
+    exit_code: 0
+    ----- stdout -----
+    {
+      "version": "1.0.0",
+      "hook": {
+        "path": "/run/tetragon/tetragon-oci-hook",
+        "args": [
+          "/run/tetragon/tetragon-oci-hook",
+          "createRuntime",
+          "--log-fname",
+          "/run/tetragon/tetragon-oci-hook.log",
+          "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+          "--fail-allow-namespaces",
+          "kube-system"
+        ]
+      },
+      "when": {
+        "always": true
+      },
+      "stages": [
+        "createRuntime"
+      ]
+    }
+    ----- stderr -----
+    "#);
+    let out = run(&["print-config"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("\"path\": \"/usr/bin/tetragon-oci-hook\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"/usr/bin/tetragon-oci-hook.log\""),
+        "{text}"
+    );
+    let out = run(&["print-config", "--binary", "hook"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn wait_for_line(r: &mut impl BufRead, needle: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!("stderr ended before `{needle}`: {seen}");
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+}
+
+fn daemonize(node: &Node, signal: i32, between: impl FnOnce()) -> (Output, String) {
+    let mut args = node.helm_args();
+    args.insert(2, "--daemonize".into());
+    let mut child = bin()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+    between();
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out,
+        seen.replace(&node.root().display().to_string(), "[TMP]"),
+    )
+}
+
+#[test]
+fn daemonize_uninstalls_on_sigterm() {
+    let node = Node::new();
+    let (out, stderr) = daemonize(&node, libc::SIGTERM, || {
+        assert_eq!(fs::read(node.binary()).unwrap(), HOOK_BYTES);
+        assert!(node.hook_file().exists());
+    });
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("received SIGTERM: uninstalling\n"),
+        "{stderr}"
+    );
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+}
+
+#[test]
+fn daemonize_keeps_a_file_changed_since_and_removes_the_other() {
+    let node = Node::new();
+    let (out, stderr) = daemonize(&node, libc::SIGINT, || {
+        fs::write(node.hook_file(), b"{\"someone\": \"else\"}\n").unwrap();
+    });
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: `[TMP]/hostHooks/tetragon-oci-hook.json` no longer holds what was \
+             installed: left in place"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        fs::read(node.hook_file()).unwrap(),
+        b"{\"someone\": \"else\"}\n"
+    );
+    assert!(!node.binary().exists(), "{stderr}");
+}
+
+/// Every real hooks.d file in `../shared/fixtures/hooks` reads, and what we would write back
+/// holds the same JSON value.
+#[test]
+fn hook_json_round_trips_real_hook_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hooks");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        eprintln!("skipped: no `{}`", dir.display());
+        return;
+    };
+    let mut seen = Vec::new();
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let text = fs::read_to_string(&path).unwrap();
+        let file = hook_json::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let again = match &file {
+            HookFile::Current(h) => {
+                let rendered = hook_json::render(h);
+                assert!(rendered.ends_with("}\n"));
+                assert_eq!(hook_json::parse(&rendered).unwrap(), file);
+                serde_json::from_str::<serde_json::Value>(&rendered).unwrap()
+            }
+            HookFile::Legacy(l) => serde_json::to_value(l).unwrap(),
+        };
+        assert_eq!(again, original, "{}", path.display());
+        seen.push(format!(
+            "{} {} {}",
+            path.file_name().unwrap().to_string_lossy(),
+            file.version(),
+            file.path()
+        ));
+    }
+    seen.sort();
+    insta::assert_snapshot!(seen.join("\n"), @"
+    containers-common-docs-nvidia-annotations-1.0.0.json 1.0.0 /usr/sbin/nvidia-container-runtime-hook
+    containers-common-docs-oci-systemd-hook-0.1.0-legacy.json 0.1.0 /usr/libexec/oci/hooks.d/oci-systemd-hook
+    containers-common-docs-oci-systemd-hook-1.0.0.json 1.0.0 /usr/libexec/oci/hooks.d/oci-systemd-hook
+    nri-hook-injector-always-inject.json 1.0.0 /usr/local/sbin/demo-hook.sh
+    nvidia-container-toolkit-oci-nvidia-hook.json 1.0.0 /usr/bin/nvidia-container-runtime-hook
+    oci-seccomp-bpf-hook-installed.json 1.0.0 /usr/libexec/oci/hooks.d/oci-seccomp-bpf-hook
+    ");
+}
+
+#[test]
+fn print_config_matches_the_installed_hook_file() {
+    let node = Node::new();
+    assert!(node.install(&[]).status.success());
+    let out = run(&[
+        "print-config",
+        "--binary",
+        "/opt/tetragon/tetragon-oci-hook",
+        "--args",
+        "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+        "--fail-allow-namespaces",
+        "kube-system,ns1",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, fs::read(node.hook_file()).unwrap());
+}
+
+#[test]
+fn install_unreadable_binary_as_non_root_writes_nothing() {
+    let node = Node::new();
+    with_old_install(&node);
+    fs::set_permissions(node.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    for d in ["hostInstall", "hostHooks"] {
+        fs::set_permissions(node.path(d), fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::set_permissions(node.source(), fs::Permissions::from_mode(0o000)).unwrap();
+    let before = node.snapshot_files();
+    let mut cmd = bin();
+    cmd.args(node.helm_args());
+    // Root reads any file: drop to `nobody` for the run.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let out = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => {
+            skip(&format!("cannot run the binary as nobody: {e}"));
+            return;
+        }
+    };
+    insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: failed to read the hook binary `[TMP]/src/tetragon-oci-hook`
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
+
+    Caused by:
+      - Permission denied (os error 13)
+    ");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+/// In the Helm DaemonSet the installer is its container's PID 1, to which the kernel delivers
+/// only the signals it blocks or handles; SIGTERM comes from outside its PID namespace.
+#[test]
+fn daemonize_as_pid_1_uninstalls_on_sigterm_from_outside() {
+    let node = Node::new();
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .output();
+    if unsafe { libc::geteuid() } != 0 || !probe.is_ok_and(|o| o.status.success()) {
+        skip("a PID namespace needs root and `unshare --pid` (util-linux)");
+        return;
+    }
+    let mut args = node.helm_args();
+    args.insert(2, "--daemonize".into());
+    let mut unshare = Command::new("unshare")
+        .args(["--pid", "--fork"])
+        .arg(env!("CARGO_BIN_EXE_tetragon-oci-hook-setup"))
+        .args(&args)
+        .env_remove("RUST_BACKTRACE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(unshare.stderr.take().unwrap());
+    let mut seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
+    let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "not PID 1 in its namespace: {nspid}"
+    );
+
+    // SAFETY: signalling the installer we started, by its pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // A PID 1 that neither blocks nor handles SIGTERM never sees it: do not hang on that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let out = loop {
+        if let Some(status) = unshare.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = unshare.wait();
+            panic!("the installer (PID 1) did not exit after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    assert!(out.success(), "{out:?}: {seen}");
+    assert!(seen.contains("received SIGTERM: uninstalling"), "{seen}");
+    assert!(
+        !node.binary().exists() && !node.hook_file().exists(),
+        "{seen}"
+    );
+}
