@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Whole-process numbers for tetragon-oci-hook-setup: release binary size, peak RSS and wall time
+# of each patch command on the bundled containerd 1.7 default config (and a 1 MB config).
+# Needs GNU time (/usr/bin/time); uses hyperfine for timings when it is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --quiet
+bin=target/release/tetragon-oci-hook-setup
+printf 'binary: %s bytes (stripped: %s)\n' "$(stat -c %s "$bin")" \
+  "$(file -b "$bin" | grep -q 'not stripped' && echo no || echo yes)"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cfg=examples/containerd-1.7-config.toml
+big="$tmp/big.toml"
+cp "$cfg" "$big"
+i=0
+while [ "$(stat -c %s "$big")" -lt 1048576 ]; do
+  printf '\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.h%d]\n  runtime_type = "io.containerd.runc.v2"\n  base_runtime_spec = ""\n' "$i" >> "$big"
+  i=$((i + 1))
+done
+
+run() { # label, args...
+  local label=$1; shift
+  local rss
+  /usr/bin/time -o "$tmp/rss" -f '%M' "$bin" "$@" >/dev/null 2>&1
+  rss=$(tail -1 "$tmp/rss")
+  printf '%-44s peak RSS %6s KiB\n' "$label" "$rss"
+}
+run "enable-nri, 1.7 default" patch-containerd-conf enable-nri --config-file "$cfg" --dry-run
+run "add-oci-hook, 1.7 default" patch-containerd-conf add-oci-hook --config-file "$cfg" --dry-run
+run "enable-annotations, examples/crio.conf" patch-crio-conf enable-annotations --config-file examples/crio.conf --annotations a,b --dry-run
+run "enable-nri, 1 MB" patch-containerd-conf enable-nri --config-file "$big" --dry-run
+run "add-oci-hook, 1 MB" patch-containerd-conf add-oci-hook --config-file "$big" --dry-run
+
+if command -v hyperfine >/dev/null; then
+  hyperfine -N --warmup 5 --runs 200 --style basic \
+    "$bin patch-containerd-conf enable-nri --config-file $cfg --dry-run --quiet" \
+    "$bin patch-containerd-conf add-oci-hook --config-file $cfg --dry-run --quiet" 2>/dev/null |
+    grep -E 'Benchmark|Time'
+else
+  echo "hyperfine not installed: no wall-time numbers (apt-get install hyperfine)"
+fi
