@@ -346,7 +346,7 @@ pub fn plan_file(
 
     let original = read_config(config)?;
     if let Output::Path(out) = output {
-        preflight_output(out)?;
+        crate::plan::check_target(out)?;
     }
     let patched = patch_text(config, &original, edit_fn)?;
     let output = match output {
@@ -398,30 +398,6 @@ pub fn plan_file(
         },
         patched.edit,
     ))
-}
-
-/// Refuses an output path that cannot be a file, before anything is shown or written.
-fn preflight_output(out: &Path) -> anyhow::Result<()> {
-    if out.is_dir() {
-        bail!(
-            "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. `{}`",
-            out.display(),
-            out.join("config.toml").display()
-        );
-    }
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "cannot write `{}`: directory `{}` does not exist\nhelp: create it first, or choose \
-             another output path",
-            out.display(),
-            dir.display()
-        );
-    }
-    Ok(())
 }
 
 /// Whether two paths name the same file (same device and inode, or the same path when the

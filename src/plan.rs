@@ -498,12 +498,34 @@ fn resolve_target(path: &Path) -> anyhow::Result<PathBuf> {
                 path.display()
             )
         }),
-        Ok(meta) if meta.is_dir() => bail!(
-            "`{}` is a directory, expected a file path to write",
-            path.display()
-        ),
         _ => Ok(path.to_owned()),
     }
+}
+
+/// Refuses a path that cannot be written as a file: a directory, or a path whose directory does
+/// not exist. Cheap enough to run before anything is shown, so that a doomed write is refused
+/// before its diff is printed.
+pub fn check_target(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        bail!(
+            "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. `{}`",
+            path.display(),
+            path.join("config.toml").display()
+        );
+    }
+    ensure_dir(&parent_dir(path), path)
+}
+
+fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "cannot write `{}`: directory `{}` does not exist\nhelp: create it first, or choose \
+             another output path",
+            target.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -525,6 +547,7 @@ pub fn write_atomic(
     template: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
     let target = resolve_target(path)?;
+    check_target(&target)?;
     let dir = parent_dir(&target);
     let meta = fs::metadata(&target)
         .ok()
@@ -561,14 +584,7 @@ fn write_new_temp(
 }
 
 fn temp_in(dir: &Path, target: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    if !dir.is_dir() {
-        bail!(
-            "cannot write `{}`: directory `{}` does not exist\nhelp: create it first, or choose \
-             another output path",
-            target.display(),
-            dir.display()
-        );
-    }
+    ensure_dir(dir, target)?;
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
