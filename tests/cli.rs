@@ -317,6 +317,37 @@ fn without_output_writes_a_new_temporary_file_and_says_where() {
     assert!(written.ends_with(".toml"), "{written}");
 }
 
+/// As root, the replaced file keeps its owner (the write goes through a new file, which would
+/// otherwise belong to root).
+#[test]
+fn in_place_keeps_owner_and_mode() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, path) = setup("config.toml", DISABLED);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o604)).unwrap();
+    let root = fs::metadata(dir.path()).unwrap().uid() == 0;
+    if root {
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    }
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o604);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    } else {
+        eprintln!("skipped (owner part): not running as root");
+    }
+}
+
 #[test]
 fn symlinked_config_is_edited_at_its_target() {
     let (dir, real) = setup("real.toml", DISABLED);

@@ -119,3 +119,27 @@ fn enable_nri_preserves_crlf_line_endings() {
     let lf_patched = patch_text(&path, &lf, rthooks::containerd::enable_nri).unwrap();
     assert_eq!(patched.after.replace("\r\n", "\n"), lf_patched.after);
 }
+
+/// On minikube's layout (plugin tables indented two spaces, keys four, no blank line between
+/// them) the added block must read exactly as in Tetragon's runtime-hooks docs, right after the
+/// last plugin table.
+#[test]
+fn enable_nri_on_minikube_layout_matches_tetragon_docs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/containerd/minikube-style-indented-v2.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let patched = patch_text(&path, &text, rthooks::containerd::enable_nri).unwrap();
+    let docs_block = r#"    startup_delay = "100ms"
+  [plugins."io.containerd.nri.v1.nri"]
+    disable = false
+    disable_connections = false
+    plugin_config_path = "/etc/nri/conf.d"
+    plugin_path = "/opt/nri/plugins"
+    plugin_registration_timeout = "5s"
+    plugin_request_timeout = "2s"
+    socket_path = "/var/run/nri/nri.sock"
+"#;
+    assert!(patched.after.ends_with(docs_block), "{}", patched.after);
+    let added = docs_block.split_once('\n').unwrap().1;
+    assert_eq!(patched.after.strip_suffix(added), Some(text.as_str()));
+}
