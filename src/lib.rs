@@ -17,6 +17,7 @@
 pub mod containerd;
 pub mod crio;
 pub mod edit;
+pub mod hook;
 pub mod patch;
 pub mod plan;
 pub mod style;
