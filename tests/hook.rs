@@ -908,3 +908,59 @@ fn binary_is_statically_linked() {
         assert!(!text.contains("libc.so"), "{text}");
     }
 }
+
+#[test]
+fn symlinked_binary_uses_the_real_directory() {
+    let case = Case::with_namespace(Some("ns1"));
+    let bin = private_binary(&case);
+    std::fs::write(
+        bin.with_file_name("tetragon-oci-hook.json"),
+        r#"{"fail-allow-namespaces": "ns1"}"#,
+    )
+    .unwrap();
+    let link_dir = case.path().join("link");
+    std::fs::create_dir(&link_dir).unwrap();
+    let link = link_dir.join("tetragon-oci-hook");
+    std::os::unix::fs::symlink(&bin, &link).unwrap();
+    let out = Command::new(&link)
+        .arg("--just-print-config")
+        .output()
+        .unwrap();
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cfg["log-fname"],
+        bin.with_file_name("tetragon-oci-hook.log")
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(cfg["fail-allow-namespaces"], serde_json::json!(["ns1"]));
+}
+
+#[test]
+fn concurrent_hooks_append_whole_lines() {
+    let case = Case::new(Some(CRIO_SPEC));
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            Command::new(HOOK)
+                .args([
+                    "--log-fname",
+                    case.log_path().to_str().unwrap(),
+                    "--disable-grpc",
+                    "createRuntime",
+                ])
+                .current_dir(case.bundle())
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let log = read_log(&case.log_path());
+    assert_eq!(log.len(), 16);
+    assert!(
+        log.iter()
+            .all(|l| l["msg"] == "gRPC was disabled, so will not be contacting the agent")
+    );
+}

@@ -137,13 +137,16 @@ impl Logger {
 
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
         let size = self.lock_current()?.metadata()?.len();
-        if size > 0 && size + line.len() as u64 > MAX_SIZE {
-            self.rotate()?;
+        let result = if size > 0 && size + line.len() as u64 > MAX_SIZE {
+            self.rotate()
+        } else {
+            Ok(())
         }
-        let result = match self.file.as_ref() {
+        .and_then(|()| match self.file.as_ref() {
             Some(f) => (&*f).write_all(line),
             None => Err(std::io::Error::other("log file not open")),
-        };
+        });
+        // Unlock on every path, so that other hooks never wait on a failed writer.
         if let Some(f) = &self.file {
             let _ = rustix::fs::flock(f, rustix::fs::FlockOperation::Unlock);
         }
