@@ -964,3 +964,20 @@ fn concurrent_hooks_append_whole_lines() {
             .all(|l| l["msg"] == "gRPC was disabled, so will not be contacting the agent")
     );
 }
+
+#[test]
+fn tcp_address_reaches_the_agent() {
+    let agent = Agent::start_tcp(Behavior::Accept);
+    let case = Case::new(Some(CRIO_SPEC));
+    let run = case.run(&["--grpc-address", &agent.address(), "createRuntime"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(agent.requests()[0].pod_name, "db-1");
+    let port = agent.address().rsplit_once(':').unwrap().1.to_owned();
+    let run = case.run(&[
+        "--grpc-address",
+        &format!("localhost:{port}"),
+        "createRuntime",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(agent.requests().len(), 2);
+}

@@ -523,7 +523,7 @@ pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
         }
     }
     if let Some(expr) = &parsed.config.fail_cel_expr {
-        if let Err(e) = crate::hook::policy::compile_cel(expr) {
+        if let Err(e) = crate::hook::policy::check_cel(expr) {
             problems.push(format!("invalid `--fail-cel-expr`: {e:#}"));
         }
     }

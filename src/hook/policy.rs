@@ -37,10 +37,40 @@ pub struct Decision {
     pub policy_error: Option<String>,
 }
 
-/// Compiles a CEL expression, with a readable error.
-pub fn compile_cel(expr: &str) -> anyhow::Result<cel::Program> {
+/// Longest `--fail-cel-expr` accepted, in bytes.
+pub const CEL_MAX_LEN: usize = 4096;
+
+/// Stack for compiling and evaluating CEL: the parser recurses once per nesting level, and a
+/// stack overflow aborts the process (that would fail the container). Only touched pages cost.
+const CEL_STACK: usize = 256 << 20;
+
+/// Runs `f` on a thread with a stack large enough for any expression of [`CEL_MAX_LEN`] bytes.
+fn on_big_stack<T: Send>(f: impl FnOnce() -> anyhow::Result<T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("cel".to_owned())
+            .stack_size(CEL_STACK)
+            .spawn_scoped(s, f)
+            .map_err(|e| anyhow!("failed to start the CEL thread: {e}"))?
+            .join()
+            .map_err(|_| anyhow!("the CEL library panicked"))?
+    })
+}
+
+fn compile(expr: &str) -> anyhow::Result<cel::Program> {
+    if expr.len() > CEL_MAX_LEN {
+        return Err(anyhow!(
+            "the CEL expression is {} bytes long, more than {CEL_MAX_LEN}",
+            expr.len()
+        ));
+    }
     cel::Program::compile(expr)
         .map_err(|e| anyhow!("failed to compile `{expr}`: {}", one_line(&e.to_string())))
+}
+
+/// Checks that a CEL expression compiles (for validating arguments), with a readable error.
+pub fn check_cel(expr: &str) -> anyhow::Result<()> {
+    on_big_stack(|| compile(expr).map(drop))
 }
 
 fn one_line(s: &str) -> String {
@@ -77,21 +107,23 @@ impl Policy {
     }
 
     fn run_cel(&self, expr: &str, annotations: &HashMap<String, String>) -> anyhow::Result<bool> {
-        let program = compile_cel(expr)?;
-        let mut ctx = cel::Context::default();
-        ctx.add_variable_from_value("annotations", annotations.clone());
-        let keys: Vec<cel::Value> = self
-            .namespace_keys
-            .iter()
-            .map(|k| cel::Value::String(Arc::new(k.clone())))
-            .collect();
-        ctx.add_variable_from_value("annotations_namespace_keys", keys.clone());
-        ctx.add_variable_from_value("annotations_namespace_key", keys);
-        match program.execute(&ctx) {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(anyhow!("`--fail-cel-expr` gave {other:?}, not a boolean")),
-            Err(e) => Err(anyhow!("`--fail-cel-expr` failed to evaluate: {e}")),
-        }
+        on_big_stack(|| {
+            let program = compile(expr)?;
+            let mut ctx = cel::Context::default();
+            ctx.add_variable_from_value("annotations", annotations.clone());
+            let keys: Vec<cel::Value> = self
+                .namespace_keys
+                .iter()
+                .map(|k| cel::Value::String(Arc::new(k.clone())))
+                .collect();
+            ctx.add_variable_from_value("annotations_namespace_keys", keys.clone());
+            ctx.add_variable_from_value("annotations_namespace_key", keys);
+            match program.execute(&ctx) {
+                Ok(cel::Value::Bool(b)) => Ok(b),
+                Ok(other) => Err(anyhow!("`--fail-cel-expr` gave {other:?}, not a boolean")),
+                Err(e) => Err(anyhow!("`--fail-cel-expr` failed to evaluate: {e}")),
+            }
+        })
     }
 
     fn check_namespaces(
@@ -254,6 +286,29 @@ mod tests {
         assert!(
             p.check(&ann(&[("io.kubernetes.cri.sandbox-namespace", "prod")]))
                 .fail
+        );
+    }
+
+    #[test]
+    fn deep_or_long_cel_does_not_overflow_the_stack() {
+        let n = CEL_MAX_LEN / 2 - 1;
+        let parens = "(".repeat(n) + "1" + &")".repeat(n);
+        let lists = "[".repeat(n) + &"]".repeat(n);
+        let nots = "!".repeat(CEL_MAX_LEN - 4) + "true";
+        let negs = "-".repeat(CEL_MAX_LEN - 1) + "1";
+        for expr in [parens, lists, nots, negs] {
+            // Compiling may succeed or fail; it must return.
+            let _ = check_cel(&expr);
+            let mut p = policy();
+            p.cel_expr = Some(expr);
+            let _ = p.check(&ann(&[("io.kubernetes.pod.namespace", "x")]));
+        }
+        let long = "true || ".repeat(CEL_MAX_LEN / 8) + "true";
+        assert!(
+            check_cel(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("more than 4096")
         );
     }
 

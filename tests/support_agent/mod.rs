@@ -11,7 +11,7 @@
 //! assert_eq!(seen[0].pod_namespace, "ns1");
 //! ```
 //!
-//! The server runs on its own thread with a current-thread runtime and stops when the `Agent`
+//! `Agent::start_tcp` listens on a loopback TCP port instead. The server runs on its own thread with a current-thread runtime and stops when the `Agent`
 //! is dropped (a hanging request is released then too). It does not check anything itself:
 //! tests assert on what it recorded.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
@@ -79,9 +79,15 @@ impl FineGuidanceSensors for Service {
     }
 }
 
+enum Listen {
+    Unix(PathBuf),
+    Tcp,
+}
+
 /// A running stand-in agent.
 pub struct Agent {
     socket: PathBuf,
+    address: String,
     seen: Arc<Mutex<Vec<CreateContainer>>>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -100,39 +106,67 @@ impl Agent {
 
     /// Starts an agent listening on `socket` (which must not exist yet).
     pub fn start_at(socket: &Path, behavior: Behavior) -> Self {
+        Self::spawn(Listen::Unix(socket.to_path_buf()), behavior)
+    }
+
+    /// Starts an agent on a loopback TCP port (for `--grpc-address host:port`).
+    pub fn start_tcp(behavior: Behavior) -> Self {
+        Self::spawn(Listen::Tcp, behavior)
+    }
+
+    fn spawn(listen: Listen, behavior: Behavior) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let svc = Service {
+        let svc = FineGuidanceSensorsServer::new(Service {
             behavior,
             seen: seen.clone(),
             stop: stop_rx.clone(),
+        });
+        let socket = match &listen {
+            Listen::Unix(p) => p.clone(),
+            Listen::Tcp => PathBuf::new(),
         };
-        let path = socket.to_path_buf();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::UnixListener::bind(&path).unwrap();
-                ready_tx.send(()).unwrap();
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
                 let mut stop = stop_rx;
-                tonic::transport::Server::builder()
-                    .add_service(FineGuidanceSensorsServer::new(svc))
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-                    .unwrap();
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let server = tonic::transport::Server::builder().add_service(svc);
+                match listen {
+                    Listen::Unix(path) => {
+                        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+                        ready_tx.send(format!("unix://{}", path.display())).unwrap();
+                        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                        server
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                    }
+                    Listen::Tcp => {
+                        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                        ready_tx
+                            .send(listener.local_addr().unwrap().to_string())
+                            .unwrap();
+                        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                        server
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                    }
+                }
+                .unwrap();
             });
         });
-        ready_rx
+        let address = ready_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("stand-in agent did not start");
         Self {
-            socket: socket.to_path_buf(),
+            socket,
+            address,
             seen,
             stop: stop_tx,
             thread: Some(thread),
@@ -140,14 +174,14 @@ impl Agent {
         }
     }
 
-    /// The socket path.
+    /// The socket path (empty for a TCP agent).
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
-    /// The `--grpc-address` value for this agent.
+    /// The `--grpc-address` value for this agent (`unix:///...` or `127.0.0.1:PORT`).
     pub fn address(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        self.address.clone()
     }
 
     /// The `CreateContainer` requests received so far.
@@ -179,6 +213,8 @@ impl Drop for Agent {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.socket);
+        if !self.socket.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 }
