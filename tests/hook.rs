@@ -981,3 +981,33 @@ fn tcp_address_reaches_the_agent() {
     assert_eq!(run.code, 0, "{run:#?}");
     assert_eq!(agent.requests().len(), 2);
 }
+
+#[test]
+fn terminal_stdin_is_not_read() {
+    // `script` (util-linux) gives the hook a pseudo-terminal as stdin that never closes.
+    if Command::new("script").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("E2E_REQUIRED").is_none(),
+            "`script` not found"
+        );
+        println!("skipped: `script` (util-linux) not found");
+        return;
+    }
+    let case = Case::new(Some(CRIO_SPEC));
+    let cmd = format!(
+        "{HOOK} --log-fname {} --disable-grpc createRuntime",
+        case.log_path().display()
+    );
+    let status = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(case.bundle())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let log = read_log(&case.log_path());
+    // No stdin problem logged: the terminal was skipped, and `config.json` found in the cwd.
+    assert_eq!(log.len(), 1, "{log:#?}");
+    assert_eq!(log[0]["req-podName"], "db-1");
+}

@@ -103,11 +103,23 @@ impl Logger {
     }
 
     fn open(&self) -> std::io::Result<File> {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .open(&self.path)
+        let open = || {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .open(&self.path)
+        };
+        match open() {
+            // Like upstream, create the log's directory on first use.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open()
+            }
+            other => other,
+        }
     }
 
     /// Opens (or reuses) the log file and locks it, making sure the locked file is still the
@@ -321,6 +333,14 @@ mod tests {
         );
         let backups = std::fs::read_dir(dir.path()).unwrap().count() - 1;
         assert_eq!(backups, MAX_BACKUPS);
+    }
+
+    #[test]
+    fn missing_log_dir_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/h.log");
+        Logger::new(path.clone(), Level::Info).info("x", &[]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
     }
 
     #[test]
