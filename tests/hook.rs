@@ -1011,3 +1011,50 @@ fn terminal_stdin_is_not_read() {
     assert_eq!(log.len(), 1, "{log:#?}");
     assert_eq!(log[0]["req-podName"], "db-1");
 }
+
+#[test]
+fn help_version_and_print_config() {
+    let out = Command::new(HOOK).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.starts_with("Usage: tetragon-oci-hook [FLAGS] HOOK"),
+        "{help}"
+    );
+    for flag in [
+        "--log-fname",
+        "--log-level",
+        "--grpc-address",
+        "--grpc-timeout",
+        "--disable-grpc",
+        "--just-print-config",
+        "--annotations-namespace-key",
+        "--fail-cel-expr",
+        "--fail-allow-namespaces",
+        "--fail-allow-namespaces-regex",
+    ] {
+        assert!(
+            help.contains(&format!("  {flag} ")),
+            "{flag} missing from --help"
+        );
+    }
+    let out = Command::new(HOOK).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("tetragon-oci-hook 0.")
+    );
+    // Problems are shown on stderr when printing the configuration.
+    let out = Command::new(HOOK)
+        .args(["--just-print-config", "--grpc-timeout=soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["grpc-timeout"], "10s");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("warning: command line: invalid `--grpc-timeout`"),
+        "{stderr}"
+    );
+}
