@@ -53,6 +53,9 @@ for _ in $(seq 100); do [ -S "$work/agent.sock" ] && break; sleep 0.05; done
 log="$work/hook.log"
 disabled=("$hook" --log-fname "$log" --disable-grpc createRuntime)
 agent=("$hook" --log-fname "$log" --grpc-address "unix://$work/agent.sock" createRuntime)
+# Agent down, container allowed by the namespace list / by a CEL expression (the fail path).
+down_ns=("$hook" --log-fname "$log" --grpc-address "unix://$work/none.sock" --fail-allow-namespaces default createRuntime)
+down_cel=("$hook" --log-fname "$log" --grpc-address "unix://$work/none.sock" --fail-cel-expr false createRuntime)
 
 median_ms() { # hyperfine export, result index -> median in ms
     python3 -c 'import json,sys; print("%.2f" % (json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["median"]*1000))' "$1" "$2"
@@ -68,9 +71,11 @@ peak_kib() { # max "Maximum resident set size" over 20 runs, state on stdin
 }
 
 (cd "$work/bundle" && hyperfine -N --style none --warmup 30 --runs 500 \
-    --export-json "$work/bench.json" /bin/true "${disabled[*]}" "${agent[*]}" >/dev/null)
+    --export-json "$work/bench.json" /bin/true "${disabled[*]}" "${agent[*]}" \
+    "${down_ns[*]}" "${down_cel[*]}" >/dev/null)
 rss_disabled=$(peak_kib "${disabled[@]}")
 rss_agent=$(peak_kib "${agent[@]}")
+sleep 0.3 # the agent prints what it received every 100 ms
 calls=$(grep -c cgroupsPath "$work/agent.out" || true)
 size=$(stat -c %s "$hook")
 static=$(file -b "$hook" 2>/dev/null | grep -o 'static[^,]*linked' || echo "unknown (file not installed)")
@@ -79,6 +84,8 @@ printf '%-44s %10s   %s\n' "measure" "value" "target"
 printf '%-44s %8s ms\n' "median, /bin/true (process spawn baseline)" "$(median_ms "$work/bench.json" 0)"
 printf '%-44s %8s ms   < 2 ms\n' "median, --disable-grpc" "$(median_ms "$work/bench.json" 1)"
 printf '%-44s %8s ms   < 5 ms\n' "median, stand-in agent" "$(median_ms "$work/bench.json" 2)"
+printf '%-44s %8s ms\n' "median, agent down, namespace allowed" "$(median_ms "$work/bench.json" 3)"
+printf '%-44s %8s ms\n' "median, agent down, CEL allows" "$(median_ms "$work/bench.json" 4)"
 printf '%-44s %7.2f MiB   < 4 MiB\n' "peak RSS, --disable-grpc" "$(awk "BEGIN{print $rss_disabled/1024}")"
 printf '%-44s %7.2f MiB\n' "peak RSS, stand-in agent" "$(awk "BEGIN{print $rss_agent/1024}")"
 printf '%-44s %8.2f MB   < 6 MB (%s bytes)\n' "binary size" "$(awk "BEGIN{print $size/1000000}")" "$size"

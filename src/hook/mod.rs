@@ -14,6 +14,10 @@
 //! panics on input and never fails a container for a reason of its own (a bad flag or defaults
 //! file is logged and the default kept). Exit status: 0 when the container may start (or nothing
 //! was to be done), 1 when the fail policy stops it (or `server-version` failed).
+//!
+//! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
+//! the fail policy decides, and with no annotations known the namespace rules fail the container
+//! (as upstream does). `--disable-grpc` skips both the call and the policy.
 
 pub mod args;
 pub mod client;
