@@ -1059,3 +1059,49 @@ fn help_version_and_print_config() {
         "{stderr}"
     );
 }
+
+#[test]
+fn concurrent_hooks_rotate_once_at_the_size_limit() {
+    let case = Case::new(Some(CRIO_SPEC));
+    // A sparse log at the 50 MiB limit: the first line written rotates it.
+    let f = std::fs::File::create(case.log_path()).unwrap();
+    f.set_len(50 * 1024 * 1024).unwrap();
+    drop(f);
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            Command::new(HOOK)
+                .args([
+                    "--log-fname",
+                    case.log_path().to_str().unwrap(),
+                    "--disable-grpc",
+                    "createRuntime",
+                ])
+                .current_dir(case.bundle())
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(
+        read_log(&case.log_path()).len(),
+        16,
+        "every line in the fresh log"
+    );
+    let backups: Vec<_> = std::fs::read_dir(case.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("hook-") && n.ends_with(".log"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let size = std::fs::metadata(case.path().join(&backups[0]))
+        .unwrap()
+        .len();
+    assert_eq!(
+        size,
+        50 * 1024 * 1024,
+        "the backup is the old log, untouched"
+    );
+}
