@@ -137,14 +137,16 @@ impl Agent {
                 let shutdown = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                let server = tonic::transport::Server::builder().add_service(svc);
+                // `Server::serve_with_incoming_shutdown` takes the service directly, so tonic's
+                // `router` feature (and axum) is not needed.
+                let server = tonic::transport::Server::builder();
                 match listen {
                     Listen::Unix(path) => {
                         let listener = tokio::net::UnixListener::bind(&path).unwrap();
                         ready_tx.send(format!("unix://{}", path.display())).unwrap();
                         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
                         server
-                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .serve_with_incoming_shutdown(svc, incoming, shutdown)
                             .await
                     }
                     Listen::Tcp => {
@@ -154,7 +156,7 @@ impl Agent {
                             .unwrap();
                         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                         server
-                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .serve_with_incoming_shutdown(svc, incoming, shutdown)
                             .await
                     }
                 }
