@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet
-bin=target/release/tetragon-oci-hook-setup
+# .cargo/config.toml names the build target (static linking), so release builds land in
+# target/<host triple>/release.
+host=$(rustc -vV | sed -n 's/^host: //p')
+bin=target/$host/release/tetragon-oci-hook-setup
+[ -x "$bin" ] || bin=target/release/tetragon-oci-hook-setup
 printf 'binary: %s bytes (stripped: %s)\n' "$(stat -c %s "$bin")" \
   "$(file -b "$bin" | grep -q 'not stripped' && echo no || echo yes)"
 

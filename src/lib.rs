@@ -9,7 +9,9 @@
 //! - [`patch`]: reads a config, runs one edit, checks the result and turns it into a [`plan::Plan`];
 //! - [`plan`]: a plan of file changes, its unified diff, and its atomic application;
 //! - [`hook_json`]: the OCI hooks.d file format (schema 1.0.0, legacy 0.1.0 read only);
-//! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface.
+//! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface;
+//! - [`hook`]: the `tetragon-oci-hook` binary's logic (arguments, OCI spec, agent call, fail
+//!   policy, log).
 //!
 //! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
 //! caller stops there) an atomic apply.
@@ -19,6 +21,7 @@
 pub mod containerd;
 pub mod crio;
 pub mod edit;
+pub mod hook;
 pub mod hook_json;
 pub mod install;
 pub mod patch;

@@ -441,6 +441,9 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         Some(InstallTail::HookArgs { args }) => args,
         None => Vec::new(),
     };
+    // A typo in the hook's flags fails this install (one pod) now, rather than every container
+    // on the node later.
+    rthooks::hook::args::validate_args(&hook_args)?;
     let opts = InstallOptions {
         local_binary: args.local_binary,
         local_install_dir: args.local_install_dir,

@@ -187,17 +187,17 @@ fn install_passes_hook_args_through_untouched() {
     let node = Node::new();
     let mut args = node.helm_args();
     args.truncate(args.iter().position(|a| a == "hook-args").unwrap() + 1);
+    // Valid hook flags, some of which are also flags of this tool (`--log-level`), a regex
+    // with a comma and a CEL expression with spaces and quotes.
     let tail = [
         "--log-level",
         "debug",
-        "--help",
-        "-h",
-        "--",
-        "hook-args",
-        "--oci-hooks.local-dir=/x",
-        "--dry-run",
-        "",
-        "two words",
+        "--grpc-address=unix:///run/t/agent.sock",
+        "--fail-allow-namespaces-regex",
+        "^ns-[a-z]{1,3}$",
+        "--fail-cel-expr",
+        "annotations[\"io.kubernetes.pod.namespace\"] == \"two words\"",
+        "--grpc-timeout=2s",
     ];
     args.extend(tail.map(str::to_owned));
     let out = bin().args(&args).output().unwrap();
@@ -213,6 +213,36 @@ fn install_passes_hook_args_through_untouched() {
         ]
     );
     assert_eq!(written[4..], tail);
+}
+
+/// A typo in the hook's flags fails the install (one DaemonSet pod) instead of every container
+/// on the node: nothing is written.
+#[test]
+fn install_rejects_invalid_hook_args_and_writes_nothing() {
+    for bad in [
+        &["--fail-allow-namespace", "kube-system"][..],
+        &["--grpc-timeout", "soon"],
+        &["--fail-allow-namespaces-regex", "(unclosed"],
+        &["--fail-cel-expr", "annotations["],
+    ] {
+        let node = Node::new();
+        let mut args = node.helm_args();
+        args.truncate(args.iter().position(|a| a == "hook-args").unwrap() + 1);
+        args.extend(bad.iter().map(|s| s.to_string()));
+        let before = listing(node.root());
+        let out = bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", node.t(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("invalid hook arguments"),
+            "{bad:?}: {stderr}"
+        );
+        assert_eq!(
+            listing(node.root()),
+            before,
+            "{bad:?}: something was written"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
@@ -153,7 +153,15 @@ impl Podman {
             Ok(o) if o.status.success() => {}
             _ => return Err("podman not found (apt-get install podman)".to_owned()),
         }
-        let store = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("podman-store");
+        // podman refuses a runroot longer than 50 characters, which a path under `target/`
+        // easily is: keep the store under the system temp dir, one per checkout.
+        let checkout = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            env!("CARGO_MANIFEST_DIR").hash(&mut h);
+            h.finish()
+        };
+        let store = std::env::temp_dir().join(format!("rthooks-podman-{checkout:016x}"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/podman-test-image.sh");
         let built = Command::new("sh")
             .arg(&script)

@@ -1,0 +1,830 @@
+//! The hook's command line and its defaults file, compatible with the upstream Go hook and the
+//! Helm chart.
+//!
+//! Accepted forms: `--flag value`, `--flag=value` (one or two dashes), boolean flags without a
+//! value (`--disable-grpc`, or `--disable-grpc=false`), and `--` to end the flags. Single-value
+//! flags: the last one wins. List flags: a flag given explicitly replaces the default, repeats add
+//! up, and names are split on commas; regex values are never split (`a{1,3}` is one regex).
+//!
+//! Defaults may also come from `tetragon-oci-hook.json` beside the binary ([`DEFAULTS_FILE`]):
+//! a JSON object whose keys are flag names (with `-` or `_`) and whose values are strings, booleans
+//! or (for list flags) arrays of strings. Flags on the command line win over it.
+//!
+//! Parsing is lenient for the hook and strict for the installer: [`parse`] collects every problem
+//! as a [`Diagnostic`] and keeps the default for the value in error, so that a typo is logged
+//! instead of failing every container on the node; [`validate_args`] turns any problem into an
+//! error, so that `tetragon-oci-hook-setup install` refuses a bad `hook-args` up front. This
+//! module does no I/O except reading the defaults file in [`load_defaults_file`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+
+/// Name of the defaults file looked up beside the (symlink-resolved) binary.
+pub const DEFAULTS_FILE: &str = "tetragon-oci-hook.json";
+
+/// Name of the log file created beside the binary when `--log-fname` is not given.
+pub const DEFAULT_LOG_FILE: &str = "tetragon-oci-hook.log";
+
+/// Default agent address.
+pub const DEFAULT_GRPC_ADDRESS: &str = "unix:///var/run/tetragon/tetragon.sock";
+
+/// Default `--grpc-timeout`.
+pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `--annotations-namespace-key` list.
+pub const DEFAULT_NAMESPACE_KEYS: [&str; 2] = [
+    "io.kubernetes.pod.namespace",
+    "io.kubernetes.cri.sandbox-namespace",
+];
+
+/// Default `--fail-allow-namespaces` list.
+pub const DEFAULT_ALLOW_NAMESPACES: [&str; 1] = ["kube-system"];
+
+/// Log levels of the hook's JSON log, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Level {
+    /// Detail for debugging (adds `req-annotations`).
+    #[serde(rename = "debug")]
+    Debug,
+    /// Normal operation.
+    #[serde(rename = "info")]
+    Info,
+    /// Something was ignored or the agent could not be reached.
+    #[serde(rename = "warn")]
+    Warn,
+    /// A container is failed or the configuration is broken.
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl Level {
+    /// The upper-case name used in the `level` key of log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+        }
+    }
+
+    /// Parses a level name (case-insensitive; `warning` and `trace` are accepted too).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "trace" | "debug" => Some(Self::Debug),
+            "info" => Some(Self::Info),
+            "warn" | "warning" => Some(Self::Warn),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// The hook's resolved configuration (defaults, then the defaults file, then flags).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// `--log-fname`: the JSON log file.
+    pub log_fname: PathBuf,
+    /// `--log-level`.
+    pub log_level: Level,
+    /// `--grpc-address`: `unix:///path`, `unix:/path` or `host:port`.
+    pub grpc_address: String,
+    /// `--grpc-timeout`.
+    #[serde(serialize_with = "serialize_duration")]
+    pub grpc_timeout: Duration,
+    /// `--disable-grpc`: do not contact the agent at all.
+    pub disable_grpc: bool,
+    /// `--just-print-config`: print this configuration and exit.
+    pub just_print_config: bool,
+    /// `--annotations-namespace-key`: annotations that hold the pod namespace.
+    #[serde(rename = "annotations-namespace-key")]
+    pub annotations_namespace_keys: Vec<String>,
+    /// `--fail-cel-expr`: when set, decides alone whether a container fails after a failed call.
+    pub fail_cel_expr: Option<String>,
+    /// `--fail-allow-namespaces`: namespaces whose containers start even if the call failed.
+    pub fail_allow_namespaces: Vec<String>,
+    /// `--fail-allow-namespaces-regex`: regexes (substring match unless anchored) for the same.
+    pub fail_allow_namespaces_regex: Vec<String>,
+}
+
+fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+impl Config {
+    /// The built-in defaults; `log_fname` goes into `binary_dir`.
+    pub fn defaults(binary_dir: &Path) -> Self {
+        Self {
+            log_fname: binary_dir.join(DEFAULT_LOG_FILE),
+            log_level: Level::Info,
+            grpc_address: DEFAULT_GRPC_ADDRESS.to_owned(),
+            grpc_timeout: DEFAULT_GRPC_TIMEOUT,
+            disable_grpc: false,
+            just_print_config: false,
+            annotations_namespace_keys: DEFAULT_NAMESPACE_KEYS.map(String::from).to_vec(),
+            fail_cel_expr: None,
+            fail_allow_namespaces: DEFAULT_ALLOW_NAMESPACES.map(String::from).to_vec(),
+            fail_allow_namespaces_regex: Vec::new(),
+        }
+    }
+}
+
+/// A problem found while parsing; the hook logs it, the installer refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Where the problem is: `command line` or the defaults file path.
+    pub source: String,
+    /// What is wrong, naming the flag or key in backticks.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+/// Result of [`parse`]: the configuration, the positional arguments and the problems found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The resolved configuration.
+    pub config: Config,
+    /// `--help` or `-h` was given.
+    pub help: bool,
+    /// `--version` was given.
+    pub version: bool,
+    /// Positional arguments: the first is the hook name (`createRuntime`, ...).
+    pub positionals: Vec<String>,
+    /// Problems found; each one left the affected setting at its lower-layer value.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Parsed {
+    /// The hook name, if any.
+    pub fn hook(&self) -> Option<&str> {
+        self.positionals.first().map(String::as_str)
+    }
+}
+
+/// How a flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A single string value; the last one wins.
+    Value,
+    /// A boolean; no separate value (`--flag` or `--flag=true|false`).
+    Bool,
+    /// A list of names split on commas; repeats add up.
+    List,
+    /// A list of regexes, one per occurrence.
+    RegexList,
+}
+
+/// Every flag of the hook, with how it takes its value.
+const FLAGS: [(&str, Kind); 10] = [
+    ("log-fname", Kind::Value),
+    ("log-level", Kind::Value),
+    ("grpc-address", Kind::Value),
+    ("grpc-timeout", Kind::Value),
+    ("disable-grpc", Kind::Bool),
+    ("just-print-config", Kind::Bool),
+    ("annotations-namespace-key", Kind::List),
+    ("fail-cel-expr", Kind::Value),
+    ("fail-allow-namespaces", Kind::List),
+    ("fail-allow-namespaces-regex", Kind::RegexList),
+];
+
+fn kind_of(name: &str) -> Option<Kind> {
+    FLAGS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
+
+/// One flag occurrence, before it is applied to a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Setting {
+    name: &'static str,
+    value: String,
+}
+
+fn canonical(name: &str) -> Option<&'static str> {
+    let name = name.replace('_', "-");
+    FLAGS.iter().map(|(n, _)| *n).find(|n| *n == name)
+}
+
+/// Splits the command line into settings, positionals and problems (no value checks yet).
+fn scan(args: &[String]) -> (Vec<Setting>, Vec<String>, bool, bool, Vec<Diagnostic>) {
+    let mut settings = Vec::new();
+    let mut positionals = Vec::new();
+    let mut diags = Vec::new();
+    let (mut help, mut version) = (false, false);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            positionals.extend(iter.by_ref().cloned());
+            break;
+        }
+        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            positionals.push(arg.clone());
+            continue;
+        };
+        if body.is_empty() {
+            positionals.push(arg.clone());
+            continue;
+        }
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (body, None),
+        };
+        match name {
+            "h" | "help" => {
+                help = true;
+                continue;
+            }
+            "version" | "V" => {
+                version = true;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(canon) = canonical(name) else {
+            diags.push(cmdline(format!(
+                "unknown flag `{arg}`\nhelp: known flags are {}",
+                known_flags()
+            )));
+            continue;
+        };
+        let kind = kind_of(canon).unwrap_or(Kind::Value);
+        let value = match (kind, inline) {
+            (_, Some(v)) => v,
+            (Kind::Bool, None) => "true".to_owned(),
+            (_, None) => match iter.next() {
+                Some(v) => v.clone(),
+                None => {
+                    diags.push(cmdline(format!("flag `--{canon}` needs a value")));
+                    continue;
+                }
+            },
+        };
+        settings.push(Setting { name: canon, value });
+    }
+    (settings, positionals, help, version, diags)
+}
+
+fn known_flags() -> String {
+    FLAGS
+        .iter()
+        .map(|(n, _)| format!("`--{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cmdline(message: String) -> Diagnostic {
+    Diagnostic {
+        source: "command line".to_owned(),
+        message,
+    }
+}
+
+/// Splits a list-flag value on commas, trimming blanks and dropping empty names.
+fn split_names(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Applies one layer of settings to `config`. Within a layer list flags add up; a layer that
+/// names a list flag replaces whatever the lower layers gave it.
+fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Vec<Diagnostic>) {
+    let mut replaced: Vec<&str> = Vec::new();
+    for Setting { name, value } in settings {
+        let name = *name;
+        let err = |message: String| Diagnostic {
+            source: source.to_owned(),
+            message,
+        };
+        if matches!(kind_of(name), Some(Kind::List | Kind::RegexList)) && !replaced.contains(&name)
+        {
+            replaced.push(name);
+            match name {
+                "annotations-namespace-key" => config.annotations_namespace_keys.clear(),
+                "fail-allow-namespaces" => config.fail_allow_namespaces.clear(),
+                _ => config.fail_allow_namespaces_regex.clear(),
+            }
+        }
+        match name {
+            "log-fname" => {
+                if value.is_empty() {
+                    diags.push(err("`--log-fname` is empty".to_owned()));
+                } else {
+                    config.log_fname = PathBuf::from(value);
+                }
+            }
+            "log-level" => match Level::parse(value) {
+                Some(level) => config.log_level = level,
+                None => diags.push(err(format!(
+                    "invalid `--log-level` `{value}`\nhelp: use one of debug, info, warn, error"
+                ))),
+            },
+            "grpc-address" => {
+                // Kept even when invalid: the call then fails with a clear error and the fail
+                // policy decides, rather than silently talking to the default socket.
+                config.grpc_address = value.clone();
+                if let Err(e) = crate::hook::client::Address::parse(value) {
+                    diags.push(err(format!("invalid `--grpc-address`: {e:#}")));
+                }
+            }
+            "grpc-timeout" => match parse_duration(value) {
+                Ok(d) => config.grpc_timeout = d,
+                Err(e) => diags.push(err(format!("invalid `--grpc-timeout`: {e:#}"))),
+            },
+            "disable-grpc" | "just-print-config" => match parse_bool(value) {
+                Some(b) if name == "disable-grpc" => config.disable_grpc = b,
+                Some(b) => config.just_print_config = b,
+                None => diags.push(err(format!(
+                    "invalid value `{value}` for `--{name}`\nhelp: use true or false"
+                ))),
+            },
+            "fail-cel-expr" => {
+                if value.trim().is_empty() {
+                    config.fail_cel_expr = None;
+                } else {
+                    config.fail_cel_expr = Some(value.clone());
+                }
+            }
+            "annotations-namespace-key" => {
+                config.annotations_namespace_keys.extend(split_names(value))
+            }
+            "fail-allow-namespaces" => config.fail_allow_namespaces.extend(split_names(value)),
+            _ => match regex::Regex::new(value) {
+                Ok(_) => config.fail_allow_namespaces_regex.push(value.clone()),
+                Err(e) => diags.push(err(format!(
+                    "invalid `--fail-allow-namespaces-regex` `{value}`: {}",
+                    first_line(&e.to_string())
+                ))),
+            },
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "yes" => Some(true),
+        "0" | "f" | "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses the defaults file's text into settings; a malformed file yields an error, an unknown
+/// key or a value of the wrong type yields a diagnostic and is skipped.
+fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, Vec<Diagnostic>)> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| anyhow::anyhow!("line {}, column {}: {e}", e.line(), e.column()))?;
+    let serde_json::Value::Object(map) = value else {
+        bail!("expected a JSON object of flag names and values");
+    };
+    let mut settings = Vec::new();
+    let mut diags = Vec::new();
+    for (key, value) in map {
+        let err = |message: String| Diagnostic {
+            source: source.to_owned(),
+            message,
+        };
+        let bare = key.trim_start_matches('-');
+        let Some(name) = canonical(bare) else {
+            diags.push(err(format!(
+                "unknown key `{key}` ignored\nhelp: keys are flag names"
+            )));
+            continue;
+        };
+        let mut push = |v: &serde_json::Value| -> bool {
+            let s = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return false,
+            };
+            settings.push(Setting { name, value: s });
+            true
+        };
+        let ok = match (&value, kind_of(name)) {
+            (serde_json::Value::Array(items), Some(Kind::List | Kind::RegexList)) => {
+                if items.is_empty() {
+                    settings.push(Setting {
+                        name,
+                        value: String::new(),
+                    });
+                    true
+                } else {
+                    items.iter().all(&mut push)
+                }
+            }
+            (v, _) => push(v),
+        };
+        if !ok {
+            diags.push(err(format!(
+                "key `{key}` has a value of the wrong type; ignored"
+            )));
+        }
+    }
+    Ok((settings, diags))
+}
+
+/// Reads the defaults file; a missing file is not a problem, an unreadable or malformed one is
+/// reported as a diagnostic (and ignored).
+pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => (Some(text), Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Vec::new()),
+        Err(e) => (
+            None,
+            vec![Diagnostic {
+                source: path.display().to_string(),
+                message: format!("failed to read `{}`: {e}; ignored", path.display()),
+            }],
+        ),
+    }
+}
+
+/// Parses the hook's arguments (without the program name) over the built-in defaults and the
+/// text of the defaults file, if any. Never fails: problems are returned in
+/// [`Parsed::diagnostics`] and leave the affected setting at its lower-layer value.
+pub fn parse(args: &[String], binary_dir: &Path, defaults_file: Option<(&Path, &str)>) -> Parsed {
+    let mut config = Config::defaults(binary_dir);
+    let mut diagnostics = Vec::new();
+    if let Some((path, text)) = defaults_file {
+        let source = path.display().to_string();
+        match defaults_settings(text, &source) {
+            Ok((settings, diags)) => {
+                diagnostics.extend(diags);
+                apply(&mut config, &settings, &source, &mut diagnostics);
+            }
+            Err(e) => diagnostics.push(Diagnostic {
+                source: source.clone(),
+                message: format!("malformed defaults file, ignored: {e:#}"),
+            }),
+        }
+    }
+    let (settings, positionals, help, version, diags) = scan(args);
+    diagnostics.extend(diags);
+    apply(&mut config, &settings, "command line", &mut diagnostics);
+    Parsed {
+        config,
+        help,
+        version,
+        positionals,
+        diagnostics,
+    }
+}
+
+/// Hook names the runtime may pass.
+pub const HOOK_NAMES: [&str; 4] = [
+    "createRuntime",
+    "createContainer",
+    "poststop",
+    "server-version",
+];
+
+/// Strictly validates hook arguments (as given in `hook-args`, without the program name):
+/// unknown flags, missing values, bad log levels, durations, addresses, regexes and CEL
+/// expressions are errors, as is a positional argument that is not a hook name.
+///
+/// ```
+/// use rthooks::hook::args::validate_args;
+/// let ok = ["--fail-allow-namespaces", "kube-system,ns1", "--grpc-timeout=2s"];
+/// assert!(validate_args(&ok.map(String::from)).is_ok());
+/// assert!(validate_args(&["--grpc-timout=2s".to_owned()]).is_err());
+/// ```
+pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
+    let parsed = parse(args, Path::new("/"), None);
+    let mut problems: Vec<String> = parsed
+        .diagnostics
+        .iter()
+        .map(|d| d.message.clone())
+        .collect();
+    for p in &parsed.positionals {
+        if !HOOK_NAMES.contains(&p.as_str()) {
+            problems.push(format!(
+                "unexpected argument `{p}`\nhelp: hook arguments are flags; hook names are {}",
+                HOOK_NAMES.join(", ")
+            ));
+        }
+    }
+    if let Some(expr) = &parsed.config.fail_cel_expr {
+        if let Err(e) = crate::hook::policy::check_cel(expr) {
+            problems.push(format!("invalid `--fail-cel-expr`: {e:#}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("invalid hook arguments:\n{}", problems.join("\n"))
+    }
+}
+
+/// Parses a Go-style duration (`10s`, `1.5s`, `500ms`, `1m30s`, `2h`); it must be positive.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let orig = s;
+    let s = s.trim();
+    if s.is_empty() {
+        bail!("empty duration\nhelp: write a number and a unit, such as `10s` or `500ms`");
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num
+            .parse()
+            .with_context(|| format!("`{orig}` is not a duration\nhelp: write a number and a unit, such as `10s` or `500ms`"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => bail!("missing unit in duration `{orig}`\nhelp: write `{orig}s` for seconds"),
+            other => bail!(
+                "unknown unit `{other}` in duration `{orig}`\nhelp: use ns, us, ms, s, m or h"
+            ),
+        };
+        total += n * scale;
+        rest = tail;
+    }
+    if !(total > 0.0 && total.is_finite() && total < 1e9) {
+        bail!("duration `{orig}` must be positive");
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration the way Go prints it for the common cases (`10s`, `1.5s`, `500ms`).
+pub fn format_duration(d: Duration) -> String {
+    if d.as_nanos() % 1_000_000_000 == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_nanos() % 1_000_000 == 0 && d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// The `--help` text.
+pub fn usage() -> String {
+    format!(
+        "\
+Usage: tetragon-oci-hook [FLAGS] HOOK
+
+Tells the Tetragon agent about a container that is about to start (OCI hook).
+
+Hooks:
+  createRuntime       send the container to the agent, apply the fail policy if that fails
+  createContainer     nothing to do (accepted for older installs)
+  poststop            nothing to do
+  server-version      ask the agent for its version
+
+Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` beside the binary):
+  --log-fname PATH                    log file (default: `{DEFAULT_LOG_FILE}` beside the binary)
+  --log-level LEVEL                   debug, info, warn or error (default: info)
+  --grpc-address ADDR                 agent address (default: {DEFAULT_GRPC_ADDRESS})
+  --grpc-timeout DURATION             agent call timeout (default: 10s)
+  --disable-grpc                      do not contact the agent
+  --just-print-config                 print the resolved configuration and exit
+  --annotations-namespace-key KEYS    annotations holding the pod namespace (comma-separated)
+  --fail-cel-expr EXPR                CEL expression deciding whether to fail (true = fail)
+  --fail-allow-namespaces NAMES       namespaces allowed to start without the agent (default: kube-system)
+  --fail-allow-namespaces-regex RE    regex for such namespaces (repeatable)
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn cfg(a: &[&str]) -> Parsed {
+        parse(&args(a), Path::new("/opt/tetragon"), None)
+    }
+
+    #[test]
+    fn defaults() {
+        let p = cfg(&["createRuntime"]);
+        assert!(p.diagnostics.is_empty());
+        assert_eq!(p.hook(), Some("createRuntime"));
+        let c = p.config;
+        assert_eq!(
+            c.log_fname,
+            PathBuf::from("/opt/tetragon/tetragon-oci-hook.log")
+        );
+        assert_eq!(c.log_level, Level::Info);
+        assert_eq!(c.grpc_address, "unix:///var/run/tetragon/tetragon.sock");
+        assert_eq!(c.grpc_timeout, Duration::from_secs(10));
+        assert!(!c.disable_grpc && !c.just_print_config);
+        assert_eq!(c.annotations_namespace_keys, DEFAULT_NAMESPACE_KEYS);
+        assert_eq!(c.fail_allow_namespaces, ["kube-system"]);
+        assert!(c.fail_allow_namespaces_regex.is_empty() && c.fail_cel_expr.is_none());
+    }
+
+    #[test]
+    fn value_forms_and_last_wins() {
+        let p = cfg(&[
+            "--log-level",
+            "debug",
+            "-log-level=warn",
+            "--grpc-timeout=2s",
+            "--grpc-timeout",
+            "1.5s",
+            "--grpc-address=unix:/a.sock",
+            "--disable-grpc",
+            "createRuntime",
+        ]);
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        assert_eq!(p.config.log_level, Level::Warn);
+        assert_eq!(p.config.grpc_timeout, Duration::from_millis(1500));
+        assert_eq!(p.config.grpc_address, "unix:/a.sock");
+        assert!(p.config.disable_grpc);
+        assert_eq!(p.positionals, ["createRuntime"]);
+        let p = cfg(&["--disable-grpc=false", "--just-print-config=true"]);
+        assert!(!p.config.disable_grpc && p.config.just_print_config);
+    }
+
+    #[test]
+    fn list_flags_replace_the_default_and_add_up() {
+        let p = cfg(&["--fail-allow-namespaces", "kube-system,ns1"]);
+        assert_eq!(p.config.fail_allow_namespaces, ["kube-system", "ns1"]);
+        let p = cfg(&[
+            "--fail-allow-namespaces=ns1",
+            "--fail-allow-namespaces",
+            " ns2 , ,ns3",
+        ]);
+        assert_eq!(p.config.fail_allow_namespaces, ["ns1", "ns2", "ns3"]);
+        let p = cfg(&["--fail-allow-namespaces="]);
+        assert!(p.config.fail_allow_namespaces.is_empty());
+        let p = cfg(&[
+            "--annotations-namespace-key=a",
+            "--annotations-namespace-key=b,c",
+        ]);
+        assert_eq!(p.config.annotations_namespace_keys, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn regexes_are_not_split_on_commas() {
+        let p = cfg(&[
+            "--fail-allow-namespaces-regex",
+            "^a{1,3}$",
+            "--fail-allow-namespaces-regex=b,c",
+        ]);
+        assert!(p.diagnostics.is_empty());
+        assert_eq!(p.config.fail_allow_namespaces_regex, ["^a{1,3}$", "b,c"]);
+    }
+
+    #[test]
+    fn problems_are_collected_and_defaults_kept() {
+        let p = cfg(&[
+            "--grpc-timout=1s",
+            "--log-level=loud",
+            "--grpc-timeout=5",
+            "--fail-allow-namespaces-regex=(",
+            "--disable-grpc=maybe",
+            "--grpc-address",
+        ]);
+        let msgs: Vec<String> = p.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 6, "{msgs:#?}");
+        assert!(msgs[0].starts_with("command line: unknown flag `--grpc-timout=1s`"));
+        assert!(msgs.iter().any(|m| m.contains("needs a value")));
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("missing unit in duration `5`"))
+        );
+        assert_eq!(p.config, Config::defaults(Path::new("/opt/tetragon")));
+    }
+
+    #[test]
+    fn double_dash_ends_flags() {
+        let p = cfg(&["--", "--log-level", "createRuntime"]);
+        assert_eq!(p.positionals, ["--log-level", "createRuntime"]);
+        assert_eq!(p.config.log_level, Level::Info);
+    }
+
+    #[test]
+    fn defaults_file_layers_under_flags() {
+        let file = r#"{"fail_allow_namespaces": "a,b", "grpc-timeout": "3s", "disable_grpc": "true",
+                      "fail-allow-namespaces-regex": ["x{1,2}", "y"], "log-level": "debug"}"#;
+        let p = parse(
+            &args(&["--log-level=error", "--fail-allow-namespaces=c"]),
+            Path::new("/d"),
+            Some((Path::new("/d/f.json"), file)),
+        );
+        assert!(p.diagnostics.is_empty(), "{:?}", p.diagnostics);
+        let c = p.config;
+        assert_eq!(c.fail_allow_namespaces, ["c"]);
+        assert_eq!(c.fail_allow_namespaces_regex, ["x{1,2}", "y"]);
+        assert_eq!(c.grpc_timeout, Duration::from_secs(3));
+        assert!(c.disable_grpc);
+        assert_eq!(c.log_level, Level::Error);
+    }
+
+    #[test]
+    fn defaults_file_problems_are_reported_not_fatal() {
+        let p = parse(
+            &[],
+            Path::new("/d"),
+            Some((Path::new("/d/f.json"), "{\"log-level\": ")),
+        );
+        assert_eq!(p.config, Config::defaults(Path::new("/d")));
+        assert!(
+            p.diagnostics[0]
+                .to_string()
+                .starts_with("/d/f.json: malformed defaults file, ignored: line 1")
+        );
+        let p = parse(
+            &[],
+            Path::new("/d"),
+            Some((
+                Path::new("/d/f.json"),
+                r#"{"nope": 1, "log-level": ["x"], "grpc-timeout": "1s"}"#,
+            )),
+        );
+        assert_eq!(p.diagnostics.len(), 2, "{:?}", p.diagnostics);
+        assert_eq!(p.config.grpc_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn validate_args_is_strict() {
+        let ok = args(&[
+            "--fail-allow-namespaces",
+            "kube-system,ns1",
+            "--grpc-timeout=500ms",
+            "--log-level",
+            "debug",
+            "--fail-allow-namespaces-regex",
+            "^team-[a-z]{1,3}$",
+            "--fail-cel-expr",
+            r#"annotations["io.kubernetes.pod.namespace"] != "x""#,
+            "createRuntime",
+        ]);
+        validate_args(&ok).unwrap();
+        for bad in [
+            &["--grpc-timout=2s"][..],
+            &["--grpc-timeout=2"],
+            &["--grpc-address=dns:///x"],
+            &["--fail-allow-namespaces-regex=("],
+            &["--fail-cel-expr=annotations["],
+            &["--log-level"],
+            &["createruntime"],
+        ] {
+            let err = validate_args(&args(bad)).unwrap_err();
+            assert!(
+                format!("{err:#}").starts_with("invalid hook arguments:"),
+                "{bad:?}"
+            );
+        }
+        let err = validate_args(&args(&["--grpc-timeout=2"])).unwrap_err();
+        insta::assert_snapshot!(format!("{err:#}"), @r"
+        invalid hook arguments:
+        invalid `--grpc-timeout`: missing unit in duration `2`
+        help: write `2s` for seconds
+        ");
+    }
+
+    #[test]
+    fn durations() {
+        for (s, ms) in [
+            ("10s", 10_000),
+            ("1.5s", 1500),
+            ("500ms", 500),
+            ("1m30s", 90_000),
+            ("2h", 7_200_000),
+        ] {
+            assert_eq!(parse_duration(s).unwrap(), Duration::from_millis(ms), "{s}");
+        }
+        for s in ["", "10", "s", "-1s", "0s", "1x", "1..2s"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

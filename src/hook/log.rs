@@ -1,0 +1,351 @@
+//! The hook's JSON-lines log, in the upstream format (`time`, `level`, `msg`, then the fields),
+//! with size-based rotation that is safe when many hooks append at once.
+//!
+//! Each line is one `write(2)` on an `O_APPEND` descriptor, made while holding an exclusive
+//! `flock` on the log file. Rotation renames the file to `<stem>-<UTC time>.<ext>` once it would
+//! pass [`MAX_SIZE`], keeps [`MAX_BACKUPS`] backups no older than [`MAX_AGE`]; a writer that
+//! locked a file that was just renamed notices (inode changed) and reopens. When the log cannot
+//! be written, the line goes to stderr instead: logging never fails the hook.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::hook::args::Level;
+
+/// Rotate when the log would grow past this size (50 MiB, as upstream).
+pub const MAX_SIZE: u64 = 50 * 1024 * 1024;
+/// Backups kept after rotation.
+pub const MAX_BACKUPS: usize = 3;
+/// Backups older than this are removed.
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A JSON-lines logger bound to one file and level, with fields added to every line.
+#[derive(Debug)]
+pub struct Logger {
+    path: PathBuf,
+    level: Level,
+    fields: Vec<(String, Value)>,
+    file: Option<File>,
+}
+
+impl Logger {
+    /// A logger writing to `path` lines at `level` or above. Nothing is opened yet.
+    pub fn new(path: PathBuf, level: Level) -> Self {
+        Self {
+            path,
+            level,
+            fields: Vec::new(),
+            file: None,
+        }
+    }
+
+    /// The log file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when lines at `level` are written.
+    pub fn enabled(&self, level: Level) -> bool {
+        level >= self.level
+    }
+
+    /// Adds a field to every following line.
+    pub fn with(&mut self, key: &str, value: impl Into<Value>) {
+        self.fields.push((key.to_owned(), value.into()));
+    }
+
+    /// Writes one line: `time`, `level`, `msg`, the logger's fields, then `extra`.
+    pub fn log(&mut self, level: Level, msg: &str, extra: &[(&str, Value)]) {
+        if !self.enabled(level) {
+            return;
+        }
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"time\":\"");
+        line.push_str(&rfc3339_nanos(SystemTime::now()));
+        line.push_str("\",\"level\":\"");
+        line.push_str(level.as_str());
+        line.push_str("\",\"msg\":");
+        push_json(&mut line, &Value::from(msg));
+        let own = self.fields.iter().map(|(k, v)| (k.as_str(), v));
+        for (k, v) in own.chain(extra.iter().map(|(k, v)| (*k, v))) {
+            line.push(',');
+            push_json(&mut line, &Value::from(k));
+            line.push(':');
+            push_json(&mut line, v);
+        }
+        line.push_str("}\n");
+        if self.append(line.as_bytes()).is_err() {
+            // Last resort; there is nowhere else to report the failure.
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+
+    /// Logs at debug level.
+    pub fn debug(&mut self, msg: &str, extra: &[(&str, Value)]) {
+        self.log(Level::Debug, msg, extra);
+    }
+    /// Logs at info level.
+    pub fn info(&mut self, msg: &str, extra: &[(&str, Value)]) {
+        self.log(Level::Info, msg, extra);
+    }
+    /// Logs at warn level.
+    pub fn warn(&mut self, msg: &str, extra: &[(&str, Value)]) {
+        self.log(Level::Warn, msg, extra);
+    }
+    /// Logs at error level.
+    pub fn error(&mut self, msg: &str, extra: &[(&str, Value)]) {
+        self.log(Level::Error, msg, extra);
+    }
+
+    fn open(&self) -> std::io::Result<File> {
+        let open = || {
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .open(&self.path)
+        };
+        match open() {
+            // Like upstream, create the log's directory on first use.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open()
+            }
+            other => other,
+        }
+    }
+
+    /// Opens (or reuses) the log file and locks it, making sure the locked file is still the
+    /// one at `path` (another hook may have rotated it meanwhile).
+    fn lock_current(&mut self) -> std::io::Result<&File> {
+        for _ in 0..8 {
+            let file = match self.file.take() {
+                Some(f) => f,
+                None => self.open()?,
+            };
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+            let same = match std::fs::metadata(&self.path) {
+                Ok(m) => {
+                    let fm = file.metadata()?;
+                    m.ino() == fm.ino() && m.dev() == fm.dev()
+                }
+                Err(_) => false,
+            };
+            if same {
+                return Ok(self.file.insert(file));
+            }
+            // Dropping the file releases its lock; reopen the new one.
+            drop(file);
+        }
+        Err(std::io::Error::other("log file keeps changing"))
+    }
+
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let size = self.lock_current()?.metadata()?.len();
+        let result = if size > 0 && size + line.len() as u64 > MAX_SIZE {
+            self.rotate()
+        } else {
+            Ok(())
+        }
+        .and_then(|()| match self.file.as_ref() {
+            Some(f) => (&*f).write_all(line),
+            None => Err(std::io::Error::other("log file not open")),
+        });
+        // Unlock on every path, so that other hooks never wait on a failed writer.
+        if let Some(f) = &self.file {
+            let _ = rustix::fs::flock(f, rustix::fs::FlockOperation::Unlock);
+        }
+        result
+    }
+
+    /// Renames the locked file to a timestamped backup, opens a fresh one (locked) and prunes
+    /// old backups. Called with the lock held.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let backup = backup_path(&self.path, SystemTime::now());
+        std::fs::rename(&self.path, &backup)?;
+        let fresh = self.open()?;
+        rustix::fs::flock(&fresh, rustix::fs::FlockOperation::LockExclusive)?;
+        // Dropping the old descriptor releases the old lock, so waiting writers recheck.
+        self.file = Some(fresh);
+        prune_backups(&self.path, SystemTime::now());
+        Ok(())
+    }
+}
+
+fn push_json(out: &mut String, v: &Value) {
+    // Serializing a `Value` to a string cannot fail.
+    out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned()));
+}
+
+fn split_name(path: &Path) -> (String, String) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_owned(), format!(".{ext}")),
+        _ => (name, String::new()),
+    }
+}
+
+/// `dir/stem.ext` → `dir/stem-2024-07-01T10-57-21.435.ext` (the lumberjack naming).
+pub fn backup_path(path: &Path, now: SystemTime) -> PathBuf {
+    let (stem, ext) = split_name(path);
+    let t = rfc3339_nanos(now);
+    // 2024-07-01T10:57:21.435689144Z → 2024-07-01T10-57-21.435
+    let stamp = t[..23].replace(':', "-");
+    path.with_file_name(format!("{stem}-{stamp}{ext}"))
+}
+
+/// Removes backups beyond [`MAX_BACKUPS`] (oldest first) and those older than [`MAX_AGE`].
+fn prune_backups(path: &Path, now: SystemTime) {
+    let (stem, ext) = split_name(path);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let prefix = format!("{stem}-");
+    let mut backups: Vec<(String, PathBuf, SystemTime)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mid = name.strip_prefix(&prefix)?.strip_suffix(ext.as_str())?;
+            // Only names that carry our timestamp (`YYYY-MM-DDTHH-MM-SS.mmm`).
+            if mid.len() != 23 || mid.as_bytes()[10] != b'T' {
+                return None;
+            }
+            let mtime = e.metadata().ok()?.modified().ok()?;
+            Some((name, e.path(), mtime))
+        })
+        .collect();
+    // Names sort by time; newest first.
+    backups.sort_by(|a, b| b.0.cmp(&a.0));
+    for (i, (_, p, mtime)) in backups.iter().enumerate() {
+        let too_old = now.duration_since(*mtime).is_ok_and(|age| age > MAX_AGE);
+        if i >= MAX_BACKUPS || too_old {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC with nanoseconds: `2024-07-01T10:57:21.435689144Z`.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), after H. Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        let t = UNIX_EPOCH + Duration::new(1_719_831_441, 435_689_144);
+        assert_eq!(rfc3339_nanos(t), "2024-07-01T10:57:21.435689144Z");
+        assert_eq!(rfc3339_nanos(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(&rfc3339_nanos(leap)[..10], "2000-02-29");
+    }
+
+    #[test]
+    fn backup_naming() {
+        let t = UNIX_EPOCH + Duration::new(1_719_831_441, 435_689_144);
+        assert_eq!(
+            backup_path(Path::new("/opt/tetragon/tetragon-oci-hook.log"), t),
+            PathBuf::from("/opt/tetragon/tetragon-oci-hook-2024-07-01T10-57-21.435.log")
+        );
+    }
+
+    #[test]
+    fn lines_keep_field_order_and_level_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        let mut log = Logger::new(path.clone(), Level::Info);
+        log.with("hook", "createRuntime");
+        log.debug("hidden", &[]);
+        log.info("shown", &[("err", Value::from("x \"y\""))]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        let line = text.lines().next().unwrap();
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["msg"], "shown");
+        assert_eq!(v["err"], "x \"y\"");
+        let keys: Vec<&str> = ["\"time\"", "\"level\"", "\"msg\"", "\"hook\"", "\"err\""]
+            .into_iter()
+            .filter(|k| line.contains(k))
+            .collect();
+        assert_eq!(keys.len(), 5);
+        let pos: Vec<usize> = keys.iter().map(|k| line.find(k).unwrap()).collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{line}");
+    }
+
+    #[test]
+    fn rotates_past_max_size_and_keeps_three_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tetragon-oci-hook.log");
+        for i in 0..5 {
+            // A sparse file at the limit makes the next line rotate it.
+            let f = File::create(&path).unwrap();
+            f.set_len(MAX_SIZE).unwrap();
+            drop(f);
+            let mut log = Logger::new(path.clone(), Level::Info);
+            log.info(&format!("line {i}"), &[]);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("line 4") && text.lines().count() == 1,
+            "{text}"
+        );
+        let backups = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+        assert_eq!(backups, MAX_BACKUPS);
+    }
+
+    #[test]
+    fn missing_log_dir_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/h.log");
+        Logger::new(path.clone(), Level::Info).info("x", &[]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn unwritable_log_does_not_panic() {
+        let mut log = Logger::new(PathBuf::from("/proc/nonexistent/dir/h.log"), Level::Info);
+        log.info("goes to stderr", &[]);
+    }
+}

@@ -1,0 +1,296 @@
+//! The OCI hook `tetragon-oci-hook`: run by the container runtime before every container
+//! starts, it tells the Tetragon agent about the container and, when the agent cannot be told,
+//! applies the fail policy.
+//!
+//! - [`args`]: command line, defaults file, and the strict [`args::validate_args`] for the
+//!   installer;
+//! - [`spec`]: OCI state and spec to request;
+//! - [`client`]: the gRPC call;
+//! - [`policy`]: the fail check after a failed call;
+//! - [`log`]: JSON-lines log with rotation;
+//! - [`proto`]: generated messages, client and server of the trimmed agent API.
+//!
+//! [`run`] ties them together and returns what the binary prints and its exit status; it never
+//! panics on input and never fails a container for a reason of its own (a bad flag or defaults
+//! file is logged and the default kept). Exit status: 0 when the container may start (or nothing
+//! was to be done), 1 when the fail policy stops it (or `server-version` failed).
+//!
+//! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
+//! the fail policy decides, and with no annotations known the namespace rules fail the container
+//! (as upstream does). `--disable-grpc` skips both the call and the policy.
+
+pub mod args;
+pub mod client;
+pub mod log;
+pub mod policy;
+pub mod proto;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use self::args::{Config, Level, Parsed};
+use self::log::Logger;
+
+/// What the binary prints and the status it exits with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Exit status.
+    pub code: u8,
+    /// Text for stdout.
+    pub stdout: String,
+    /// Text for stderr (shown by the runtime, e.g. in `kubectl describe pod`).
+    pub stderr: String,
+}
+
+/// Directory of the running binary, symlinks resolved (`/proc/self/exe`), else `.`.
+pub fn binary_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok().or(Some(p)))
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Parses `args` (without the program name) over the defaults file beside the binary.
+pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
+    let defaults_path = bin_dir.join(args::DEFAULTS_FILE);
+    let (text, file_diags) = args::load_defaults_file(&defaults_path);
+    let mut parsed = args::parse(
+        args,
+        bin_dir,
+        text.as_deref().map(|t| (defaults_path.as_path(), t)),
+    );
+    parsed.diagnostics.splice(0..0, file_diags);
+    parsed
+}
+
+/// Runs the hook with `args` (without the program name), reading the OCI state from stdin.
+pub fn run(args: &[String]) -> Outcome {
+    let start = SystemTime::now();
+    let parsed = parse_with_defaults(args, &binary_dir());
+    if parsed.help {
+        return Outcome {
+            stdout: args::usage(),
+            ..Outcome::default()
+        };
+    }
+    if parsed.version {
+        let stdout = format!("tetragon-oci-hook {}\n", env!("CARGO_PKG_VERSION"));
+        return Outcome {
+            stdout,
+            ..Outcome::default()
+        };
+    }
+    let cfg = &parsed.config;
+    if cfg.just_print_config {
+        let mut stdout = serde_json::to_string_pretty(cfg).unwrap_or_default();
+        stdout.push('\n');
+        let stderr: String = parsed
+            .diagnostics
+            .iter()
+            .map(|d| format!("warning: {d}\n"))
+            .collect();
+        return Outcome {
+            stdout,
+            stderr,
+            ..Outcome::default()
+        };
+    }
+    let mut log = Logger::new(cfg.log_fname.clone(), cfg.log_level);
+    for d in &parsed.diagnostics {
+        if d.source == "command line" {
+            log.error(
+                "invalid hook arguments, using defaults for them",
+                &[("error", d.to_string().into())],
+            );
+        } else {
+            log.warn(
+                "ignoring part of the defaults file",
+                &[("error", d.to_string().into())],
+            );
+        }
+    }
+    match parsed.hook() {
+        None => {
+            log.warn("hook called without event, bailing out", &[]);
+            Outcome::default()
+        }
+        Some("createRuntime") => create_runtime(cfg, &mut log, start),
+        Some(hook @ ("createContainer" | "poststop")) => {
+            log.info("nothing to do", &[("hook", hook.into())]);
+            Outcome::default()
+        }
+        Some("server-version") => server_version(cfg, &mut log),
+        Some(other) => {
+            log.warn("unknown hook, nothing to do", &[("hook", other.into())]);
+            Outcome::default()
+        }
+    }
+}
+
+fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
+    match client::server_version(&cfg.grpc_address, cfg.grpc_timeout) {
+        Ok(version) => {
+            log.info("server version", &[("version", version.clone().into())]);
+            Outcome {
+                stdout: format!("{version}\n"),
+                ..Outcome::default()
+            }
+        }
+        Err(e) => {
+            let err = format!("{e:#}");
+            log.error(
+                "failed to get the server version",
+                &[("err", err.clone().into())],
+            );
+            Outcome {
+                code: 1,
+                stderr: format!("error: {err}\n"),
+                ..Outcome::default()
+            }
+        }
+    }
+}
+
+fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime) -> Outcome {
+    log.with("hook", "createRuntime");
+    log.with("start-time", log::rfc3339_nanos(start));
+
+    let stdin = std::io::stdin();
+    let state = match spec::read_state(&stdin, spec::STDIN_DEADLINE) {
+        Ok(s) => s,
+        Err(e) => {
+            log.warn(
+                "failed to read the OCI state from stdin",
+                &[("err", format!("{e:#}").into())],
+            );
+            None
+        }
+    };
+    let bundle = state
+        .as_ref()
+        .filter(|s| !s.bundle.is_empty())
+        .map(|s| PathBuf::from(&s.bundle));
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let candidates = spec::config_candidates(bundle.as_deref(), &cwd);
+
+    let (config_path, spec) = match spec::load_spec(&candidates) {
+        Ok(found) => found,
+        Err(e) => {
+            let err = format!("{e:#}");
+            if cfg.disable_grpc {
+                log.warn(
+                    "gRPC was disabled and the spec was not found",
+                    &[("err", err.into())],
+                );
+                return Outcome::default();
+            }
+            // No request can be sent: treat it as a failed call, with no annotations known.
+            log.warn(
+                "hook request to the agent failed",
+                &[("err", err.clone().into())],
+            );
+            return fail_check(cfg, log, &Default::default(), &err);
+        }
+    };
+    let bundle_dir = bundle
+        .or_else(|| config_path.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| cwd.clone());
+    let raw_cgroups = spec
+        .linux
+        .as_ref()
+        .map(|l| l.cgroups_path.as_str())
+        .unwrap_or("");
+    let cgroups = spec::cgroup_path(raw_cgroups).unwrap_or_else(|e| {
+        log.warn(
+            "error getting cgroup path",
+            &[("err", format!("{e:#}").into())],
+        );
+        raw_cgroups.to_owned()
+    });
+    let root = spec::root_dir(&bundle_dir, &spec);
+    let cc = spec::create_container(cgroups, &root, &spec);
+
+    log.with("req-cgroups", cc.cgroups_path.clone());
+    log.with("req-rootdir", cc.root_dir.clone());
+    log.with("req-containerName", cc.container_name.clone());
+    log.with("req-containerID", cc.container_id.clone());
+    log.with("req-containerImage", cc.container_image.clone());
+    log.with("req-podName", cc.pod_name.clone());
+    log.with("req-podUID", cc.pod_uid.clone());
+    log.with("req-podNamespace", cc.pod_namespace.clone());
+    if log.enabled(Level::Debug) {
+        let ann: serde_json::Map<String, Value> = spec
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+            .collect();
+        log.with("req-annotations", Value::Object(ann));
+    }
+
+    if cfg.disable_grpc {
+        log.info(
+            "gRPC was disabled, so will not be contacting the agent",
+            &[],
+        );
+        return Outcome::default();
+    }
+    match client::runtime_hook(&cfg.grpc_address, cfg.grpc_timeout, spec::request(cc)) {
+        Ok(()) => {
+            log.info("hook request to agent succeeded", &[]);
+            Outcome::default()
+        }
+        Err(e) => {
+            let err = format!("{e:#}");
+            log.warn(
+                "hook request to the agent failed",
+                &[("err", err.clone().into())],
+            );
+            fail_check(cfg, log, &spec.annotations, &err)
+        }
+    }
+}
+
+fn fail_check(
+    cfg: &Config,
+    log: &mut Logger,
+    annotations: &std::collections::HashMap<String, String>,
+    err: &str,
+) -> Outcome {
+    let policy = policy::Policy {
+        namespace_keys: cfg.annotations_namespace_keys.clone(),
+        allow_namespaces: cfg.fail_allow_namespaces.clone(),
+        allow_regexes: cfg.fail_allow_namespaces_regex.clone(),
+        cel_expr: cfg.fail_cel_expr.clone(),
+    };
+    let decision = policy.check(annotations);
+    if let Some(pe) = &decision.policy_error {
+        log.error("failCheck failed", &[("error", pe.clone().into())]);
+    }
+    if !decision.fail {
+        log.info(
+            "failCheck determined that we should not fail this container, even if there was an error",
+            &[("reason", decision.reason.into())],
+        );
+        return Outcome::default();
+    }
+    log.error(
+        "failing container",
+        &[
+            ("should-fail", true.into()),
+            ("error", err.into()),
+            ("reason", decision.reason.into()),
+        ],
+    );
+    Outcome {
+        code: 1,
+        stderr: format!(
+            "failing container: {err}. Check logs ({}) for additional info\n",
+            log.path().display()
+        ),
+        ..Outcome::default()
+    }
+}
