@@ -1,12 +1,23 @@
-//! Compiles `proto/tetragon.proto` into Rust (prost messages and a tonic client and server)
-//! without a system `protoc`: `protox` parses the file in-process.
+//! Compiles the project's protos into Rust without a system `protoc` (`protox` parses them
+//! in-process):
+//! - `proto/tetragon.proto`: prost messages plus a tonic client (the hook) and server (the
+//!   stand-in agent of the tests);
+//! - `proto/cri.proto`: the CRI runtime service client, used only by the end-to-end tests that
+//!   drive containerd (they `include!` the generated `runtime.v1.rs`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/tetragon.proto");
+    println!("cargo:rerun-if-changed=proto/cri.proto");
     let fds = protox::compile(["proto/tetragon.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .build_transport(false)
+        .compile_fds(fds)?;
+    let fds = protox::compile(["proto/cri.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
         .build_transport(false)
         .compile_fds(fds)?;
     Ok(())
