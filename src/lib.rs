@@ -9,7 +9,8 @@
 //! - [`patch`]: reads a config, runs one edit, checks the result and turns it into a [`plan::Plan`];
 //! - [`plan`]: a plan of file changes, its unified diff, and its atomic application;
 //! - [`hook_json`]: the OCI hooks.d file format (schema 1.0.0, legacy 0.1.0 read only);
-//! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface.
+//! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface;
+//! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd.
 //!
 //! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
 //! caller stops there) an atomic apply.
@@ -21,6 +22,7 @@ pub mod crio;
 pub mod edit;
 pub mod hook_json;
 pub mod install;
+pub mod nri;
 pub mod patch;
 pub mod plan;
 pub mod style;
