@@ -28,5 +28,6 @@
     clippy::expect_used
 )]
 
+pub mod containerd;
 pub mod runtimes;
 pub mod values;
