@@ -165,8 +165,12 @@ fn registers_again_after_restart_and_exits_zero_on_sigterm(release: Release) {
         "{}",
         plugin.log()
     );
-    ctrd.wait_log_since(from, "01-tetragon", WAIT)
-        .unwrap_or_else(|log| panic!("{release}: plugin exit not seen:\n{log}"));
+    ctrd.wait_log_since(
+        from,
+        "connection to plugin \\\"01-tetragon\\\" closed",
+        WAIT,
+    )
+    .unwrap_or_else(|log| panic!("{release}: plugin exit not seen:\n{log}"));
     assert!(ctrd.is_running(), "containerd survives the plugin's exit");
 }
 

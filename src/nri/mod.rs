@@ -8,7 +8,7 @@
 //!
 //! Two ways to run:
 //! - [`run_external`]: connect to the runtime's NRI socket, and after the connection drops,
-//!   reconnect every [`RETRY_INTERVAL`] (the socket file may be missing or stale while containerd
+//!   reconnect every [`FAST_RETRY_INTERVAL`], then [`RETRY_INTERVAL`] (the socket file may be missing or stale while containerd
 //!   restarts) until [`ExternalOptions::give_up_after`] passes without a registration; then fail,
 //!   so that kubelet restarts the pod (a bind-mounted socket keeps its old inode; only a new
 //!   mount helps).
@@ -49,7 +49,13 @@ use self::session::End;
 
 /// Default NRI socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
-/// Time between two connection attempts.
+/// Time between two connection attempts during the first [`FAST_RETRY_FOR`] of an outage:
+/// containerd usually serves again within a few hundred milliseconds of a restart, and every
+/// container it creates before we are back gets no hook.
+pub const FAST_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+/// How long to retry at [`FAST_RETRY_INTERVAL`].
+pub const FAST_RETRY_FOR: Duration = Duration::from_secs(2);
+/// Time between two connection attempts after that.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// Environment variable naming the inherited socket of a pre-launched plugin.
 pub const SOCKET_ENV: &str = "NRI_PLUGIN_SOCKET";
@@ -131,7 +137,12 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                 opts.give_up_after
             );
         }
-        if let Some(sig) = session::sleep_or_signal(Some(signals.as_fd()), RETRY_INTERVAL)? {
+        let interval = if down_since.elapsed() < FAST_RETRY_FOR {
+            FAST_RETRY_INTERVAL
+        } else {
+            RETRY_INTERVAL
+        };
+        if let Some(sig) = session::sleep_or_signal(Some(signals.as_fd()), interval)? {
             plugin
                 .log
                 .info(format_args!("{full}: received {sig}, exiting"));
