@@ -398,7 +398,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let verbose = !matches!(cli.log_level, LogLevel::Warn | LogLevel::Error);
     match cli.command {
         Command::Install(args) if args.interface == Interface::NriHook => {
-            run_install_nri(args, cli.log_level <= LogLevel::Debug)
+            let level = match cli.log_level {
+                LogLevel::Trace | LogLevel::Debug => nri::log::Level::Debug,
+                LogLevel::Info => nri::log::Level::Info,
+                LogLevel::Warn => nri::log::Level::Warn,
+                LogLevel::Error => nri::log::Level::Error,
+            };
+            run_install_nri(args, level)
         }
         Command::Install(args) => run_install(args, verbose),
         Command::Uninstall(args) => run_uninstall(args, verbose),
@@ -454,12 +460,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run_prelaunched_from_config(fd: &str) -> anyhow::Result<ExitCode> {
     let signals = TerminationSignals::block()?;
     let sfd = signals.signalfd()?;
-    rthooks::nri::run_prelaunched(fd, "tetragon", "01", Prelaunched::FromConfig, &sfd, false)?;
+    rthooks::nri::run_prelaunched(
+        fd,
+        "tetragon",
+        "01",
+        Prelaunched::FromConfig,
+        &sfd,
+        nri::log::Level::Info,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `install --interface nri-hook`: copy the binary, then run as an NRI plugin until a signal.
-fn run_install_nri(args: InstallArgs, debug: bool) -> anyhow::Result<ExitCode> {
+fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Result<ExitCode> {
     nri::plugin::check_index(&args.nri_hook_index)?;
     nri::plugin::check_name(&args.nri_hook_name)?;
     if !args.daemonize && !args.dry_run {
@@ -514,7 +527,7 @@ fn run_install_nri(args: InstallArgs, debug: bool) -> anyhow::Result<ExitCode> {
             &args.nri_hook_index,
             Prelaunched::Fixed(hook),
             &sfd,
-            debug,
+            log_level,
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -525,7 +538,7 @@ fn run_install_nri(args: InstallArgs, debug: bool) -> anyhow::Result<ExitCode> {
             index: args.nri_hook_index,
             hook,
             give_up_after,
-            debug,
+            log_level,
         },
         &sfd,
     )?;

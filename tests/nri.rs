@@ -713,3 +713,20 @@ fn prelaunched_with_a_bad_fd_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn log_level_debug_logs_every_call_and_warn_hides_info() {
+    let s = Setup::start(&["--log-level", "debug"]);
+    let mut c = s.registered();
+    ok_payload(c.call(
+        "Synchronize",
+        SynchronizeRequest { more: false }.encode_to_vec(),
+    ));
+    s.wait_log("debug 01-tetragon: nri.pkg.api.v1alpha1.Plugin/Synchronize (0 bytes)");
+
+    let s = Setup::start(&["--log-level", "warn"]);
+    let mut c = s.registered();
+    assert_eq!(c.call("StopContainer", Vec::new()).status.unwrap().code, 12);
+    s.wait_log("warn 01-tetragon: unsupported call nri.pkg.api.v1alpha1.Plugin/StopContainer");
+    assert!(!s.log().contains(" info "), "{}", s.log());
+}

@@ -21,19 +21,32 @@ enum Sink {
     Pending(Vec<String>),
 }
 
+/// The least severe level written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Every call.
+    Debug,
+    /// Connections, registrations, adjusted containers.
+    Info,
+    /// Retries, ignored messages.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
 /// The plugin's log.
 #[derive(Debug)]
 pub struct Log {
     sink: Sink,
-    debug: bool,
+    min: Level,
 }
 
 impl Log {
     /// Lines to stderr.
-    pub fn stderr(debug: bool) -> Self {
+    pub fn stderr(min: Level) -> Self {
         Self {
             sink: Sink::Stderr,
-            debug,
+            min,
         }
     }
 
@@ -41,7 +54,7 @@ impl Log {
     pub fn pending() -> Self {
         Self {
             sink: Sink::Pending(Vec::new()),
-            debug: false,
+            min: Level::Info,
         }
     }
 
@@ -67,28 +80,28 @@ impl Log {
 
     /// An informational line.
     pub fn info(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line("info", args);
+        self.line(Level::Info, "info", args);
     }
 
     /// A warning.
     pub fn warn(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line("warn", args);
+        self.line(Level::Warn, "warn", args);
     }
 
     /// An error.
     pub fn error(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line("error", args);
+        self.line(Level::Error, "error", args);
     }
 
-    /// A debug line, written only with `--log-level debug` or `trace`.
+    /// A debug line (every call).
     pub fn debug(&mut self, args: std::fmt::Arguments<'_>) {
-        if self.debug {
-            self.line("debug", args);
-        }
+        self.line(Level::Debug, "debug", args);
     }
 
-    fn line(&mut self, level: &str, args: std::fmt::Arguments<'_>) {
-        self.write_line(format!("{} {level} {args}\n", timestamp(SystemTime::now())));
+    fn line(&mut self, level: Level, name: &str, args: std::fmt::Arguments<'_>) {
+        if level >= self.min {
+            self.write_line(format!("{} {name} {args}\n", timestamp(SystemTime::now())));
+        }
     }
 
     fn write_line(&mut self, line: String) {

@@ -43,7 +43,7 @@ pub mod proto {
     }
 }
 
-use self::log::Log;
+use self::log::{Level, Log};
 use self::plugin::{HookSpec, Plugin};
 use self::session::End;
 
@@ -77,8 +77,8 @@ pub struct ExternalOptions {
     pub hook: HookSpec,
     /// Give up (error) after this long without a registration.
     pub give_up_after: Duration,
-    /// Log debug lines (every call).
-    pub debug: bool,
+    /// The least severe level logged.
+    pub log_level: Level,
 }
 
 /// Runs the plugin against the socket until SIGINT/SIGTERM (returns the signal's name) or until
@@ -86,7 +86,12 @@ pub struct ExternalOptions {
 pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result<&'static str> {
     plugin::check_index(&opts.index)?;
     plugin::check_name(&opts.name)?;
-    let mut plugin = Plugin::new(&opts.name, &opts.index, &opts.hook, Log::stderr(opts.debug));
+    let mut plugin = Plugin::new(
+        &opts.name,
+        &opts.index,
+        &opts.hook,
+        Log::stderr(opts.log_level),
+    );
     let full = plugin.full_name.clone();
     let hook = opts.hook.hook();
     plugin.log.info(format_args!(
@@ -169,7 +174,7 @@ pub fn run_prelaunched(
     index: &str,
     mode: Prelaunched,
     signals: &OwnedFd,
-    debug: bool,
+    log_level: Level,
 ) -> anyhow::Result<Option<&'static str>> {
     let name = std::env::var(NAME_ENV).unwrap_or_else(|_| name.to_owned());
     let index = std::env::var(INDEX_ENV).unwrap_or_else(|_| index.to_owned());
@@ -177,7 +182,7 @@ pub fn run_prelaunched(
     plugin::check_name(&name).context(format!("from `{NAME_ENV}` or the command line"))?;
     let fd = inherited_socket(fd_text)?;
     let mut plugin = match &mode {
-        Prelaunched::Fixed(hook) => Plugin::new(&name, &index, hook, Log::stderr(debug)),
+        Prelaunched::Fixed(hook) => Plugin::new(&name, &index, hook, Log::stderr(log_level)),
         Prelaunched::FromConfig => Plugin::from_config(&name, &index, Log::pending()),
     };
     let full = plugin.full_name.clone();
