@@ -3,7 +3,9 @@
 //! - `proto/tetragon.proto`: prost messages plus a tonic client (the hook) and server (the
 //!   stand-in agent of the tests);
 //! - `proto/cri.proto`: the CRI runtime service client, used only by the end-to-end tests that
-//!   drive containerd (they `include!` the generated `runtime.v1.rs`).
+//!   drive containerd (they `include!` the generated `runtime.v1.rs`);
+//! - `proto/nri.proto` and `proto/ttrpc.proto`: prost messages for the NRI plugin (its mux and
+//!   ttrpc layer are hand-written, so no service code is generated).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/tetragon.proto");
@@ -14,6 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_transport(false)
         .compile_fds(fds)?;
+    let nri = ["proto/nri.proto", "proto/ttrpc.proto"];
+    for file in nri {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(nri, ["proto"])?;
+    prost_build::Config::new().compile_fds(fds)?;
     let fds = protox::compile(["proto/cri.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)

@@ -10,7 +10,8 @@
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
 //! they still hold what was written (for `--daemonize`). [`TerminationSignals`] is the wait for
 //! SIGINT/SIGTERM that `--daemonize` needs. This module prints nothing and knows nothing about
-//! argument parsing; the `nri-hook` interface is not handled here.
+//! argument parsing. For the `nri-hook` interface it only copies the binary
+//! ([`plan_install_binary`]); the plugin itself is [`crate::nri`].
 
 use std::ffi::CString;
 use std::fs;
@@ -125,6 +126,48 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
     })
 }
 
+/// The binary copy of `install --interface nri-hook`: the same checks and the same atomic copy
+/// as [`plan_install`], without a hook file (the NRI plugin hands the hook to the runtime).
+#[derive(Debug, Clone)]
+pub struct BinaryInstall {
+    /// Copy the binary.
+    pub plan: Plan,
+    /// Where the binary goes (local path).
+    pub binary_path: PathBuf,
+    /// Its file name.
+    pub binary_name: String,
+    /// The install dir as the host sees it.
+    pub host_install_dir: String,
+}
+
+/// Plans copying `local_binary` into `local_install_dir`; errors before anything is written.
+pub fn plan_install_binary(
+    local_binary: &Path,
+    local_install_dir: &Path,
+    host_install_dir: &Path,
+) -> anyhow::Result<BinaryInstall> {
+    let name = binary_name(local_binary)?;
+    let host_dir = host_dir_str(host_install_dir)?;
+    let binary = read_binary(local_binary)?;
+    check_install_dir(local_install_dir, host_install_dir)?;
+    let binary_path = local_install_dir.join(name);
+    let copy = FileInstall::new(
+        Some(local_binary.to_owned()),
+        binary_path.clone(),
+        binary,
+        BINARY_MODE,
+        false,
+    )?;
+    Ok(BinaryInstall {
+        plan: Plan {
+            steps: vec![Step::Install(copy)],
+        },
+        binary_path,
+        binary_name: name.to_owned(),
+        host_install_dir: host_dir.to_owned(),
+    })
+}
+
 /// What `uninstall --interface oci-hooks` needs.
 #[derive(Debug, Clone)]
 pub struct UninstallOptions {
@@ -160,6 +203,17 @@ pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
             )?),
         ],
     })
+}
+
+/// Plans removing only the binary (`uninstall --interface nri-hook`: there is no hook file).
+pub fn plan_uninstall_binary(local_install_dir: &Path, binary_name: &str) -> anyhow::Result<Plan> {
+    let mut plan = plan_uninstall(&UninstallOptions {
+        local_install_dir: local_install_dir.to_owned(),
+        binary_name: binary_name.to_owned(),
+        hooks_dir: PathBuf::new(),
+    })?;
+    plan.steps.remove(0);
+    Ok(plan)
 }
 
 /// The hook file `print-config` shows: `binary` is the hook's path on the host, its log goes
@@ -388,6 +442,18 @@ impl TerminationSignals {
             }
             Ok(Self { set })
         }
+    }
+
+    /// A signalfd that becomes readable when SIGINT or SIGTERM is pending, for `poll`.
+    pub fn signalfd(&self) -> anyhow::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: `self.set` is an initialised sigset_t.
+        let fd = unsafe { libc::signalfd(-1, &self.set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("failed to create a signalfd");
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
     }
 
     /// Waits for SIGINT or SIGTERM and returns its name.

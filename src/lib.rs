@@ -11,7 +11,8 @@
 //! - [`hook_json`]: the OCI hooks.d file format (schema 1.0.0, legacy 0.1.0 read only);
 //! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface;
 //! - [`hook`]: the `tetragon-oci-hook` binary's logic (arguments, OCI spec, agent call, fail
-//!   policy, log).
+//!   policy, log);
+//! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd.
 //!
 //! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
 //! caller stops there) an atomic apply.
@@ -24,6 +25,7 @@ pub mod edit;
 pub mod hook;
 pub mod hook_json;
 pub mod install;
+pub mod nri;
 pub mod patch;
 pub mod plan;
 pub mod style;

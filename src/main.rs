@@ -8,10 +8,12 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use rthooks::edit::{Edit, EditError};
 use rthooks::install::{self, InstallOptions, TerminationSignals, UninstallOptions};
+use rthooks::nri::{self, ExternalOptions, Prelaunched, plugin::HookSpec};
 use rthooks::patch::{self, Output};
 use rthooks::plan::{Applied, Plan};
 use toml_edit::DocumentMut;
@@ -57,7 +59,7 @@ enum Command {
 enum Interface {
     /// A hooks.d JSON file (cri-o, podman).
     OciHooks,
-    /// An NRI plugin (containerd); not yet supported.
+    /// An NRI plugin (containerd): stays up and adds the hook to every new container.
     NriHook,
 }
 
@@ -102,6 +104,22 @@ struct InstallArgs {
         default_value = "tetragon"
     )]
     nri_hook_name: String,
+
+    /// The runtime's NRI socket (nri-hook interface).
+    #[arg(
+        long = "nri-hook.socket",
+        value_name = "PATH",
+        default_value = rthooks::nri::DEFAULT_SOCKET
+    )]
+    nri_hook_socket: PathBuf,
+
+    /// Exit with an error after this many seconds without a registration (nri-hook interface).
+    #[arg(
+        long = "nri-hook.give-up-after",
+        value_name = "SECONDS",
+        default_value_t = 60.0
+    )]
+    nri_hook_give_up_after: f64,
 
     /// After installing, wait for SIGINT or SIGTERM, then uninstall what was installed.
     #[arg(long)]
@@ -263,6 +281,18 @@ struct ModeArgs {
 }
 
 fn main() -> ExitCode {
+    // Started by containerd from its NRI `plugin_path`: no arguments, a socket in the environment.
+    if std::env::args_os().len() == 1 {
+        if let Some(fd) = std::env::var_os(rthooks::nri::SOCKET_ENV) {
+            return match run_prelaunched_from_config(&fd.to_string_lossy()) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("{}", render_error(&err));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    }
     let cli = match parse_cli(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(err) => {
@@ -367,6 +397,15 @@ fn split_hook_args(argv: Vec<OsString>) -> (Vec<OsString>, Option<Vec<OsString>>
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let verbose = !matches!(cli.log_level, LogLevel::Warn | LogLevel::Error);
     match cli.command {
+        Command::Install(args) if args.interface == Interface::NriHook => {
+            let level = match cli.log_level {
+                LogLevel::Trace | LogLevel::Debug => nri::log::Level::Debug,
+                LogLevel::Info => nri::log::Level::Info,
+                LogLevel::Warn => nri::log::Level::Warn,
+                LogLevel::Error => nri::log::Level::Error,
+            };
+            run_install_nri(args, level)
+        }
         Command::Install(args) => run_install(args, verbose),
         Command::Uninstall(args) => run_uninstall(args, verbose),
         Command::PrintConfig(args) => {
@@ -418,18 +457,95 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn nri_not_supported(command: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "`{command} --interface nri-hook` is not yet supported by this version\nhelp: use \
-         `--interface oci-hooks` with a runtime that reads hooks.d files (cri-o, podman), or, on \
-         containerd, `patch-containerd-conf add-oci-hook`"
-    )
+fn run_prelaunched_from_config(fd: &str) -> anyhow::Result<ExitCode> {
+    let signals = TerminationSignals::block()?;
+    let sfd = signals.signalfd()?;
+    rthooks::nri::run_prelaunched(
+        fd,
+        "tetragon",
+        "01",
+        Prelaunched::FromConfig,
+        &sfd,
+        nri::log::Level::Info,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `install --interface nri-hook`: copy the binary, then run as an NRI plugin until a signal.
+fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Result<ExitCode> {
+    nri::plugin::check_index(&args.nri_hook_index)?;
+    nri::plugin::check_name(&args.nri_hook_name)?;
+    if !args.daemonize && !args.dry_run {
+        anyhow::bail!(
+            "`install --interface nri-hook` needs `--daemonize`: the NRI plugin must stay up to \
+             add the hook to new containers\nhelp: add `--daemonize` (the Helm chart does)"
+        );
+    }
+    let give_up_after = Duration::try_from_secs_f64(args.nri_hook_give_up_after)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--nri-hook.give-up-after `{}` is not a positive number of seconds\nhelp: e.g. \
+                 `--nri-hook.give-up-after 60`",
+                args.nri_hook_give_up_after
+            )
+        })?;
+    // Block the signals before anything else: one that arrives meanwhile is handled by the
+    // plugin's loop instead of killing the process in the middle of the copy.
+    let signals = if args.dry_run {
+        None
+    } else {
+        Some(TerminationSignals::block()?)
+    };
+    let install = install::plan_install_binary(
+        &args.local_binary,
+        &args.local_install_dir,
+        &args.host_install_dir,
+    )?;
+    show_plan(&install.plan, true);
+    let Some(signals) = signals else {
+        eprintln!("dry run: nothing written");
+        return Ok(ExitCode::SUCCESS);
+    };
+    report(&install.plan.apply()?, true);
+    let hook = HookSpec {
+        host_install_dir: install.host_install_dir,
+        binary_name: install.binary_name,
+        args: match args.hook_args {
+            Some(InstallTail::HookArgs { args }) => args,
+            None => Vec::new(),
+        },
+    };
+    let sfd = signals.signalfd()?;
+    // The binary stays installed on exit: a container whose creation got the hook may still run
+    // it (containerd starts the task later), and a missing hook binary would fail that start.
+    if let Some(fd) = std::env::var_os(nri::SOCKET_ENV) {
+        nri::run_prelaunched(
+            &fd.to_string_lossy(),
+            &args.nri_hook_name,
+            &args.nri_hook_index,
+            Prelaunched::Fixed(hook),
+            &sfd,
+            log_level,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    nri::run_external(
+        &ExternalOptions {
+            socket: args.nri_hook_socket,
+            name: args.nri_hook_name,
+            index: args.nri_hook_index,
+            hook,
+            give_up_after,
+            log_level,
+        },
+        &sfd,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    if args.interface == Interface::NriHook {
-        return Err(nri_not_supported("install"));
-    }
     // Block the signals before installing: one that arrives meanwhile waits until we can
     // uninstall, instead of killing the process between the two files.
     let signals = if args.daemonize && !args.dry_run {
@@ -479,14 +595,15 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
-    if args.interface == Interface::NriHook {
-        return Err(nri_not_supported("uninstall"));
-    }
-    let plan = install::plan_uninstall(&UninstallOptions {
-        local_install_dir: args.local_install_dir,
-        binary_name: args.binary_name,
-        hooks_dir: args.oci_hooks_local_dir,
-    })?;
+    let plan = if args.interface == Interface::NriHook {
+        install::plan_uninstall_binary(&args.local_install_dir, &args.binary_name)?
+    } else {
+        install::plan_uninstall(&UninstallOptions {
+            local_install_dir: args.local_install_dir,
+            binary_name: args.binary_name,
+            hooks_dir: args.oci_hooks_local_dir,
+        })?
+    };
     show_plan(&plan, verbose || args.dry_run);
     if args.dry_run {
         eprintln!("dry run: nothing removed");

@@ -383,29 +383,72 @@ fn install_reports_and_replaces_a_legacy_hook_file() {
 }
 
 #[test]
-fn install_nri_hook_is_not_yet_supported() {
+fn install_nri_hook_checks_flags_before_writing() {
     let node = Node::new();
-    let mut args = node.helm_args();
-    args[1] = "--interface=nri-hook".into();
-    let out = bin().args(&args).output().unwrap();
+    let nri = |extra: &[&str]| {
+        let mut args = node.helm_args();
+        args[1] = "--interface=nri-hook".into();
+        let at = args.iter().position(|a| a == "hook-args").unwrap();
+        for (i, e) in extra.iter().enumerate() {
+            args.insert(at + i, (*e).to_owned());
+        }
+        bin().args(&args).output().unwrap()
+    };
+    let out = nri(&[]);
     insta::assert_snapshot!(node.t(&out), @r"
     exit_code: 2
     ----- stdout -----
     ----- stderr -----
-    error: `install --interface nri-hook` is not yet supported by this version
-    help: use `--interface oci-hooks` with a runtime that reads hooks.d files (cri-o, podman), or, on containerd, `patch-containerd-conf add-oci-hook`
+    error: `install --interface nri-hook` needs `--daemonize`: the NRI plugin must stay up to add the hook to new containers
+    help: add `--daemonize` (the Helm chart does)
     ");
+    let out = nri(&["--daemonize", "--nri-hook.index=1"]);
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: --nri-hook.index `1` is not two digits
+    help: NRI orders plugins by a two-digit index, e.g. `--nri-hook.index 01`
+    ");
+    for bad in [
+        &["--daemonize", "--nri-hook.index=001"][..],
+        &["--daemonize", "--nri-hook.name=a/b"],
+        &["--daemonize", "--nri-hook.give-up-after=0"],
+    ] {
+        let out = nri(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", node.t(&out));
+    }
     assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
     assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
 
+    // A dry run shows the copy and writes nothing.
+    let out = nri(&["--dry-run"]);
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(
+        node.t(&out).contains("dry run: nothing written"),
+        "{}",
+        node.t(&out)
+    );
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+}
+
+#[test]
+fn uninstall_nri_hook_removes_only_the_binary() {
+    let node = Node::new();
+    let out = node.install(&[]);
+    assert!(out.status.success(), "{}", node.t(&out));
     let out = run(&[
         "uninstall",
         "--interface",
         "nri-hook",
         "--local-install-dir",
-        "/x",
+        node.path("hostInstall").to_str().unwrap(),
+        "--oci-hooks.local-dir",
+        node.path("hostHooks").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")).len(), 1);
 }
 
 #[test]

@@ -28,6 +28,7 @@
     clippy::expect_used
 )]
 
+pub mod containerd;
 pub mod cri;
 pub mod runtimes;
 pub mod values;

@@ -1,0 +1,365 @@
+//! The plugin's answers: what Tetragon's NRI plugin replies to each `Plugin` call, and the
+//! pre-launched plugin's configuration file.
+//!
+//! [`Plugin::handle`] takes a decoded ttrpc request and returns the encoded reply or a status; it
+//! does no I/O besides logging. The reply to `CreateContainer` is encoded once, when the hook is
+//! known, so answering costs a copy. The connection handling is in [`crate::nri::session`].
+
+use std::path::Path;
+
+use prost::Message as _;
+
+use crate::nri::log::Log;
+use crate::nri::proto::nri::{
+    ConfigureRequest, ConfigureResponse, ContainerAdjustment, CreateContainerRequest,
+    CreateContainerResponse, Empty, Event, Hook, Hooks, SynchronizeRequest, SynchronizeResponse,
+};
+use crate::nri::ttrpc::code;
+
+/// The NRI plugin service name.
+pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
+/// The NRI runtime service name.
+pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
+/// The hook's stage, as in the hooks.d file.
+pub const STAGE: &str = "createRuntime";
+/// The hook's log file name, next to the binary.
+pub const HOOK_LOG_NAME: &str = "tetragon-oci-hook.log";
+/// The event mask sent in `Configure`: `CreateContainer` only.
+pub const EVENT_MASK: i32 = 1 << (Event::CreateContainer as i32 - 1);
+
+/// The hook every container gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookSpec {
+    /// The install dir as the host sees it.
+    pub host_install_dir: String,
+    /// File name of the hook binary in that dir.
+    pub binary_name: String,
+    /// Extra arguments after the fixed ones.
+    pub args: Vec<String>,
+}
+
+impl HookSpec {
+    /// The OCI hook: path `H/<binary>`, args `[<binary>, createRuntime, --log-fname,
+    /// H/tetragon-oci-hook.log, ARGS...]`.
+    pub fn hook(&self) -> Hook {
+        let dir = self.host_install_dir.trim_end_matches('/');
+        let mut args = vec![
+            self.binary_name.clone(),
+            STAGE.to_owned(),
+            "--log-fname".to_owned(),
+            format!("{dir}/{HOOK_LOG_NAME}"),
+        ];
+        args.extend(self.args.iter().cloned());
+        Hook {
+            path: format!("{dir}/{}", self.binary_name),
+            args,
+            env: Vec::new(),
+        }
+    }
+
+    /// The encoded `CreateContainerResponse` that adds the hook.
+    pub fn encoded_response(&self) -> Vec<u8> {
+        CreateContainerResponse {
+            adjust: Some(ContainerAdjustment {
+                hooks: Some(Hooks {
+                    create_runtime: vec![self.hook()],
+                    ..Hooks::default()
+                }),
+            }),
+        }
+        .encode_to_vec()
+    }
+}
+
+/// The `.conf` file of a pre-launched plugin (`plugin_config_path/NN-name.conf`), which the
+/// runtime passes in `Configure`. TOML:
+///
+/// ```toml
+/// host_install_dir = "/opt/tetragon"                     # required
+/// hook_args = ["--grpc-address", "unix:///var/run/tetragon/tetragon.sock"]
+/// log_file = "/var/log/tetragon-nri-hook.log"            # default: <host_install_dir>/tetragon-nri-hook.log
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrelaunchConfig {
+    /// The hook to add.
+    pub hook: HookSpec,
+    /// Where the plugin logs.
+    pub log_file: String,
+}
+
+/// File name of the plugin's own log in pre-launched mode (default, under the install dir).
+pub const PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
+
+impl PrelaunchConfig {
+    /// Parses the configuration text; errors name the key and end with a `help:` line.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let help = "help: the pre-launched plugin reads its `.conf` file from containerd's NRI \
+                    `plugin_config_path` (`NN-name.conf`), TOML with `host_install_dir = \
+                    \"/opt/tetragon\"` and optional `hook_args = [...]` and `log_file`";
+        if text.trim().is_empty() {
+            anyhow::bail!("the plugin configuration is empty\n{help}");
+        }
+        let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
+            anyhow::anyhow!("the plugin configuration is not valid TOML: {e}{help}")
+        })?;
+        for (key, _) in doc.iter() {
+            if !["host_install_dir", "hook_args", "log_file"].contains(&key) {
+                anyhow::bail!("the plugin configuration has an unknown key `{key}`\n{help}");
+            }
+        }
+        let string = |key: &str| -> anyhow::Result<Option<String>> {
+            match doc.get(key) {
+                None => Ok(None),
+                Some(item) => item.as_str().map(|s| Some(s.to_owned())).ok_or_else(|| {
+                    anyhow::anyhow!("`{key}` in the plugin configuration is not a string\n{help}")
+                }),
+            }
+        };
+        let dir = string("host_install_dir")?.ok_or_else(|| {
+            anyhow::anyhow!("the plugin configuration has no `host_install_dir`\n{help}")
+        })?;
+        if !Path::new(&dir).is_absolute() {
+            anyhow::bail!("`host_install_dir` `{dir}` is not an absolute path\n{help}");
+        }
+        let args = match doc.get("hook_args") {
+            None => Vec::new(),
+            Some(item) => {
+                let bad = || anyhow::anyhow!("`hook_args` is not a list of strings\n{help}");
+                let array = item.as_array().ok_or_else(bad)?;
+                array
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            }
+        };
+        let log_file = string("log_file")?
+            .unwrap_or_else(|| format!("{}/{PLUGIN_LOG_NAME}", dir.trim_end_matches('/')));
+        Ok(Self {
+            hook: HookSpec {
+                host_install_dir: dir,
+                binary_name: crate::install::DEFAULT_BINARY_NAME.to_owned(),
+                args,
+            },
+            log_file,
+        })
+    }
+}
+
+/// A reply to one request: the encoded message, or a gRPC status.
+pub type Reply = Result<Vec<u8>, (i32, String)>;
+
+/// The plugin's state across one connection.
+#[derive(Debug)]
+pub struct Plugin {
+    /// The plugin's name (`--nri-hook.name`).
+    pub name: String,
+    /// The plugin's two-digit index (`--nri-hook.index`).
+    pub index: String,
+    /// `<index>-<name>`, for log lines.
+    pub full_name: String,
+    /// The encoded `CreateContainerResponse`; `None` until a pre-launched plugin is configured.
+    adjustment: Option<Vec<u8>>,
+    /// Pre-launched: the hook comes from `Configure`'s configuration.
+    from_config: bool,
+    /// Where log lines go.
+    pub log: Log,
+}
+
+impl Plugin {
+    /// A plugin that adds `hook` to every container.
+    pub fn new(name: &str, index: &str, hook: &HookSpec, log: Log) -> Self {
+        Self {
+            name: name.to_owned(),
+            index: index.to_owned(),
+            full_name: format!("{index}-{name}"),
+            adjustment: Some(hook.encoded_response()),
+            from_config: false,
+            log,
+        }
+    }
+
+    /// A pre-launched plugin: the hook (and log file) come from `Configure`.
+    pub fn from_config(name: &str, index: &str, log: Log) -> Self {
+        Self {
+            name: name.to_owned(),
+            index: index.to_owned(),
+            full_name: format!("{index}-{name}"),
+            adjustment: None,
+            from_config: true,
+            log,
+        }
+    }
+
+    /// Answers one `Plugin` call.
+    pub fn handle(&mut self, service: &str, method: &str, payload: &[u8]) -> Reply {
+        if service != PLUGIN_SERVICE {
+            return Err((code::UNIMPLEMENTED, format!("service {service}")));
+        }
+        match method {
+            "CreateContainer" => Ok(self.create_container(payload)),
+            "Configure" => self.configure(payload),
+            "Synchronize" => {
+                let req = SynchronizeRequest::decode(payload).map_err(|e| {
+                    (
+                        code::INVALID_ARGUMENT,
+                        format!("cannot decode SynchronizeRequest: {e}"),
+                    )
+                })?;
+                // Newer runtimes split a large state into several calls and drop a plugin
+                // that does not echo `more`.
+                Ok(SynchronizeResponse { more: req.more }.encode_to_vec())
+            }
+            "Shutdown" => {
+                self.log
+                    .info(format_args!("{}: runtime shutting down", self.full_name));
+                Ok(Empty {}.encode_to_vec())
+            }
+            _ => Err((code::UNIMPLEMENTED, format!("method {method}"))),
+        }
+    }
+
+    fn configure(&mut self, payload: &[u8]) -> Reply {
+        let req = ConfigureRequest::decode(payload).map_err(|e| {
+            (
+                code::INVALID_ARGUMENT,
+                format!("cannot decode ConfigureRequest: {e}"),
+            )
+        })?;
+        self.log.info(format_args!(
+            "{}: configured by {} {} (registration timeout {} ms, request timeout {} ms)",
+            self.full_name,
+            req.runtime_name,
+            req.runtime_version,
+            req.registration_timeout / 1_000_000,
+            req.request_timeout / 1_000_000
+        ));
+        if self.from_config {
+            let config = PrelaunchConfig::parse(&req.config).map_err(|e| {
+                let msg = format!("{}: {e:#}", self.full_name);
+                self.log.error(format_args!("{msg}"));
+                (code::INVALID_ARGUMENT, msg)
+            })?;
+            self.log.open_file(Path::new(&config.log_file));
+            self.log.info(format_args!(
+                "{}: hook `{}`",
+                self.full_name,
+                config.hook.hook().path
+            ));
+            self.adjustment = Some(config.hook.encoded_response());
+        }
+        Ok(ConfigureResponse { events: EVENT_MASK }.encode_to_vec())
+    }
+
+    /// Never an error status: that would fail the container's creation. The adjustment does not
+    /// depend on the request, so an undecodable request still gets the hook (and an error line).
+    fn create_container(&mut self, payload: &[u8]) -> Vec<u8> {
+        match CreateContainerRequest::decode(payload) {
+            Ok(req) => {
+                let pod = req.pod.unwrap_or_default();
+                let ctr = req.container.unwrap_or_default();
+                self.log.info(format_args!(
+                    "{}: adding hook to container {}/{}/{} ({})",
+                    self.full_name, pod.namespace, pod.name, ctr.name, ctr.id
+                ));
+            }
+            Err(e) => self.log.error(format_args!(
+                "{}: cannot decode CreateContainerRequest ({e}); adding the hook anyway",
+                self.full_name
+            )),
+        }
+        match &self.adjustment {
+            Some(adj) => adj.clone(),
+            None => {
+                self.log.error(format_args!(
+                    "{}: CreateContainer before Configure: no hook to add",
+                    self.full_name
+                ));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Checks `--nri-hook.index`: exactly two ASCII digits, as the runtime orders plugins by it.
+pub fn check_index(index: &str) -> anyhow::Result<()> {
+    if index.len() == 2 && index.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "--nri-hook.index `{index}` is not two digits\nhelp: NRI orders plugins by a \
+             two-digit index, e.g. `--nri-hook.index 01`"
+        )
+    }
+}
+
+/// Checks `--nri-hook.name`: non-empty, no `/` or whitespace.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.chars().any(|c| c == '/' || c.is_whitespace()) {
+        anyhow::bail!(
+            "--nri-hook.name `{name}` is not a plugin name\nhelp: use letters, digits and `-`, \
+             e.g. `--nri-hook.name tetragon`"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> HookSpec {
+        HookSpec {
+            host_install_dir: "/opt/tetragon/".into(),
+            binary_name: "tetragon-oci-hook".into(),
+            args: vec!["--fail-allow-namespaces".into(), "kube-system".into()],
+        }
+    }
+
+    #[test]
+    fn hook_has_path_stage_log_and_args() {
+        let h = spec().hook();
+        assert_eq!(h.path, "/opt/tetragon/tetragon-oci-hook");
+        assert_eq!(
+            h.args,
+            [
+                "tetragon-oci-hook",
+                "createRuntime",
+                "--log-fname",
+                "/opt/tetragon/tetragon-oci-hook.log",
+                "--fail-allow-namespaces",
+                "kube-system"
+            ]
+        );
+    }
+
+    #[test]
+    fn event_mask_is_create_container_only() {
+        assert_eq!(EVENT_MASK, 8);
+    }
+
+    #[test]
+    fn index_must_be_two_digits() {
+        for ok in ["00", "01", "99"] {
+            check_index(ok).unwrap();
+        }
+        for bad in ["1", "001", "a1", "", "٠١", "-1"] {
+            assert!(check_index(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn prelaunch_config_parses_and_explains_errors() {
+        let c =
+            PrelaunchConfig::parse("host_install_dir = \"/opt/t\"\nhook_args = [\"-a\", \"b\"]\n")
+                .unwrap();
+        assert_eq!(c.log_file, "/opt/t/tetragon-nri-hook.log");
+        assert_eq!(c.hook.args, ["-a", "b"]);
+        let err = |t: &str| format!("{:#}", PrelaunchConfig::parse(t).unwrap_err());
+        assert!(err("").contains("is empty"));
+        assert!(err("hook_args = []").contains("no `host_install_dir`"));
+        assert!(err("host_install_dir = \"rel\"").contains("not an absolute path"));
+        assert!(err("host_install_dir = \"/x\"\nhook_args = [1]").contains("list of strings"));
+        assert!(err("host_install_dir = \"/x\"\nfoo = 1").contains("unknown key `foo`"));
+        assert!(err("host_install_dir = ").contains("not valid TOML"));
+    }
+}

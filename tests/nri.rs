@@ -1,0 +1,732 @@
+//! The NRI plugin against a fake runtime: the other side of the mux, written here from the
+//! protocol (frames, ttrpc messages, NRI calls), driving the real `install --interface nri-hook`
+//! process over a unix socket, or over a socketpair in pre-launched mode.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rthooks::nri::mux::{self, Demux};
+use rthooks::nri::proto::nri::{
+    ConfigureRequest, ConfigureResponse, Container, CreateContainerRequest,
+    CreateContainerResponse, PodSandbox, RegisterPluginRequest, SynchronizeRequest,
+    SynchronizeResponse,
+};
+use rthooks::nri::proto::ttrpc::{Request, Response};
+use rthooks::nri::ttrpc::{self, Assembler, Message};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
+const PLUGIN: &str = "nri.pkg.api.v1alpha1.Plugin";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The runtime's end of one plugin connection.
+struct Conn {
+    stream: UnixStream,
+    demux: Demux,
+    responses: Assembler,
+    requests: Assembler,
+    got_responses: Vec<Message>,
+    got_requests: Vec<Message>,
+    next_stream: u32,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Self {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self {
+            stream,
+            demux: Demux::new(),
+            responses: Assembler::new(),
+            requests: Assembler::new(),
+            got_responses: Vec::new(),
+            got_requests: Vec::new(),
+            next_stream: 1,
+        }
+    }
+
+    /// Reads one chunk; false on EOF.
+    fn read_some(&mut self) -> bool {
+        let mut buf = [0u8; 65536];
+        let n = match self.stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("reading from the plugin: {e}"),
+        };
+        let (r, q) = (&mut self.responses, &mut self.requests);
+        let (gr, gq) = (&mut self.got_responses, &mut self.got_requests);
+        self.demux
+            .feed(&buf[..n], |conn, f| match conn {
+                1 => r.feed(f, gr),
+                2 => q.feed(f, gq),
+                other => panic!("plugin wrote to connection {other}"),
+            })
+            .unwrap();
+        n > 0
+    }
+
+    /// Whether the plugin closed the connection (reads until EOF).
+    fn closed_by_plugin(&mut self) -> bool {
+        while self.read_some() {}
+        true
+    }
+
+    /// The next request the plugin sends on connection 2.
+    fn next_request(&mut self) -> (u32, Request) {
+        while self.got_requests.is_empty() {
+            assert!(self.read_some(), "plugin closed the connection");
+        }
+        match self.got_requests.remove(0) {
+            Message::Complete {
+                stream_id,
+                kind: ttrpc::TYPE_REQUEST,
+                payload,
+                ..
+            } => (stream_id, Request::decode(payload.as_slice()).unwrap()),
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    fn register_request(&mut self) -> (u32, RegisterPluginRequest) {
+        let (id, req) = self.next_request();
+        assert_eq!(
+            (req.service.as_str(), req.method.as_str()),
+            ("nri.pkg.api.v1alpha1.Runtime", "RegisterPlugin")
+        );
+        (
+            id,
+            RegisterPluginRequest::decode(req.payload.as_slice()).unwrap(),
+        )
+    }
+
+    fn reply_register(&mut self, stream_id: u32) {
+        let msg = ttrpc::ok_response(stream_id, Vec::new());
+        mux::write_frames(&mut self.stream, 2, &msg).unwrap();
+    }
+
+    /// Sends raw bytes on the trunk.
+    fn raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// A ttrpc request message for `Plugin/method`, with the next stream id.
+    fn request_bytes(&mut self, method: &str, payload: Vec<u8>) -> (u32, Vec<u8>) {
+        let id = self.next_stream;
+        self.next_stream += 2;
+        (id, ttrpc::request(id, PLUGIN, method, payload))
+    }
+
+    /// Waits for the response to `stream_id`.
+    fn response(&mut self, stream_id: u32) -> Response {
+        loop {
+            if let Some(i) = self.got_responses.iter().position(
+                |m| matches!(m, Message::Complete { stream_id: s, .. } if *s == stream_id),
+            ) {
+                let Message::Complete { kind, payload, .. } = self.got_responses.remove(i) else {
+                    unreachable!()
+                };
+                assert_eq!(kind, ttrpc::TYPE_RESPONSE);
+                return Response::decode(payload.as_slice()).unwrap();
+            }
+            assert!(self.read_some(), "plugin closed the connection");
+        }
+    }
+
+    /// Calls `Plugin/method`, each frame at most `frame` bytes.
+    fn call_framed(&mut self, method: &str, payload: Vec<u8>, frame: usize) -> Response {
+        let (id, msg) = self.request_bytes(method, payload);
+        let mut wire = Vec::new();
+        for chunk in msg.chunks(frame) {
+            wire.extend_from_slice(&1u32.to_be_bytes());
+            wire.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+            wire.extend_from_slice(chunk);
+        }
+        self.raw(&wire);
+        self.response(id)
+    }
+
+    fn call(&mut self, method: &str, payload: Vec<u8>) -> Response {
+        self.call_framed(method, payload, 4096)
+    }
+
+    fn configure(&mut self, config: &str) -> Response {
+        let req = ConfigureRequest {
+            config: config.to_owned(),
+            runtime_name: "fake".into(),
+            runtime_version: "0".into(),
+            registration_timeout: 0,
+            request_timeout: 0,
+        };
+        self.call("Configure", req.encode_to_vec())
+    }
+}
+
+fn ok_payload(resp: Response) -> Vec<u8> {
+    assert!(
+        resp.status.as_ref().is_none_or(|s| s.code == 0),
+        "error status: {:?}",
+        resp.status
+    );
+    resp.payload
+}
+
+/// A CreateContainer request as containerd sends it: the fields the plugin reads plus about
+/// 13 KB of labels, annotations, env and mounts (unknown to the plugin's trimmed proto).
+fn create_request(name: &str, id: &str) -> Vec<u8> {
+    let mut container = Container {
+        id: id.into(),
+        pod_sandbox_id: "pod-1".into(),
+        name: name.into(),
+    }
+    .encode_to_vec();
+    for i in 0..135 {
+        // field 8 (env), length-delimited: tag 0x42
+        let env = format!("ENV_VARIABLE_NUMBER_{i:03}=some-value-that-is-long-enough-{i:040}");
+        container.push(0x42);
+        prost::encoding::encode_varint(env.len() as u64, &mut container);
+        container.extend_from_slice(env.as_bytes());
+    }
+    let req = CreateContainerRequest {
+        pod: Some(PodSandbox {
+            id: "pod-1".into(),
+            name: "web-0".into(),
+            uid: "uid".into(),
+            namespace: "default".into(),
+        }),
+        container: None,
+    };
+    let mut out = req.encode_to_vec();
+    out.push(0x12); // field 2 (container), length-delimited
+    prost::encoding::encode_varint(container.len() as u64, &mut out);
+    out.extend_from_slice(&container);
+    out
+}
+
+fn expected_hook_args(dir: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "tetragon-oci-hook".to_owned(),
+        "createRuntime".to_owned(),
+        "--log-fname".to_owned(),
+        format!("{dir}/tetragon-oci-hook.log"),
+    ];
+    v.extend(extra.iter().map(|s| (*s).to_owned()));
+    v
+}
+
+fn assert_adds_hook(resp: Response, dir: &str, extra: &[&str]) {
+    let resp = CreateContainerResponse::decode(ok_payload(resp).as_slice()).unwrap();
+    let hooks = resp.adjust.unwrap().hooks.unwrap();
+    assert_eq!(hooks.create_runtime.len(), 1);
+    assert!(hooks.prestart.is_empty() && hooks.poststop.is_empty());
+    let hook = &hooks.create_runtime[0];
+    assert_eq!(hook.path, format!("{dir}/tetragon-oci-hook"));
+    assert_eq!(hook.args, expected_hook_args(dir, extra));
+}
+
+/// A plugin process and the fake runtime's listening socket.
+struct Setup {
+    dir: tempfile::TempDir,
+    listener: Option<UnixListener>,
+    child: Child,
+}
+
+impl Setup {
+    fn socket(dir: &Path) -> PathBuf {
+        dir.join("nri.sock")
+    }
+
+    /// Starts `install --interface nri-hook --daemonize` against a fresh socket.
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(Self::socket(dir.path())).unwrap();
+        let child = Self::spawn(dir.path(), extra);
+        Self {
+            dir,
+            listener: Some(listener),
+            child,
+        }
+    }
+
+    fn spawn(dir: &Path, extra: &[&str]) -> Child {
+        let src = dir.join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(dir.join("install")).unwrap();
+        fs::write(src.join("tetragon-oci-hook"), b"#!/bin/sh\nexit 0\n").unwrap();
+        let log = fs::File::create(dir.join("plugin.log")).unwrap();
+        Command::new(BIN)
+            .args(["install", "--interface", "nri-hook", "--daemonize"])
+            .arg("--local-binary")
+            .arg(src.join("tetragon-oci-hook"))
+            .arg("--local-install-dir")
+            .arg(dir.join("install"))
+            .args(["--host-install-dir", "/opt/tetragon"])
+            .arg("--nri-hook.socket")
+            .arg(Self::socket(dir))
+            .args(extra)
+            .args(["hook-args", "--grpc-address", "unix:///t.sock"])
+            .env_remove("NRI_PLUGIN_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn accept(&self) -> Conn {
+        let listener = self.listener.as_ref().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    return Conn::new(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "plugin did not connect\n{}",
+                        self.log()
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Accepts, checks RegisterPlugin, configures and confirms the registration.
+    fn registered(&self) -> Conn {
+        let mut c = self.accept();
+        let (id, reg) = c.register_request();
+        assert_eq!(
+            (reg.plugin_name.as_str(), reg.plugin_idx.as_str()),
+            ("tetragon", "01")
+        );
+        let events = ConfigureResponse::decode(ok_payload(c.configure("")).as_slice()).unwrap();
+        assert_eq!(events.events, 8);
+        c.reply_register(id);
+        c
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("plugin.log")).unwrap_or_default()
+    }
+
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin did not exit\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn registers_and_serves_configure_before_the_register_reply() {
+    let mut s = Setup::start(&[]);
+    let mut c = s.accept();
+    let (id, reg) = c.register_request();
+    assert_eq!(id % 2, 1, "client stream ids are odd");
+    assert_eq!(
+        (reg.plugin_name.as_str(), reg.plugin_idx.as_str()),
+        ("tetragon", "01")
+    );
+    // containerd 1.7 configures the plugin before it answers RegisterPlugin.
+    let resp = ConfigureResponse::decode(ok_payload(c.configure("")).as_slice()).unwrap();
+    assert_eq!(resp.events, 8, "CREATE_CONTAINER only");
+    c.reply_register(id);
+    s.wait_log("01-tetragon: registered");
+    assert!(s.log().contains("connected to"), "{}", s.log());
+    // The binary was copied before connecting.
+    assert!(s.dir.path().join("install/tetragon-oci-hook").is_file());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(), 0, "{}", s.log());
+    assert!(c.closed_by_plugin());
+    // Kept on exit: a container created with the hook may still be about to run it.
+    assert!(s.dir.path().join("install/tetragon-oci-hook").is_file());
+}
+
+#[test]
+fn synchronize_echoes_more_and_create_container_gets_the_hook() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    for more in [true, false] {
+        let req = SynchronizeRequest { more };
+        let resp = c.call("Synchronize", req.encode_to_vec());
+        let resp = SynchronizeResponse::decode(ok_payload(resp).as_slice()).unwrap();
+        assert_eq!(resp.more, more);
+    }
+    let resp = c.call("CreateContainer", create_request("nginx", "ctr-1"));
+    assert_adds_hook(resp, "/opt/tetragon", &["--grpc-address", "unix:///t.sock"]);
+    s.wait_log("adding hook to container default/web-0/nginx (ctr-1)");
+}
+
+#[test]
+fn unknown_methods_and_services_get_unimplemented() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    let resp = c.call("StopContainer", Vec::new());
+    let st = resp.status.unwrap();
+    assert_eq!((st.code, st.message.as_str()), (12, "method StopContainer"));
+    let id = c.next_stream;
+    c.next_stream += 2;
+    let other = ttrpc::request(id, "some.Other", "Configure", Vec::new());
+    mux::write_frames(&mut c.stream, 1, &other).unwrap();
+    let st = c.response(id).status.unwrap();
+    assert_eq!((st.code, st.message.as_str()), (12, "service some.Other"));
+    // Still serving.
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("a", "b")),
+        "/opt/tetragon",
+        &["--grpc-address", "unix:///t.sock"],
+    );
+}
+
+#[test]
+fn requests_split_across_frames_are_reassembled() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    let req = create_request("big", "ctr-big");
+    assert!(req.len() > 12_000, "{}", req.len());
+    for frame in [4096, 1, 9118, 100_000] {
+        let resp = c.call_framed("CreateContainer", req.clone(), frame);
+        assert_adds_hook(resp, "/opt/tetragon", &["--grpc-address", "unix:///t.sock"]);
+    }
+    // Two requests in one write, and a frame for a connection nobody opened in between.
+    let (a, ma) = c.request_bytes("CreateContainer", create_request("x", "1"));
+    let (b, mb) = c.request_bytes(
+        "Synchronize",
+        SynchronizeRequest { more: true }.encode_to_vec(),
+    );
+    let mut wire = Vec::new();
+    mux::write_frames(&mut wire, 1, &ma).unwrap();
+    mux::write_frames(&mut wire, 7, b"ignored").unwrap();
+    mux::write_frames(&mut wire, 1, &mb).unwrap();
+    c.raw(&wire);
+    assert_adds_hook(
+        c.response(a),
+        "/opt/tetragon",
+        &["--grpc-address", "unix:///t.sock"],
+    );
+    assert!(
+        SynchronizeResponse::decode(ok_payload(c.response(b)).as_slice())
+            .unwrap()
+            .more
+    );
+}
+
+#[test]
+fn malformed_requests_get_errors_and_a_bad_create_still_gets_the_hook() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    // Not a ttrpc.Request.
+    let bad = ttrpc::encode_message(c.next_stream, ttrpc::TYPE_REQUEST, 0, &[0xff, 0xff, 0xff]);
+    let id = c.next_stream;
+    c.next_stream += 2;
+    mux::write_frames(&mut c.stream, 1, &bad).unwrap();
+    assert_eq!(c.response(id).status.unwrap().code, 3);
+    // An even stream id.
+    let even = ttrpc::request(4, PLUGIN, "Synchronize", Vec::new());
+    mux::write_frames(&mut c.stream, 1, &even).unwrap();
+    assert_eq!(c.response(4).status.unwrap().code, 3);
+    // A CreateContainer payload that does not decode: the hook is added anyway (our policy:
+    // an error status would fail the container's creation).
+    let resp = c.call("CreateContainer", vec![0x12, 0xff, 0xff, 0xff, 0x0f]);
+    assert_adds_hook(resp, "/opt/tetragon", &["--grpc-address", "unix:///t.sock"]);
+    s.wait_log("cannot decode CreateContainerRequest");
+    // A bad Configure payload is an error.
+    assert_eq!(c.call("Configure", vec![0xff]).status.unwrap().code, 3);
+}
+
+#[test]
+fn oversized_message_is_skipped_and_oversized_frame_drops_the_connection() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    // A 17 MiB ttrpc message, sent in 1 MiB frames: skipped, answered RESOURCE_EXHAUSTED.
+    let len: u32 = 17 << 20;
+    let id = c.next_stream;
+    c.next_stream += 2;
+    let mut msg = len.to_be_bytes().to_vec();
+    msg.extend_from_slice(&id.to_be_bytes());
+    msg.extend_from_slice(&[ttrpc::TYPE_REQUEST, 0]);
+    mux::write_frames(&mut c.stream, 1, &msg).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..17 {
+        let mut frame = 1u32.to_be_bytes().to_vec();
+        frame.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        c.raw(&frame);
+        c.raw(&chunk);
+    }
+    assert_eq!(c.response(id).status.unwrap().code, 8);
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("a", "b")),
+        "/opt/tetragon",
+        &["--grpc-address", "unix:///t.sock"],
+    );
+    // A frame header announcing more than 16 MiB: the plugin drops the connection at once
+    // (nothing of the frame is sent) and registers again on a new one.
+    let mut frame = 1u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&((16u32 << 20) + 1).to_be_bytes());
+    c.raw(&frame);
+    assert!(c.closed_by_plugin());
+    s.wait_log("announces 16777217 bytes");
+    let _again = s.registered();
+}
+
+#[test]
+fn reconnects_after_abrupt_close_missing_and_stale_socket() {
+    let mut s = Setup::start(&[]);
+    let c = s.registered();
+    // containerd stops: the connection drops and the socket file stays behind (ECONNREFUSED).
+    drop(c);
+    drop(s.listener.take());
+    s.wait_log("Connection refused");
+    // Then it is removed (ENOENT) ...
+    fs::remove_file(Setup::socket(s.dir.path())).unwrap();
+    s.wait_log("No such file or directory");
+    // ... and containerd is back: the plugin registers again on its own.
+    s.listener = Some(UnixListener::bind(Setup::socket(s.dir.path())).unwrap());
+    let mut c = s.registered();
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("a", "b")),
+        "/opt/tetragon",
+        &["--grpc-address", "unix:///t.sock"],
+    );
+    // SIGINT while connected: exit 0.
+    s.signal(libc::SIGINT);
+    assert_eq!(s.wait_exit(), 0, "{}", s.log());
+}
+
+#[test]
+fn a_runtime_that_never_comes_back_makes_the_plugin_fail() {
+    let mut s = Setup::start(&["--nri-hook.give-up-after", "0.5"]);
+    drop(s.listener.take());
+    assert_eq!(s.wait_exit(), 2);
+    let log = s.log();
+    assert!(log.contains("giving up"), "{log}");
+    assert!(
+        log.contains("help: check that containerd runs with NRI enabled"),
+        "{log}"
+    );
+    assert!(log.contains("(attempt 2)"), "retries are logged: {log}");
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_runtime_exits_zero() {
+    let mut s = Setup::start(&[]);
+    drop(s.listener.take());
+    s.wait_log("cannot connect");
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(), 0, "{}", s.log());
+    s.wait_log("received SIGTERM");
+}
+
+#[test]
+fn refused_registration_is_retried() {
+    let s = Setup::start(&[]);
+    let mut c = s.accept();
+    let (id, _) = c.register_request();
+    let msg = ttrpc::error_response(id, 6, "plugin already registered".into());
+    mux::write_frames(&mut c.stream, 2, &msg).unwrap();
+    assert!(c.closed_by_plugin());
+    s.wait_log("refused to register plugin `01-tetragon`: plugin already registered");
+    let _again = s.registered();
+}
+
+/// Runs the binary as containerd runs a plugin from `plugin_path`: no arguments, the socket as
+/// fd 3, name and index in the environment.
+fn prelaunch(args: &[&str], stderr: Stdio) -> (Child, Conn) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("NRI_PLUGIN_SOCKET", "3")
+        .env("NRI_PLUGIN_NAME", "tetragon")
+        .env("NRI_PLUGIN_IDX", "05")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    drop(theirs);
+    (child, Conn::new(ours))
+}
+
+fn wait_child(child: &mut Child) -> i32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < deadline, "plugin did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn prelaunched_plugin_takes_its_hook_from_the_conf_and_exits_on_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("plugin.log");
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let (id, reg) = c.register_request();
+    assert_eq!(
+        (reg.plugin_name.as_str(), reg.plugin_idx.as_str()),
+        ("tetragon", "05")
+    );
+    let conf = format!(
+        "host_install_dir = \"/run/tg\"\nhook_args = [\"--fail-allow-namespaces\", \"ns\"]\n\
+         log_file = \"{}\"\n",
+        log.display()
+    );
+    let resp = ConfigureResponse::decode(ok_payload(c.configure(&conf)).as_slice()).unwrap();
+    assert_eq!(resp.events, 8);
+    c.reply_register(id);
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("nginx", "c1")),
+        "/run/tg",
+        &["--fail-allow-namespaces", "ns"],
+    );
+    // containerd closes the socket (it relaunches the plugin when it restarts).
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+    let text = fs::read_to_string(&log).unwrap();
+    // The lines from before Configure named the log file are in it too.
+    for needle in [
+        "05-tetragon: pre-launched by the runtime (socket fd 3)",
+        "05-tetragon: registered",
+        "adding hook to container default/web-0/nginx (c1)",
+        "the runtime closed the connection; exiting",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+    }
+}
+
+#[test]
+fn prelaunched_plugin_with_a_bad_conf_fails_configure_with_the_reason() {
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let _ = c.register_request();
+    let resp = c.configure("hook_args = []\n");
+    let st = resp.status.unwrap();
+    assert_eq!(st.code, 3);
+    assert!(
+        st.message
+            .contains("05-tetragon: the plugin configuration has no `host_install_dir`"),
+        "{}",
+        st.message
+    );
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+}
+
+#[test]
+fn prelaunched_install_command_uses_its_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("install")).unwrap();
+    let src = dir.path().join("tetragon-oci-hook");
+    fs::write(&src, b"#!/bin/sh\n").unwrap();
+    let args = [
+        "install",
+        "--interface=nri-hook",
+        "--daemonize",
+        &format!("--local-binary={}", src.display()),
+        &format!(
+            "--local-install-dir={}",
+            dir.path().join("install").display()
+        ),
+        "--host-install-dir=/opt/x",
+    ];
+    let (mut child, mut c) = prelaunch(&args, Stdio::null());
+    let (id, reg) = c.register_request();
+    assert_eq!(
+        reg.plugin_idx, "05",
+        "the environment wins over the flag default"
+    );
+    ok_payload(c.configure(""));
+    c.reply_register(id);
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("n", "i")),
+        "/opt/x",
+        &[],
+    );
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+}
+
+#[test]
+fn prelaunched_with_a_bad_fd_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .env("NRI_PLUGIN_SOCKET", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`NRI_PLUGIN_SOCKET=0` is not a file descriptor"),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_level_debug_logs_every_call_and_warn_hides_info() {
+    let s = Setup::start(&["--log-level", "debug"]);
+    let mut c = s.registered();
+    ok_payload(c.call(
+        "Synchronize",
+        SynchronizeRequest { more: false }.encode_to_vec(),
+    ));
+    s.wait_log("debug 01-tetragon: nri.pkg.api.v1alpha1.Plugin/Synchronize (0 bytes)");
+
+    let s = Setup::start(&["--log-level", "warn"]);
+    let mut c = s.registered();
+    assert_eq!(c.call("StopContainer", Vec::new()).status.unwrap().code, 12);
+    s.wait_log("warn 01-tetragon: unsupported call nri.pkg.api.v1alpha1.Plugin/StopContainer");
+    assert!(!s.log().contains(" info "), "{}", s.log());
+}
