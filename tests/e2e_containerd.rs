@@ -168,6 +168,11 @@ fn hook_log(install: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Says what the scenario does; shown by `scripts/demo-containerd.sh` (`--nocapture`).
+fn step(release: Release, what: impl std::fmt::Display) {
+    eprintln!("[{release}] {what}");
+}
+
 fn scenario(release: Release) {
     let ctr_bin = require!(
         runtimes::bin_dir(release).map(|d| d.join("ctr")),
@@ -181,6 +186,17 @@ fn scenario(release: Release) {
     let logs = work.path().join("pod-logs");
     fs::create_dir_all(&logs).unwrap();
     cri::import_image(&ctr_bin, containerd.grpc_socket(), work.path()).unwrap();
+    step(
+        release,
+        format_args!(
+            "containerd running, its config patched by our enable-nri: {}",
+            containerd.paths.config.display()
+        ),
+    );
+    step(
+        release,
+        format_args!("imported the local image {}", cri::IMAGE),
+    );
 
     // The agent, then the plugin, which must register before any container is created.
     let agent_socket = work.path().join("agent.sock");
@@ -190,6 +206,13 @@ fn scenario(release: Release) {
         .wait_log("plugin \\\"01-tetragon\\\" connected", WAIT)
         .unwrap_or_else(|log| panic!("{release}: plugin not connected:\n{log}"));
     let install = work.path().join("install");
+    step(
+        release,
+        format_args!(
+            "stand-in agent on {}; our NRI plugin registered as 01-tetragon",
+            agent.address()
+        ),
+    );
 
     let mut cri = Cri::connect(containerd.grpc_socket()).unwrap();
     let mut pods = PodGuard {
@@ -209,6 +232,13 @@ fn scenario(release: Release) {
         .create_container(&pod_id, &sandbox, "app", &["/bin/sleep", "600"])
         .unwrap();
     pods.cri.start_container(&cid).unwrap();
+    step(
+        release,
+        format_args!(
+            "pod {}/{} running; container `app` ({cid}) started",
+            pod.namespace, pod.name
+        ),
+    );
     let (status, info) = pods.cri.container_status(&cid).unwrap();
     assert_eq!(
         status.state,
@@ -225,6 +255,10 @@ fn scenario(release: Release) {
         })
         .unwrap_or_else(|| panic!("{release}: no createRuntime hook of ours in {hooks}"));
     assert_eq!(ours["args"][1], "createRuntime", "{ours}");
+    step(
+        release,
+        format_args!("its OCI spec has our createRuntime hook: {ours}"),
+    );
 
     let seen = agent.wait_for_requests(1, WAIT);
     assert_eq!(seen.len(), 1, "{release}: the agent saw {seen:?}");
@@ -241,6 +275,13 @@ fn scenario(release: Release) {
     assert_eq!(req.pod_name, pod.name);
     assert_eq!(req.pod_namespace, pod.namespace);
     assert_eq!(req.pod_uid, pod.uid);
+    step(
+        release,
+        format_args!(
+            "the agent saw it: cgroupsPath={} rootDir={} pod={}/{} uid={}",
+            req.cgroups_path, req.root_dir, req.pod_namespace, req.pod_name, req.pod_uid
+        ),
+    );
     assert!(
         hook_log(&install)
             .iter()
@@ -252,6 +293,7 @@ fn scenario(release: Release) {
     // 2. Agent down: a container in `default` is refused, naming the hook; one in the allowed
     //    namespace starts, and the log says why.
     drop(agent);
+    step(release, "agent stopped");
     let cid2 = pods
         .cri
         .create_container(&pod_id, &sandbox, "refused", &["/bin/sleep", "600"])
@@ -266,6 +308,14 @@ fn scenario(release: Release) {
         err.message()
     );
 
+    step(
+        release,
+        format_args!(
+            "container `refused` in namespace default did not start: {}",
+            err.message()
+        ),
+    );
+
     let allowed = PodSpec {
         name: "system".into(),
         namespace: ALLOWED_NS.into(),
@@ -277,6 +327,10 @@ fn scenario(release: Release) {
         .create_container(&pod2, &sandbox2, "allowed", &["/bin/sleep", "600"])
         .unwrap();
     pods.cri.start_container(&cid3).unwrap();
+    step(
+        release,
+        format_args!("container `allowed` in namespace {ALLOWED_NS} started (fail-allow policy)"),
+    );
     let msg =
         "failCheck determined that we should not fail this container, even if there was an error";
     assert!(
@@ -289,6 +343,7 @@ fn scenario(release: Release) {
 
     // 3. Teardown: pods, then the plugin (SIGTERM, exit 0), then containerd (harness).
     drop(pods);
+    step(release, "pods removed; stopping the plugin with SIGTERM");
     assert_eq!(
         plugin.terminate(),
         Some(0),
