@@ -1,0 +1,194 @@
+//! How much our NRI plugin and hook add to a container start on a real containerd.
+//!
+//! `cargo bench --bench container_start` (as root, after `scripts/fetch-containerd.sh`): for
+//! containerd 1.7 and 2.1, the median over 20 containers of CreateContainer + StartContainer
+//! through the CRI, first without any plugin, then with `install --interface nri-hook` running
+//! and the stand-in agent up (so every start runs `tetragon-oci-hook` and its gRPC call).
+
+#![allow(
+    missing_docs,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+#[path = "../tests/support_agent/mod.rs"]
+mod support_agent;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::containerd::{Containerd, Setup};
+use support::cri::{self, Cri, PodSpec};
+use support::runtimes::{self, Release};
+use support_agent::{Agent, Behavior};
+use toml_edit::{DocumentMut, Item, Table, value};
+
+const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
+const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
+const RUNS: usize = 20;
+
+fn set(doc: &mut DocumentMut, path: &[&str], v: Item) {
+    let mut t: &mut Table = doc.as_table_mut();
+    for k in &path[..path.len() - 1] {
+        t = t
+            .entry(k)
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .unwrap();
+    }
+    t.insert(path[path.len() - 1], v);
+}
+
+fn setup(release: Release) -> Setup {
+    Setup::enable_nri().edit(move |doc, _| match release {
+        Release::V1_7 => {
+            set(
+                doc,
+                &[
+                    "plugins",
+                    "io.containerd.grpc.v1.cri",
+                    "restrict_oom_score_adj",
+                ],
+                value(true),
+            );
+            set(
+                doc,
+                &["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"],
+                value(cri::IMAGE),
+            );
+        }
+        Release::V2_1 => {
+            set(
+                doc,
+                &[
+                    "plugins",
+                    "io.containerd.cri.v1.runtime",
+                    "restrict_oom_score_adj",
+                ],
+                value(true),
+            );
+            set(
+                doc,
+                &[
+                    "plugins",
+                    "io.containerd.cri.v1.images",
+                    "pinned_images",
+                    "sandbox",
+                ],
+                value(cri::IMAGE),
+            );
+        }
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// CreateContainer + StartContainer of `n` containers in a fresh pod (removed afterwards).
+fn sample(cri: &mut Cri, logs: &Path, tag: &str, n: usize) -> Vec<Duration> {
+    let pod = PodSpec {
+        name: format!("bench-{tag}"),
+        namespace: "default".into(),
+        uid: format!("uid-{tag}"),
+    };
+    let (pod_id, sandbox) = cri.run_pod(&pod, logs).unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        let id = cri
+            .create_container(&pod_id, &sandbox, &format!("c{i}"), &["/bin/sleep", "600"])
+            .unwrap();
+        cri.start_container(&id).unwrap();
+        samples.push(start.elapsed());
+    }
+    cri.remove_pod(&pod_id).unwrap();
+    samples
+}
+
+fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> std::process::Child {
+    Command::new(SETUP)
+        .args([
+            "install",
+            "--interface",
+            "nri-hook",
+            "--daemonize",
+            "--local-binary",
+            HOOK,
+        ])
+        .arg("--local-install-dir")
+        .arg(install)
+        .arg("--host-install-dir")
+        .arg(install)
+        .arg("--nri-hook.socket")
+        .arg(containerd.nri_socket())
+        .args(["hook-args", "--grpc-address", &agent.address()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn bench(release: Release) {
+    let (Some(bin_dir), Some(containerd)) = (
+        runtimes::bin_dir(release),
+        Containerd::start(release, setup(release)),
+    ) else {
+        println!("{release}: skipped (not fetched: run scripts/fetch-containerd.sh)");
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let logs = work.path().join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    cri::import_image(&bin_dir.join("ctr"), containerd.grpc_socket(), work.path()).unwrap();
+    let mut cri = Cri::connect(containerd.grpc_socket()).unwrap();
+    let agent = Agent::start_at(&work.path().join("agent.sock"), Behavior::Accept);
+    let install = work.path().join("install");
+    fs::create_dir_all(&install).unwrap();
+    let _ = sample(&mut cri, &logs, "warmup", 5);
+
+    // Alternate blocks without and with the plugin, so that drift on the machine hits both.
+    const BLOCK: usize = 5;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for round in 0..RUNS / BLOCK {
+        without.extend(sample(&mut cri, &logs, &format!("without-{round}"), BLOCK));
+        let from = containerd.log_len();
+        let mut plugin = start_plugin(&containerd, &install, &agent);
+        containerd
+            .wait_log_since(
+                from,
+                "plugin \\\"01-tetragon\\\" connected",
+                Duration::from_secs(20),
+            )
+            .unwrap();
+        with.extend(sample(&mut cri, &logs, &format!("with-{round}"), BLOCK));
+        let _ = plugin.kill();
+        let _ = plugin.wait();
+    }
+    let calls = agent.requests().len();
+    let (without, with) = (median(without), median(with));
+    println!(
+        "{release}: CreateContainer+StartContainer, median of {RUNS}: without plugin {:.1} ms, \
+         with plugin + hook + agent {:.1} ms, added {:.1} ms (agent saw {calls} calls)",
+        without.as_secs_f64() * 1e3,
+        with.as_secs_f64() * 1e3,
+        (with.as_secs_f64() - without.as_secs_f64()) * 1e3,
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test") {
+        return; // `cargo test --benches`: nothing to check here
+    }
+    for release in Release::ALL {
+        bench(release);
+    }
+}
