@@ -23,69 +23,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::containerd::{Containerd, Setup};
+use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
-use toml_edit::{DocumentMut, Item, Table, value};
 
 const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const RUNS: usize = 20;
-
-fn set(doc: &mut DocumentMut, path: &[&str], v: Item) {
-    let mut t: &mut Table = doc.as_table_mut();
-    for k in &path[..path.len() - 1] {
-        t = t
-            .entry(k)
-            .or_insert_with(|| Item::Table(Table::new()))
-            .as_table_mut()
-            .unwrap();
-    }
-    t.insert(path[path.len() - 1], v);
-}
-
-fn setup(release: Release) -> Setup {
-    Setup::enable_nri().edit(move |doc, _| match release {
-        Release::V1_7 => {
-            set(
-                doc,
-                &[
-                    "plugins",
-                    "io.containerd.grpc.v1.cri",
-                    "restrict_oom_score_adj",
-                ],
-                value(true),
-            );
-            set(
-                doc,
-                &["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"],
-                value(cri::IMAGE),
-            );
-        }
-        Release::V2_1 => {
-            set(
-                doc,
-                &[
-                    "plugins",
-                    "io.containerd.cri.v1.runtime",
-                    "restrict_oom_score_adj",
-                ],
-                value(true),
-            );
-            set(
-                doc,
-                &[
-                    "plugins",
-                    "io.containerd.cri.v1.images",
-                    "pinned_images",
-                    "sandbox",
-                ],
-                value(cri::IMAGE),
-            );
-        }
-    })
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -140,7 +85,7 @@ fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> std::
 fn bench(release: Release) {
     let (Some(bin_dir), Some(containerd)) = (
         runtimes::bin_dir(release),
-        Containerd::start(release, setup(release)),
+        Containerd::start(release, cri::containerd_setup(release)),
     ) else {
         println!("{release}: skipped (not fetched: run scripts/fetch-containerd.sh)");
         return;

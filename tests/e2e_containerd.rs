@@ -16,12 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use toml_edit::{DocumentMut, Item, Table, value};
-
 mod support;
 mod support_agent;
 
-use support::containerd::{Containerd, Setup};
+use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
@@ -30,56 +28,6 @@ const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const WAIT: Duration = Duration::from_secs(20);
 const ALLOWED_NS: &str = "tetragon-allowed";
-
-/// Sets `path` (creating tables) to `v` in a containerd config.
-fn set(doc: &mut DocumentMut, path: &[&str], v: Item) {
-    let mut t: &mut Table = doc.as_table_mut();
-    for k in &path[..path.len() - 1] {
-        t = t
-            .entry(k)
-            .or_insert_with(|| Item::Table(Table::new()))
-            .as_table_mut()
-            .expect("a table");
-    }
-    t.insert(path[path.len() - 1], v);
-}
-
-/// containerd's config for pods here: negative `oom_score_adj` is refused on these machines,
-/// and the sandbox ("pause") image is the local one.
-fn setup(release: Release) -> Setup {
-    Setup::enable_nri().edit(move |doc, _| match release {
-        Release::V1_7 => {
-            let cri = ["plugins", "io.containerd.grpc.v1.cri"];
-            set(
-                doc,
-                &[cri[0], cri[1], "restrict_oom_score_adj"],
-                value(true),
-            );
-            set(doc, &[cri[0], cri[1], "sandbox_image"], value(cri::IMAGE));
-        }
-        Release::V2_1 => {
-            set(
-                doc,
-                &[
-                    "plugins",
-                    "io.containerd.cri.v1.runtime",
-                    "restrict_oom_score_adj",
-                ],
-                value(true),
-            );
-            set(
-                doc,
-                &[
-                    "plugins",
-                    "io.containerd.cri.v1.images",
-                    "pinned_images",
-                    "sandbox",
-                ],
-                value(cri::IMAGE),
-            );
-        }
-    })
-}
 
 /// `tetragon-oci-hook-setup install --interface nri-hook --daemonize`, as the DaemonSet runs it.
 struct Plugin {
@@ -179,7 +127,7 @@ fn scenario(release: Release) {
         format!("{release} not found")
     );
     let containerd = require!(
-        Containerd::start(release, setup(release)),
+        Containerd::start(release, cri::containerd_setup(release)),
         format!("{release} not found")
     );
     let work = tempfile::tempdir().unwrap();

@@ -74,11 +74,13 @@ impl Address {
     }
 }
 
-/// A tonic transport made of one HTTP/2 connection.
+/// A tonic transport made of one HTTP/2 connection (also what the end-to-end tests' CRI client
+/// talks through).
 #[derive(Debug, Clone)]
-struct H2(SendRequest<tonic::body::Body>);
+pub struct H2(SendRequest<tonic::body::Body>);
 
-type ResponseFuture =
+/// The future an [`H2`] call returns.
+pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<Incoming>, hyper::Error>> + Send>>;
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for H2 {
@@ -95,7 +97,8 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for H2 {
     }
 }
 
-async fn handshake<T>(io: T) -> anyhow::Result<H2>
+/// Starts HTTP/2 on `io`; the connection is driven by a task on the current tokio runtime.
+pub async fn handshake<T>(io: T) -> anyhow::Result<H2>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -7,15 +7,15 @@
 //! loads it into the `k8s.io` namespace.
 
 use std::path::Path;
-use std::pin::Pin;
 use std::process::Command;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use rthooks::hook::client::{H2, handshake};
+use toml_edit::{DocumentMut, Item, Table, value};
 use tonic::codegen::http;
+
+use super::containerd::Setup;
+use super::runtimes::Release;
 
 /// The generated CRI messages and client (`runtime.v1`).
 pub mod v1 {
@@ -27,27 +27,6 @@ use v1::runtime_service_client::RuntimeServiceClient;
 
 /// The image the pods and containers run: busybox whose entrypoint sleeps for ever.
 pub const IMAGE: &str = "localhost/rthooks-pause:latest";
-
-#[derive(Clone)]
-struct H2(SendRequest<tonic::body::Body>);
-
-type ResponseFuture = Pin<
-    Box<dyn std::future::Future<Output = Result<http::Response<Incoming>, hyper::Error>> + Send>,
->;
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for H2 {
-    type Response = http::Response<Incoming>;
-    type Error = hyper::Error;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.0.send_request(req))
-    }
-}
 
 /// A pod as the tests describe it.
 #[derive(Debug, Clone)]
@@ -86,13 +65,9 @@ impl Cri {
             let io = tokio::net::UnixStream::connect(socket)
                 .await
                 .map_err(|e| format!("connect {}: {e}", socket.display()))?;
-            let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-            tokio::spawn(conn);
+            let h2 = handshake(io).await.map_err(|e| format!("{e:#}"))?;
             Ok::<_, String>(RuntimeServiceClient::with_origin(
-                H2(send),
+                h2,
                 http::Uri::from_static("http://localhost"),
             ))
         })?;
@@ -229,6 +204,50 @@ impl Cri {
         })?;
         Ok(())
     }
+}
+
+/// Sets `path` (creating tables) to `v` in a containerd config.
+fn set(doc: &mut DocumentMut, path: &[&str], v: Item) {
+    let mut t: &mut Table = doc.as_table_mut();
+    for k in &path[..path.len() - 1] {
+        t = t
+            .entry(k)
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_mut()
+            .expect("a table");
+    }
+    t.insert(path[path.len() - 1], v);
+}
+
+/// containerd's config for running pods here: NRI enabled by our `enable-nri`, negative
+/// `oom_score_adj` refused on these machines (so `restrict_oom_score_adj = true`, or runc fails
+/// with "can't get final child's PID from pipe"), and the local image as the sandbox image.
+pub fn containerd_setup(release: Release) -> Setup {
+    Setup::enable_nri().edit(move |doc, _| match release {
+        Release::V1_7 => {
+            let cri = ["plugins", "io.containerd.grpc.v1.cri"];
+            set(
+                doc,
+                &[cri[0], cri[1], "restrict_oom_score_adj"],
+                value(true),
+            );
+            set(doc, &[cri[0], cri[1], "sandbox_image"], value(IMAGE));
+        }
+        Release::V2_1 => {
+            let runtime = ["plugins", "io.containerd.cri.v1.runtime"];
+            set(
+                doc,
+                &[runtime[0], runtime[1], "restrict_oom_score_adj"],
+                value(true),
+            );
+            let images = ["plugins", "io.containerd.cri.v1.images", "pinned_images"];
+            set(
+                doc,
+                &[images[0], images[1], images[2], "sandbox"],
+                value(IMAGE),
+            );
+        }
+    })
 }
 
 /// Builds [`IMAGE`] into `dir/pause.tar` (once) and imports it into containerd's `k8s.io`
