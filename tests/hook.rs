@@ -1105,3 +1105,32 @@ fn concurrent_hooks_rotate_once_at_the_size_limit() {
         "the backup is the old log, untouched"
     );
 }
+
+/// The hidden `check-cel` command the setup tool uses to validate `--fail-cel-expr` with the
+/// hook it installs: exit 0 for an expression that compiles, 2 with the reason for one that does
+/// not; it writes no log and reads no stdin.
+#[test]
+fn check_cel_command_compiles_the_expression_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hook.log");
+    let run = |expr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tetragon-oci-hook"))
+            .arg("--log-fname")
+            .arg(&log)
+            .args(["--fail-cel-expr", expr, "check-cel"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = run("annotations[\"io.kubernetes.pod.namespace\"] == \"ns1\"");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = run("annotations[");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(!bad.stderr.is_empty());
+    assert!(!log.exists(), "check-cel must not write the hook log");
+}

@@ -215,6 +215,28 @@ fn install_passes_hook_args_through_untouched() {
     assert_eq!(written[4..], tail);
 }
 
+/// A valid CEL expression passes the check by the real hook binary, and the install goes on.
+#[test]
+fn install_checks_cel_with_the_hook_being_installed() {
+    let node = Node::new();
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", env!("CARGO_BIN_EXE_tetragon-oci-hook"));
+    args.extend(
+        [
+            "--fail-cel-expr",
+            "annotations[\"io.kubernetes.pod.namespace\"] != \"ns1\"",
+        ]
+        .map(str::to_owned),
+    );
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(
+        hook_args_of(&node.hook_file())
+            .iter()
+            .any(|a| a == "--fail-cel-expr")
+    );
+}
+
 /// A typo in the hook's flags fails the install (one DaemonSet pod) instead of every container
 /// on the node: nothing is written.
 #[test]
@@ -229,6 +251,8 @@ fn install_rejects_invalid_hook_args_and_writes_nothing() {
         let mut args = node.helm_args();
         args.truncate(args.iter().position(|a| a == "hook-args").unwrap() + 1);
         args.extend(bad.iter().map(|s| s.to_string()));
+        // The real hook as the binary to install: it is what checks the CEL expression.
+        args[2] = format!("--local-binary={}", env!("CARGO_BIN_EXE_tetragon-oci-hook"));
         let before = listing(node.root());
         let out = bin().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", node.t(&out));

@@ -508,6 +508,20 @@ pub const HOOK_NAMES: [&str; 4] = [
 /// assert!(validate_args(&["--grpc-timout=2s".to_owned()]).is_err());
 /// ```
 pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
+    let cel = validate_args_but_cel(args)?;
+    if let Some(expr) = cel {
+        if let Err(e) = crate::hook::policy::check_cel(&expr) {
+            bail!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {e:#}");
+        }
+    }
+    Ok(())
+}
+
+/// [`validate_args`] without compiling the CEL expression, which it returns (when one is given)
+/// for the caller to check. The setup tool uses this and has the hook binary it installs check
+/// the expression (`tetragon-oci-hook --fail-cel-expr EXPR check-cel`): the CEL engine is over
+/// half of the hook's size, and the installed hook is the one whose CEL dialect matters.
+pub fn validate_args_but_cel(args: &[String]) -> anyhow::Result<Option<String>> {
     let parsed = parse(args, Path::new("/"), None);
     let mut problems: Vec<String> = parsed
         .diagnostics
@@ -522,13 +536,8 @@ pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
             ));
         }
     }
-    if let Some(expr) = &parsed.config.fail_cel_expr {
-        if let Err(e) = crate::hook::policy::check_cel(expr) {
-            problems.push(format!("invalid `--fail-cel-expr`: {e:#}"));
-        }
-    }
     if problems.is_empty() {
-        Ok(())
+        Ok(parsed.config.fail_cel_expr.clone())
     } else {
         bail!("invalid hook arguments:\n{}", problems.join("\n"))
     }

@@ -67,6 +67,25 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
     parsed
 }
 
+/// The hidden command with which `tetragon-oci-hook-setup install` has the hook it installs
+/// check `--fail-cel-expr` (exit 0: compiles; 2: does not, the reason on stderr). It reads no
+/// stdin and writes no log.
+pub const CHECK_CEL: &str = "check-cel";
+
+fn check_cel(cfg: &Config) -> Outcome {
+    let Some(expr) = &cfg.fail_cel_expr else {
+        return Outcome::default();
+    };
+    match policy::check_cel(expr) {
+        Ok(()) => Outcome::default(),
+        Err(e) => Outcome {
+            stderr: format!("{e:#}\n"),
+            code: 2,
+            ..Outcome::default()
+        },
+    }
+}
+
 /// Runs the hook with `args` (without the program name), reading the OCI state from stdin.
 pub fn run(args: &[String]) -> Outcome {
     let start = SystemTime::now();
@@ -98,6 +117,9 @@ pub fn run(args: &[String]) -> Outcome {
             stderr,
             ..Outcome::default()
         };
+    }
+    if parsed.hook() == Some(CHECK_CEL) {
+        return check_cel(cfg);
     }
     let mut log = Logger::new(cfg.log_fname.clone(), cfg.log_level);
     for d in &parsed.diagnostics {
