@@ -233,6 +233,34 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
     )))
 }
 
+/// Validates the hook's arguments strictly, as `install` does before writing anything: a typo in
+/// the hook's flags fails the install (one pod) now, rather than every container on the node
+/// later. A `--fail-cel-expr` is compiled by `binary`, the hook about to be installed (its hidden
+/// `check-cel` command; exit 2 means invalid), so this tool carries no CEL engine. A binary that
+/// cannot be run here (or an older hook, which ignores the command) leaves the expression
+/// unchecked: then the returned warning says so.
+pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
+    let Some(expr) = crate::hook::args::validate_args_but_cel(args)? else {
+        return Ok(None);
+    };
+    let out = std::process::Command::new(binary)
+        .args(["--log-fname", "/dev/null", "--fail-cel-expr", &expr])
+        .arg(crate::hook::CHECK_CEL)
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.code() == Some(2) => bail!(
+            "invalid hook arguments:\ninvalid `--fail-cel-expr`: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Ok(_) => Ok(None),
+        Err(e) => Ok(Some(format!(
+            "could not run `{}` to check `--fail-cel-expr` ({e}); it is not checked",
+            binary.display()
+        ))),
+    }
+}
+
 fn binary_name(local_binary: &Path) -> anyhow::Result<&str> {
     let name = local_binary.file_name().with_context(|| {
         format!(

@@ -559,8 +559,8 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     };
     // A typo in the hook's flags fails this install (one pod) now, rather than every container
     // on the node later. The CEL expression is compiled by the hook being installed.
-    if let Some(expr) = rthooks::hook::args::validate_args_but_cel(&hook_args)? {
-        check_cel_with(&args.local_binary, &expr)?;
+    if let Some(warning) = install::validate_hook_args(&args.local_binary, &hook_args)? {
+        eprintln!("warning: {warning}");
     }
     let opts = InstallOptions {
         local_binary: args.local_binary,
@@ -594,32 +594,6 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     eprintln!("received {signal}: uninstalling");
     report(&installation.undo_plan()?.apply()?, true);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Has the hook binary about to be installed compile `--fail-cel-expr` (its hidden `check-cel`
-/// command): exit 2 means the expression is invalid. A binary that cannot be run here (or an
-/// older hook, which ignores the command) leaves the expression unchecked, with a warning for
-/// the former.
-fn check_cel_with(binary: &std::path::Path, expr: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new(binary)
-        .args(["--log-fname", "/dev/null", "--fail-cel-expr", expr])
-        .arg(rthooks::hook::CHECK_CEL)
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.code() == Some(2) => anyhow::bail!(
-            "invalid hook arguments:\ninvalid `--fail-cel-expr`: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Ok(_) => Ok(()),
-        Err(e) => {
-            eprintln!(
-                "warning: could not run `{}` to check `--fail-cel-expr` ({e}); it is not checked",
-                binary.display()
-            );
-            Ok(())
-        }
-    }
 }
 
 fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
