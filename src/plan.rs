@@ -957,6 +957,117 @@ mod tests {
     }
 
     #[test]
+    fn read_current_never_follows_a_link_nor_opens_a_special_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            read_current(&fifo, 10).unwrap(),
+            Current::Special { kind: "a FIFO" }
+        );
+        assert_eq!(
+            read_current(Path::new("/dev/zero"), 10).unwrap(),
+            Current::Special {
+                kind: "a character device"
+            }
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert_eq!(
+            read_current(&link, 10).unwrap(),
+            Current::Symlink {
+                target: "/dev/zero".into()
+            }
+        );
+        let big = dir.path().join("big");
+        fs::write(&big, "0123456789a").unwrap();
+        assert_eq!(read_current(&big, 10).unwrap(), Current::Large { size: 11 });
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            read_current(&big, 11).unwrap(),
+            Current::File {
+                bytes: b"0123456789a".to_vec(),
+                mode: 0o640
+            }
+        );
+        assert_eq!(
+            read_current(&dir.path().join("none"), 10).unwrap(),
+            Current::Absent
+        );
+    }
+
+    #[test]
+    fn diff_and_summary_never_show_what_a_symlink_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "SECRET\n").unwrap();
+        let hook = dir.path().join("hook.json");
+        std::os::unix::fs::symlink(&secret, &hook).unwrap();
+        let plan = Plan {
+            steps: vec![Step::Install(
+                FileInstall::new(None, hook.clone(), b"{}\n".to_vec(), 0o644, true).unwrap(),
+            )],
+        };
+        let shown = format!("{}{}", plan.diff(), plan.summary().join("\n"));
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("replace the symlink"), "{shown}");
+        let remove = Plan {
+            steps: vec![Step::Remove(
+                FileRemove::new(hook.clone(), None, true).unwrap(),
+            )],
+        };
+        let shown = format!("{}{}", remove.diff(), remove.summary().join("\n"));
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("remove the symlink"), "{shown}");
+    }
+
+    #[test]
+    fn failed_step_restores_a_replaced_symlink_and_keeps_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "theirs").unwrap();
+        let bin = dir.path().join("bin");
+        std::os::unix::fs::symlink(&target, &bin).unwrap();
+        let plan = Plan {
+            steps: vec![
+                install(&bin, b"elf", 0o755),
+                install(&dir.path().join("missing/x"), b"x", 0o644),
+            ],
+        };
+        plan.apply().unwrap_err();
+        assert_eq!(fs::read_link(&bin).unwrap(), target);
+        assert_eq!(fs::read(&target).unwrap(), b"theirs");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["bin", "target"],
+            "no temporary file may be left behind"
+        );
+    }
+
+    #[test]
+    fn remove_only_if_keeps_a_symlink_even_to_our_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "ours").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let plan = Plan {
+            steps: vec![Step::Remove(
+                FileRemove::new(link.clone(), Some(b"ours".to_vec()), false).unwrap(),
+            )],
+        };
+        assert_eq!(plan.apply().unwrap(), [Applied::Kept(link.clone())]);
+        assert!(fs::symlink_metadata(&link).is_ok());
+    }
+
+    #[test]
     fn unified_diff_has_git_style_headers() {
         let d = unified_diff("a\nb\n", "a\nc\n", "etc/x", "etc/x");
         insta::assert_snapshot!(d, @r"
