@@ -7,8 +7,17 @@
 //! (`--host-install-dir`), since the runtime reading the hook file runs on the host. Applying the
 //! plan is atomic per file and undone as a whole if a step fails.
 //!
+//! Files already in the hooks dir or install dir are read through [`crate::plan::read_current`]:
+//! a symlink there is never followed (it is replaced or removed itself, and the diff never shows
+//! what it points to), a FIFO, socket or device is never opened, and reads are bounded
+//! ([`crate::plan::MAX_TEXT_FILE`] for the hook file, [`MAX_BINARY_FILE`] for the binary). The
+//! source binary may be a symlink, but must be a regular file no larger than
+//! [`MAX_BINARY_FILE`], checked with `fstat` on the descriptor opened `O_NONBLOCK`.
+//!
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
-//! they still hold what was written (for `--daemonize`). [`TerminationSignals`] is the wait for
+//! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
+//! each hold an [`InstallerLease`]; the last one out removes the files, serialized by the
+//! [`InstallersGuard`]. [`TerminationSignals`] is the wait for
 //! SIGINT/SIGTERM that `--daemonize` needs. This module prints nothing and knows nothing about
 //! argument parsing. For the `nri-hook` interface it only copies the binary
 //! ([`plan_install_binary`]); the plugin itself is [`crate::nri`].
@@ -636,37 +645,68 @@ impl InstallerLease {
     /// whose lock is held belongs to a live installer; one that can be locked is stale and
     /// removed. A lease file that is not ours to trust (a symlink, wrong owner or mode) is
     /// ignored.
-    pub fn release(self, _guard: Option<&InstallersGuard>) -> anyhow::Result<Release> {
+    pub fn release(self, guard: Option<&InstallersGuard>) -> anyhow::Result<Release> {
         let _ = fs::remove_file(&self.path);
         drop(self.file);
-        let prefix = format!(".{}.installer.", self.name);
-        let mut out = Release::default();
-        let entries = fs::read_dir(&self.dir)
-            .with_context(|| format!("failed to list `{}`", self.dir.display()))?;
-        for entry in entries {
-            let entry =
-                entry.with_context(|| format!("failed to list `{}`", self.dir.display()))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !name.starts_with(&prefix) || !name.ends_with(".lease") {
-                continue;
-            }
-            let path = entry.path();
-            let Ok(Some(file)) = open_lock_file(&path, false) else {
-                continue;
-            };
-            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => {
-                    let _ = fs::remove_file(&path);
-                    out.stale.push(path);
-                }
-                Err(_) => out.live.push(path),
-            }
-        }
-        out.live.sort();
-        out.stale.sort();
-        Ok(out)
+        scan_leases(&self.dir, &self.name, guard)
     }
+}
+
+/// Looks at the leases of `name`'s installers in `dir` (call it while holding the guard): a
+/// lease whose lock is held belongs to a live installer; one that can be locked is stale and
+/// removed. A lease file that is not ours to trust (a symlink, wrong owner or mode) is ignored.
+pub fn scan_leases(
+    dir: &Path,
+    name: &str,
+    _guard: Option<&InstallersGuard>,
+) -> anyhow::Result<Release> {
+    let prefix = format!(".{name}.installer.");
+    let mut out = Release::default();
+    let entries =
+        fs::read_dir(dir).with_context(|| format!("failed to list `{}`", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("failed to list `{}`", dir.display()))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if !file_name.starts_with(&prefix) || !file_name.ends_with(".lease") {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(Some(file)) = open_lock_file(&path, false) else {
+            continue;
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                let _ = fs::remove_file(&path);
+                out.stale.push(path);
+            }
+            Err(_) => out.live.push(path),
+        }
+    }
+    out.live.sort();
+    out.stale.sort();
+    Ok(out)
+}
+
+/// After an explicit `uninstall`: removes the stale leases of installers that are gone, and
+/// the guard file when no installer is left. Files of live installers are not touched.
+pub fn clean_up_installer_files(dir: &Path, name: &str) -> anyhow::Result<Release> {
+    let ours = format!(".{name}.installer");
+    let any = fs::read_dir(dir)
+        .with_context(|| format!("failed to list `{}`", dir.display()))?
+        .flatten()
+        .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&ours)));
+    if !any {
+        return Ok(Release::default());
+    }
+    let guard = InstallersGuard::lock(dir, name, GUARD_WAIT)?;
+    let release = scan_leases(dir, name, Some(&guard))?;
+    if release.live.is_empty() {
+        guard.remove();
+    }
+    Ok(release)
 }
 
 /// SIGINT and SIGTERM, blocked so that they can be waited for.

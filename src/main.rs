@@ -662,9 +662,9 @@ fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode>
         install::plan_uninstall_binary(&args.local_install_dir, &args.binary_name)?
     } else {
         install::plan_uninstall(&UninstallOptions {
-            local_install_dir: args.local_install_dir,
-            binary_name: args.binary_name,
-            hooks_dir: args.oci_hooks_local_dir,
+            local_install_dir: args.local_install_dir.clone(),
+            binary_name: args.binary_name.clone(),
+            hooks_dir: args.oci_hooks_local_dir.clone(),
         })?
     };
     show_plan(&plan, verbose || args.dry_run);
@@ -673,6 +673,19 @@ fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     report(&plan.apply()?, verbose);
+    // Lock and lease files of `--daemonize` installers that are gone (killed) go too; those of
+    // live installers stay (they are in use), as does nothing when the dir is missing.
+    if args.local_install_dir.is_dir() {
+        match install::clean_up_installer_files(&args.local_install_dir, &args.binary_name) {
+            Ok(r) if verbose => {
+                for stale in &r.stale {
+                    eprintln!("removed the stale lease `{}`", stale.display());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,7 +9,9 @@
 //!
 //! Besides text edits a plan installs files byte for byte with a fixed mode ([`FileInstall`]: a
 //! binary, a generated hook file), skipping the write when the file already holds those bytes,
-//! and removes files ([`FileRemove`]), optionally only when they still hold what we wrote. If a
+//! and removes files ([`FileRemove`]), optionally only when they still hold what we wrote. What
+//! such a destination holds now is read by [`read_current`] without following a symlink or
+//! opening anything but a regular file, up to a bound. If a
 //! step fails, the install and remove steps already applied are undone, so a failed run leaves
 //! the files as they were.
 

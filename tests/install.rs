@@ -1439,8 +1439,30 @@ fn uninstall_removes_the_files_even_while_an_installer_runs() {
     let out = bin().args(node.uninstall_args()).output().unwrap();
     assert!(out.status.success(), "{}", node.t(&out));
     assert!(!node.binary().exists() && !node.hook_file().exists());
+    assert!(
+        listing(&node.path("hostInstall"))
+            .iter()
+            .any(|n| n.ends_with(".lease")),
+        "the live installer's lease must stay"
+    );
     d.signal(libc::SIGTERM);
     let (status, stderr) = d.finish(&node);
     assert!(status.success(), "{stderr}");
     assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+}
+
+/// After an installer was killed, an explicit `uninstall` removes its stale lease and lock file
+/// too: the install dir is left empty.
+#[test]
+fn uninstall_after_a_killed_installer_leaves_the_install_dir_empty() {
+    let node = Node::new();
+    let killed = Daemon::start(&node);
+    killed.signal(libc::SIGKILL);
+    killed.finish(&node);
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    let t = node.t(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("removed the stale lease"), "{t}");
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
 }
