@@ -625,7 +625,11 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
                 None
             }
         };
-    let release = lease.release(guard.as_ref())?;
+    // If the leases cannot be read, remove: a hook left behind with no agent fails containers.
+    let release = lease.release(guard.as_ref()).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; removing as if no other installer were running");
+        install::Release::default()
+    });
     for stale in &release.stale {
         eprintln!(
             "removed the stale lease `{}` of an installer that is gone",

@@ -106,11 +106,6 @@ impl Current {
             _ => None,
         }
     }
-
-    /// Whether something is at the path.
-    pub fn exists(&self) -> bool {
-        *self != Current::Absent
-    }
 }
 
 /// A file put in place byte for byte, with a fixed mode (a binary, a generated file).
