@@ -1473,3 +1473,40 @@ fn uninstall_after_a_killed_installer_leaves_the_install_dir_empty() {
     assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
     assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
 }
+
+/// An installer starting while another one exits ends up with its files in place: installing
+/// and the exiting one's removal never interleave.
+#[test]
+fn an_installer_starting_while_another_exits_keeps_its_files() {
+    for _ in 0..5 {
+        let node = Node::new();
+        let old = Daemon::start(&node);
+        let mut args = node.helm_args();
+        args.insert(2, "--daemonize".into());
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        old.signal(libc::SIGTERM);
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+        let new = Daemon {
+            child,
+            stderr,
+            seen,
+        };
+        let (status, old_err) = old.finish(&node);
+        assert!(status.success(), "{old_err}");
+        assert!(
+            node.binary().exists() && node.hook_file().exists(),
+            "the new installer's files are gone:\n{old_err}"
+        );
+        new.signal(libc::SIGTERM);
+        let (status, new_err) = new.finish(&node);
+        assert!(status.success(), "{new_err}");
+        assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+        assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+    }
+}
