@@ -1510,3 +1510,61 @@ fn an_installer_starting_while_another_exits_keeps_its_files() {
         assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
     }
 }
+
+/// `--local-binary` may be a symlink (the image's `/usr/bin/tetragon-oci-hook` may be one): the
+/// file it names is copied. A FIFO there is refused at once, never waited on.
+#[test]
+fn install_local_binary_may_be_a_link_but_never_a_fifo() {
+    let node = Node::new();
+    let link = node.path("src/link");
+    std::os::unix::fs::symlink(node.source(), &link).unwrap();
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", link.display());
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", node.t(&out));
+    let installed = node.path("hostInstall/link");
+    assert!(fs::symlink_metadata(&installed).unwrap().is_file());
+    assert_eq!(fs::read(&installed).unwrap(), HOOK_BYTES);
+
+    let node = Node::new();
+    let fifo = node.path("src/fifo");
+    mkfifo(&fifo);
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", fifo.display());
+    let before = node.snapshot_files();
+    let mut cmd = bin();
+    cmd.args(&args);
+    let out = output_within(cmd, 20);
+    let t = node.t(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("is not a regular file\nhelp: --local-binary"),
+        "{t}"
+    );
+    assert_eq!(node.snapshot_files(), before);
+}
+
+/// A hook file over the 1 MiB read bound is not read: install refuses it by name (it is not one
+/// this tool wrote) and writes nothing; uninstall removes it.
+#[test]
+fn an_oversized_hook_file_is_never_read() {
+    let node = Node::new();
+    let f = fs::File::create(node.hook_file()).unwrap();
+    f.set_len((1 << 20) + 1).unwrap();
+    drop(f);
+    let before = node.snapshot_files();
+    let out = node.install(&[]);
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: `[TMP]/hostHooks/tetragon-oci-hook.json` is a 1048577-byte file, over the 1048576-byte bound this tool reads back
+    help: remove it (this tool writes a regular file there); nothing was written
+    ");
+    assert_eq!(node.snapshot_files(), before);
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    let t = node.t(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.len() < 4096, "the file was shown: {} bytes", t.len());
+    assert!(!node.hook_file().exists(), "{t}");
+}
