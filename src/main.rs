@@ -491,6 +491,15 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
                 args.nri_hook_give_up_after
             )
         })?;
+    // Validated exactly as for oci-hooks, before anything is written: a typo in the hook's flags
+    // fails this install (one pod) now, rather than every container on the node later.
+    let hook_args = match args.hook_args {
+        Some(InstallTail::HookArgs { args }) => args,
+        None => Vec::new(),
+    };
+    if let Some(warning) = install::validate_hook_args(&args.local_binary, &hook_args)? {
+        eprintln!("warning: {warning}");
+    }
     // Block the signals before anything else: one that arrives meanwhile is handled by the
     // plugin's loop instead of killing the process in the middle of the copy.
     let signals = if args.dry_run {
@@ -512,10 +521,7 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
     let hook = HookSpec {
         host_install_dir: install.host_install_dir,
         binary_name: install.binary_name,
-        args: match args.hook_args {
-            Some(InstallTail::HookArgs { args }) => args,
-            None => Vec::new(),
-        },
+        args: hook_args,
     };
     let sfd = signals.signalfd()?;
     // The binary stays installed on exit: a container whose creation got the hook may still run
@@ -569,7 +575,22 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         hooks_dir: args.oci_hooks_local_dir,
         hook_args,
     };
-    let installation = install::plan_install(&opts)?;
+    let mut installation = install::plan_install(&opts)?;
+    // Overlapping `--daemonize` installers (a DaemonSet update with maxSurge, a manual run
+    // beside the pod) share the files: each holds a lease, and the guard serializes installing
+    // and removing. Plan again under the guard: one exiting meanwhile may have removed files.
+    let guard = match &signals {
+        Some(_) => {
+            let guard = install::InstallersGuard::lock(
+                &opts.local_install_dir,
+                binary_name(&installation),
+                install::GUARD_WAIT,
+            )?;
+            installation = install::plan_install(&opts)?;
+            Some(guard)
+        }
+        None => None,
+    };
     for note in &installation.notes {
         eprintln!("note: {note}");
     }
@@ -586,14 +607,58 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
             installation.binary_path.display()
         );
     }
-    let Some(signals) = signals else {
+    let (Some(signals), Some(guard)) = (signals, guard) else {
         return Ok(ExitCode::SUCCESS);
     };
+    let name = binary_name(&installation);
+    let lease = install::InstallerLease::take(&opts.local_install_dir, name, &guard)?;
+    drop(guard);
     eprintln!("waiting for SIGINT or SIGTERM to uninstall");
     let signal = signals.wait()?;
     eprintln!("received {signal}: uninstalling");
+    // Bounded: past the wait, decide without the guard rather than leave a hook with no agent.
+    let guard =
+        match install::InstallersGuard::lock(&opts.local_install_dir, name, install::GUARD_WAIT) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("warning: {e:#}; deciding without it");
+                None
+            }
+        };
+    // If the leases cannot be read, remove: a hook left behind with no agent fails containers.
+    let release = lease.release(guard.as_ref()).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; removing as if no other installer were running");
+        install::Release::default()
+    });
+    for stale in &release.stale {
+        eprintln!(
+            "removed the stale lease `{}` of an installer that is gone",
+            stale.display()
+        );
+    }
+    if let Some(live) = release.live.first() {
+        eprintln!(
+            "another installer still holds the hook (lease `{}`): `{}` and `{}` are left in place",
+            live.display(),
+            installation.hook_path.display(),
+            installation.binary_path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     report(&installation.undo_plan()?.apply()?, true);
+    if let Some(guard) = guard {
+        guard.remove();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The installed binary's file name (the lease and guard files are named after it).
+fn binary_name(installation: &install::Installation) -> &str {
+    installation
+        .binary_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(install::DEFAULT_BINARY_NAME)
 }
 
 fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
@@ -601,9 +666,9 @@ fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode>
         install::plan_uninstall_binary(&args.local_install_dir, &args.binary_name)?
     } else {
         install::plan_uninstall(&UninstallOptions {
-            local_install_dir: args.local_install_dir,
-            binary_name: args.binary_name,
-            hooks_dir: args.oci_hooks_local_dir,
+            local_install_dir: args.local_install_dir.clone(),
+            binary_name: args.binary_name.clone(),
+            hooks_dir: args.oci_hooks_local_dir.clone(),
         })?
     };
     show_plan(&plan, verbose || args.dry_run);
@@ -612,6 +677,19 @@ fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     report(&plan.apply()?, verbose);
+    // Lock and lease files of `--daemonize` installers that are gone (killed) go too; those of
+    // live installers stay (they are in use), as does nothing when the dir is missing.
+    if args.local_install_dir.is_dir() {
+        match install::clean_up_installer_files(&args.local_install_dir, &args.binary_name) {
+            Ok(r) if verbose => {
+                for stale in &r.stale {
+                    eprintln!("removed the stale lease `{}`", stale.display());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
