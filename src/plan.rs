@@ -633,16 +633,17 @@ pub fn write_in_place(
     Ok(target)
 }
 
-/// Writes `contents` at exactly `path`, never following it: a symlink, directory, device, FIFO
-/// or socket there is refused ([`check_target`]), and one planted there after that check is
-/// replaced by the rename, not written through.
+/// Writes `contents` at exactly `path`, never following it: the rename replaces the directory
+/// entry, so a symlink, device, FIFO or socket there is replaced, never written through or
+/// into. (The plan refuses such a path up front with [`check_target`]; one planted after that
+/// check is simply replaced.)
 pub fn write_exact(
     path: &Path,
     contents: &[u8],
     template: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
-    check_target(path)?;
     let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
     let name = file_name_of(path)?;
     let dir_fd = safe_write::open_dir(&dir, path)?;
     safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);

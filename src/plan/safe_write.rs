@@ -330,9 +330,20 @@ pub(crate) fn open_regular(
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }
-    let fd = rustix::fs::open(path, flags, Mode::empty())
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // A socket cannot be opened at all (ENXIO): say what it is rather than why not.
+            if let Ok(st) = rustix::fs::stat(path) {
+                let kind = FileType::from_raw_mode(st.st_mode);
+                if kind != FileType::RegularFile && kind != FileType::Directory {
+                    not_regular(path, kind)?;
+                }
+            }
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("failed to read `{}`", path.display()));
+        }
+    };
     let st = rustix::fs::fstat(&fd)
         .map_err(std::io::Error::from)
         .with_context(|| format!("failed to read `{}`", path.display()))?;
@@ -345,12 +356,7 @@ pub(crate) fn open_regular(
         );
     }
     if kind != FileType::RegularFile {
-        bail!(
-            "`{}` is {}, expected a regular config file\nhelp: pass the config file itself \
-             (a FIFO, device or socket is not read)",
-            path.display(),
-            describe_kind(kind)
-        );
+        not_regular(path, kind)?;
     }
     let size = u64::try_from(st.st_size).unwrap_or(0);
     if size > max {
@@ -364,6 +370,15 @@ pub(crate) fn open_regular(
     // Regular file: reads block no more, but keep a plain blocking descriptor anyway.
     let file = File::from(fd);
     Ok((file, st))
+}
+
+fn not_regular(path: &Path, kind: FileType) -> anyhow::Result<()> {
+    bail!(
+        "`{}` is {}, expected a regular config file\nhelp: pass the config file itself (a FIFO, \
+         device or socket is not read)",
+        path.display(),
+        describe_kind(kind)
+    )
 }
 
 /// Reads at most `max` bytes from `file` (a file that grew past it is an error).
