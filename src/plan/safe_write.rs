@@ -407,7 +407,9 @@ pub struct EditLock {
 
 /// The directory of the lock files: root-only, so no other user can hold a lock.
 fn lock_dir() -> PathBuf {
-    if rustix::process::geteuid().is_root() {
+    // /run is root's alone (unlike /run/lock or /tmp, where any user could create the
+    // directory first: that is refused below, but would stop every edit).
+    if rustix::process::geteuid().is_root() && Path::new("/run").is_dir() {
         return PathBuf::from("/run/tetragon-oci-hook-setup");
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
