@@ -180,3 +180,42 @@ fn killed_write_leaves_no_partial_file_under_any_name() {
         assert_eq!(names(&dir_path), ["config.toml"], "round {round}");
     }
 }
+
+#[test]
+fn check_and_dry_run_need_no_edit_lock_and_in_place_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    fs::write(&config, DISABLED).unwrap();
+    let held = lock_for(&config, &Output::InPlace, Duration::from_secs(1)).unwrap();
+    let run = |mode: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tetragon-oci-hook-setup"))
+            .args([
+                "patch-containerd-conf",
+                "enable-nri",
+                "--config-file",
+                config.to_str().unwrap(),
+                mode,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Read-only modes answer while another run holds the lock.
+    assert_eq!(run("--check").wait().unwrap().code(), Some(1));
+    assert_eq!(run("--dry-run").wait().unwrap().code(), Some(0));
+    // A writing run waits for the holder, then edits what the holder left.
+    let mut writer = run("--in-place");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "must wait for the lock"
+    );
+    assert_eq!(fs::read_to_string(&config).unwrap(), DISABLED);
+    drop(held);
+    assert_eq!(writer.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        DISABLED.replace("true", "false")
+    );
+}
