@@ -18,6 +18,20 @@ use rthooks::patch::{self, Output};
 use rthooks::plan::{Applied, Plan};
 use toml_edit::DocumentMut;
 
+// Printing must never panic (a panic in the release build aborts with 134): a closed or broken
+// stderr or stdout is ignored by these, which shadow the standard macros in this file. Where
+// losing the output matters (the diff before an edit is applied), `write_stdout` says so.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Set up Tetragon's runtime hooks on a node.
 #[derive(Debug, Parser)]
 #[command(name = "tetragon-oci-hook-setup", version, about, max_term_width = 100)]
@@ -738,6 +752,19 @@ fn output_of(mode: &ModeArgs, output: Option<PathBuf>, flag: &str) -> anyhow::Re
     }
 }
 
+/// Writes `text` to stdout and flushes it; an error (a closed pipe) names what was lost.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot print the diff to stdout ({e}); nothing written\nhelp: let the diff be \
+                 read to the end, or pass `--quiet` to print none"
+            )
+        })
+}
+
 fn run_patch(
     config: &std::path::Path,
     output: &Output,
@@ -746,10 +773,17 @@ fn run_patch(
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<ExitCode> {
     let talk = verbose && !mode.quiet;
+    // Held from the read to the write: a concurrent run on the same file waits, then edits what
+    // this one wrote. --check and --dry-run write nothing, so they need no lock.
+    let _lock = if mode.check || mode.dry_run {
+        None
+    } else {
+        patch::lock_for(config, output, rthooks::plan::LOCK_WAIT)?
+    };
     let (plan, edit) = patch::plan_file(config, output, edit_fn)?;
     if talk {
-        print!("{}", plan.diff());
-        let _ = std::io::stdout().flush();
+        // Shown before anything is applied; if it cannot be shown, nothing is applied.
+        write_stdout(&plan.diff())?;
     }
     for warning in &edit.warnings {
         eprintln!("warning: {warning}");

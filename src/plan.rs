@@ -21,12 +21,22 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+mod safe_write;
+pub use safe_write::{EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, lock_edit};
+pub(crate) use safe_write::{open_regular, read_bounded};
 
 /// Where a file write goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// This path (created or replaced).
+    /// This path (created or replaced). A symlink there is followed (the file is edited where
+    /// it lives), and the file must still hold the step's `before` just before it is replaced.
     Path(PathBuf),
+    /// Exactly this path, never followed: a symlink, directory, device, FIFO or socket there is
+    /// an error, and one planted after the check is replaced, not written through.
+    Exact(PathBuf),
     /// A new temporary file in `dir` whose name starts with `prefix` and ends with `suffix`,
     /// kept after the process exits (upstream's behaviour when no output is named).
     NewTempFile {
@@ -347,8 +357,14 @@ impl Plan {
             match step {
                 Step::Write(w) if w.changes() => {
                     let path = match &w.target {
-                        Target::Path(p) => {
-                            write_atomic(p, w.after.as_bytes(), w.template.as_deref())?
+                        Target::Path(p) => write_in_place(
+                            p,
+                            Some(w.before.as_bytes()),
+                            w.after.as_bytes(),
+                            w.template.as_deref(),
+                        )?,
+                        Target::Exact(p) => {
+                            write_exact(p, w.after.as_bytes(), w.template.as_deref())?
                         }
                         Target::NewTempFile {
                             dir,
@@ -616,23 +632,26 @@ fn remove_summary(r: &FileRemove) -> String {
     }
 }
 
-/// Puts `contents` at `path` with permission bits `mode`: a temporary file in the same
-/// directory, `fchmod`, `fsync`, then `rename` over `path`. A process running the old file
-/// keeps its inode, so replacing a running binary never fails with "text file busy".
+/// Puts `contents` at `path` with permission bits `mode`: an unnamed temporary file in the
+/// same directory, `fchmod`, `fsync`, then `rename` over `path` (a symlink there is replaced,
+/// not followed). A process running the old file keeps its inode, so replacing a running binary
+/// never fails with "text file busy". Temporary files of ours for `path` at least a minute old
+/// (left by a killed run) are removed first.
 pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = parent_dir(path);
-    let mut tmp = temp_in(&dir, path)?;
-    let ctx = || format!("failed to write `{}`", path.display());
-    let file = tmp.as_file_mut();
-    file.write_all(contents).with_context(ctx)?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(ctx)?;
-    file.sync_all().with_context(ctx)?;
-    tmp.persist(path).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!("failed to replace `{}`", path.display()))
-    })?;
-    sync_dir(&dir);
-    Ok(())
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::from_secs(60));
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        contents,
+        safe_write::Perms { mode, owner: None },
+        || Ok(()),
+    )
 }
 
 /// A path as shown after `a/` or `b/` in a diff header (without a leading `/`, as git does).
@@ -672,16 +691,40 @@ fn resolve_target(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Refuses a path that cannot be written as a file: a directory, or a path whose directory does
-/// not exist. Cheap enough to run before anything is shown, so that a doomed write is refused
-/// before its diff is printed.
+/// Refuses a path that cannot be written as a file without following or clobbering something:
+/// a symlink, a directory, a device, FIFO or socket, or a path whose directory does not exist.
+/// The path itself is looked at with `lstat`, never followed. Cheap enough to run before
+/// anything is shown, so that a doomed write is refused before its diff is printed.
 pub fn check_target(path: &Path) -> anyhow::Result<()> {
-    if path.is_dir() {
-        bail!(
-            "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
-        );
+    use rustix::fs::FileType;
+    match safe_write::lstat(path)? {
+        None => {}
+        Some(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => bail!(
+                "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. \
+                 `{}`",
+                path.display(),
+                path.join("config.toml").display()
+            ),
+            FileType::Symlink => {
+                let to = fs::read_link(path)
+                    .map(|t| format!(" (to `{}`)", t.display()))
+                    .unwrap_or_default();
+                bail!(
+                    "`{}` is a symlink{to}; an output path is never followed\nhelp: remove the \
+                     link, or name a regular file (only `--in-place` edits a symlinked config \
+                     where it lives)",
+                    path.display()
+                )
+            }
+            kind => bail!(
+                "`{}` is {}, not a file to write\nhelp: name a regular file (or a new one) as \
+                 the output",
+                path.display(),
+                safe_write::describe_kind(kind)
+            ),
+        },
     }
     ensure_dir(&parent_dir(path), path)
 }
@@ -696,6 +739,16 @@ fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn file_name_of(path: &Path) -> anyhow::Result<&std::ffi::OsStr> {
+    path.file_name().ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot write `{}`: it names no file\nhelp: name the file, e.g. `{}`",
+            path.display(),
+            path.join("config.toml").display()
+        )
+    })
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -716,19 +769,123 @@ pub fn write_atomic(
     contents: &[u8],
     template: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
+    write_in_place(path, None, contents, template)
+}
+
+/// As [`write_atomic`], and when `expect` is given, the file is checked to still hold exactly
+/// those bytes (or, for empty `expect`, not to exist) just before the rename; if it does not,
+/// nothing is written: someone else changed it while it was being edited.
+pub fn write_in_place(
+    path: &Path,
+    expect: Option<&[u8]>,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let target = resolve_target(path)?;
     check_target(&target)?;
     let dir = parent_dir(&target);
-    let meta = fs::metadata(&target)
-        .ok()
-        .or_else(|| template.and_then(|t| fs::metadata(t).ok()));
-    let mut tmp = temp_in(&dir, &target)?;
-    fill(tmp.as_file_mut(), contents, meta.as_ref(), &target)?;
-    tmp.persist(&target).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!("failed to replace `{}`", target.display()))
-    })?;
-    sync_dir(&dir);
+    let name = file_name_of(&target)?;
+    let dir_fd = safe_write::open_dir(&dir, &target)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = perms_for(dir_fd.as_fd(), name, template);
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        &target,
+        contents,
+        perms,
+        || match expect {
+            Some(bytes) => check_unchanged(dir_fd.as_fd(), name, &target, bytes),
+            None => Ok(()),
+        },
+    )?;
     Ok(target)
+}
+
+/// Writes `contents` at exactly `path`, never following it: the rename replaces the directory
+/// entry, so a symlink, device, FIFO or socket there is replaced, never written through or
+/// into. (The plan refuses such a path up front with [`check_target`]; one planted after that
+/// check is simply replaced.)
+pub fn write_exact(
+    path: &Path,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = perms_for(dir_fd.as_fd(), name, template);
+    safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || Ok(()))?;
+    Ok(path.to_owned())
+}
+
+/// The mode and owner of the regular file `name` in `dir_fd`, else of `template`, else 0644.
+fn perms_for(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    template: Option<&Path>,
+) -> safe_write::Perms {
+    use rustix::fs::{AtFlags, FileType};
+    if let Ok(st) = rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+            return safe_write::Perms::of_stat(&st);
+        }
+    }
+    match template.and_then(|t| fs::metadata(t).ok()) {
+        Some(m) => safe_write::Perms {
+            mode: m.permissions().mode() & 0o7777,
+            owner: Some((m.uid(), m.gid())),
+        },
+        None => safe_write::Perms {
+            mode: 0o644,
+            owner: None,
+        },
+    }
+}
+
+/// Checks that `name` in `dir_fd` still holds `expect` (absent when `expect` is empty).
+fn check_unchanged(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    target: &Path,
+    expect: &[u8],
+) -> anyhow::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let changed = || {
+        anyhow::anyhow!(
+            "`{}` changed while we were editing it; nothing written\nhelp: run again (another \
+             program wrote the file meanwhile)",
+            target.display()
+        )
+    };
+    let fd = match rustix::fs::openat(
+        dir_fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if expect.is_empty() => return Ok(()),
+        Err(_) => return Err(changed()),
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to read `{}`", target.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || u64::try_from(st.st_size).ok() != Some(expect.len() as u64)
+    {
+        return Err(changed());
+    }
+    let mut file = File::from(fd);
+    let now =
+        safe_write::read_bounded(&mut file, target, expect.len() as u64).map_err(|_| changed())?;
+    if now != expect {
+        return Err(changed());
+    }
+    Ok(())
 }
 
 fn write_new_temp(
@@ -753,25 +910,6 @@ fn write_new_temp(
     Ok(path)
 }
 
-fn temp_in(dir: &Path, target: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    ensure_dir(dir, target)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "cannot write `{}`: failed to create a temporary file in `{}`",
-                target.display(),
-                dir.display()
-            )
-        })
-}
-
 fn fill(
     file: &mut File,
     contents: &[u8],
@@ -780,9 +918,6 @@ fn fill(
 ) -> anyhow::Result<()> {
     let ctx = || format!("failed to write `{}`", target.display());
     file.write_all(contents).with_context(ctx)?;
-    let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(ctx)?;
     if let Some(m) = meta {
         let own = file.metadata().with_context(ctx)?;
         if own.uid() != m.uid() || own.gid() != m.gid() {
@@ -794,6 +929,10 @@ fn fill(
             }
         }
     }
+    // After the chown, which clears set-id bits.
+    let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(ctx)?;
     file.sync_all().with_context(ctx)
 }
 
