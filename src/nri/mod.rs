@@ -99,6 +99,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         hook.path, hook.args
     ));
     let socket = opts.socket.display().to_string();
+    // When the plugin last stopped being registered (or started): the give-up clock.
     let mut down_since = Instant::now();
     let mut attempt: u64 = 0;
     loop {
@@ -108,25 +109,33 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                 plugin.log.info(format_args!(
                     "{full}: connected to `{socket}` (attempt {attempt})"
                 ));
-                match session::serve(&mut stream, &mut plugin, Some(signals.as_fd())) {
+                let started = Instant::now();
+                let outcome = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
+                drop(stream);
+                match outcome.end {
                     Ok(End::Signal(sig)) => {
                         plugin
                             .log
                             .info(format_args!("{full}: received {sig}, disconnecting"));
                         return Ok(sig);
                     }
-                    Ok(End::Eof { registered }) => {
-                        plugin.log.warn(format_args!(
-                            "{full}: the runtime closed the connection; reconnecting"
-                        ));
-                        if registered {
-                            down_since = Instant::now();
-                            attempt = 0;
-                            // Reconnect at once: containerd may already be back.
-                            continue;
-                        }
+                    Ok(End::Eof) => plugin.log.warn(format_args!(
+                        "{full}: the runtime closed the connection; reconnecting"
+                    )),
+                    Err(e) => plugin
+                        .log
+                        .error(format_args!("{full}: {e:#}; reconnecting")),
+                }
+                if outcome.registered {
+                    // However the session ended, registration was lost just now: the give-up
+                    // clock starts here, not at the last clean disconnect.
+                    down_since = Instant::now();
+                    attempt = 0;
+                    // Reconnect at once (containerd may already be back), unless sessions end
+                    // as fast as they start.
+                    if started.elapsed() >= FAST_RETRY_INTERVAL {
+                        continue;
                     }
-                    Err(e) => plugin.log.error(format_args!("{full}: {e:#}")),
                 }
             }
             Err(e) => plugin.log.warn(format_args!(
@@ -190,9 +199,9 @@ pub fn run_prelaunched(
         "{full}: pre-launched by the runtime (socket fd {fd_text})"
     ));
     let mut stream = UnixStream::from(fd);
-    let end = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
-    match end {
-        Ok(End::Eof { .. }) => {
+    let outcome = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
+    match outcome.end {
+        Ok(End::Eof) => {
             plugin.log.info(format_args!(
                 "{full}: the runtime closed the connection; exiting"
             ));
