@@ -124,7 +124,14 @@ impl Session {
         let deadline = Instant::now() + REGISTRATION_TIMEOUT;
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            self.flush(stream)?;
+            if !self.flush(stream)? {
+                plugin.log.warn(format_args!(
+                    "{}: the runtime closed the connection before reading {} bytes of replies",
+                    plugin.full_name,
+                    self.out.len() - self.sent
+                ));
+                return Ok(End::Eof);
+            }
             let now = Instant::now();
             let mut timeout = None;
             if !self.registered {
@@ -198,8 +205,9 @@ impl Session {
         Ok(())
     }
 
-    /// Writes as much of the queued output as the socket takes without blocking.
-    fn flush(&mut self, stream: &UnixStream) -> anyhow::Result<()> {
+    /// Writes as much of the queued output as the socket takes without blocking; false if the
+    /// runtime closed the connection.
+    fn flush(&mut self, stream: &UnixStream) -> anyhow::Result<bool> {
         let mut progress = false;
         while self.sent < self.out.len() {
             match send(stream.as_fd(), &self.out[self.sent..]) {
@@ -210,6 +218,12 @@ impl Session {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e)
+                    if e.kind() == ErrorKind::BrokenPipe
+                        || e.kind() == ErrorKind::ConnectionReset =>
+                {
+                    return Ok(false);
+                }
                 Err(e) => return Err(e).context("failed to write to the NRI socket"),
             }
         }
@@ -220,7 +234,7 @@ impl Session {
         } else if progress || self.stalled_since.is_none() {
             self.stalled_since = Some(Instant::now());
         }
-        Ok(())
+        Ok(true)
     }
 
     fn on_bytes(&mut self, data: &[u8], plugin: &mut Plugin) -> anyhow::Result<()> {
