@@ -1036,3 +1036,28 @@ fn prelaunched_configure_logs_a_warning_when_the_hook_cannot_check_cel() {
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("warn 05-tetragon: could not run"), "{text}");
 }
+
+#[test]
+fn a_runtime_that_accepts_no_connections_never_blocks_the_plugin() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = Setup::socket(dir.path());
+    // A hung runtime: its socket listens with a backlog of 0 and one connection already waits,
+    // so a blocking connect(2) would wait for an accept that never comes.
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&listener, &SocketAddrUnix::new(&sock).unwrap()).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    let _waiting = UnixStream::connect(&sock).unwrap();
+    let child = Setup::spawn(dir.path(), &["--nri-hook.give-up-after", "0.5"]);
+    let mut s = Setup {
+        dir,
+        listener: None,
+        child,
+    };
+    // It gives up on time (exit 2) instead of hanging in connect(2).
+    assert_eq!(s.wait_exit(), 2, "{}", s.log());
+    let log = s.log();
+    assert!(log.contains("accepts no connections"), "{log}");
+    assert!(log.contains("giving up"), "{log}");
+    drop(listener);
+}

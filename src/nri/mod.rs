@@ -104,7 +104,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
     let mut attempt: u64 = 0;
     loop {
         attempt += 1;
-        match UnixStream::connect(&opts.socket) {
+        match session::connect(&opts.socket) {
             Ok(mut stream) => {
                 plugin.log.info(format_args!(
                     "{full}: connected to `{socket}` (attempt {attempt})"

@@ -16,7 +16,7 @@
 //! ([`crate::nri::plugin`]).
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -482,20 +482,30 @@ fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> anyhow::Result<usi
     }
 }
 
-/// One `send(2)` that never raises SIGPIPE (a runtime that closed the socket is an EPIPE error,
-/// whatever the process's SIGPIPE disposition).
+/// One non-blocking `send(2)` that never raises SIGPIPE (a runtime that closed the socket is an
+/// EPIPE error, whatever the process's SIGPIPE disposition).
 fn send(fd: BorrowedFd<'_>, data: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: `data` is a valid readable buffer of `data.len()` bytes for the whole call, and
-    // `fd` is a borrowed open descriptor.
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            data.as_ptr().cast(),
-            data.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    use rustix::net::SendFlags;
+    rustix::net::send(fd, data, SendFlags::NOSIGNAL | SendFlags::DONTWAIT).map_err(Into::into)
+}
+
+/// Connects to the runtime's unix socket without blocking: a runtime whose listen backlog is
+/// full (it accepts nothing) is an error at once, not a `connect(2)` that waits for it.
+pub fn connect(path: &std::path::Path) -> std::io::Result<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    match rustix::net::connect(&fd, &SocketAddrUnix::new(path)?) {
+        Ok(()) => Ok(UnixStream::from(fd)),
+        Err(rustix::io::Errno::AGAIN) => Err(std::io::Error::other(
+            "the runtime accepts no connections (its listen backlog is full)",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads one `signalfd_siginfo` (`ssi_signo` first) and names the signal.
