@@ -530,3 +530,66 @@ fn read_signal(fd: BorrowedFd<'_>) -> anyhow::Result<&'static str> {
         "SIGTERM"
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_is_cut_at_a_char_boundary() {
+        assert_eq!(cut("short".to_owned(), 10), "short");
+        let long = cut("é".repeat(3000), MAX_STATUS_TEXT);
+        assert!(long.len() <= MAX_STATUS_TEXT + crate::nri::log::CUT_MARK.len());
+        assert!(long.ends_with(crate::nri::log::CUT_MARK));
+    }
+
+    #[test]
+    fn an_unexpected_message_is_described_by_its_header_not_its_payload() {
+        let msg = Message::Complete {
+            stream_id: 3,
+            kind: 2,
+            flags: 0,
+            payload: vec![0xab; 16 << 20],
+        };
+        let text = describe(&msg);
+        assert!(text.len() < 300, "{} bytes", text.len());
+        assert!(text.contains("stream 3, 16777216 bytes"), "{text}");
+        let big = Message::Oversized {
+            stream_id: 5,
+            len: u32::MAX,
+        };
+        assert!(describe(&big).contains("4294967295-byte message on stream 5"));
+    }
+
+    #[test]
+    fn output_queued_past_the_bound_breaks_the_session() {
+        let (runtime, plugin) = UnixStream::pair().unwrap();
+        plugin.set_nonblocking(true).unwrap();
+        let mut s = Session {
+            demux: Demux::new(),
+            plugin_conn: Assembler::new(),
+            runtime_conn: Assembler::new(),
+            registered: true,
+            out: Vec::new(),
+            sent: 0,
+            stalled_since: None,
+        };
+        let chunk = vec![7u8; 64 << 10];
+        let mut queued = 0;
+        let err = loop {
+            match s.queue(PLUGIN_CONN, &chunk) {
+                Ok(()) => queued += chunk.len(),
+                Err(e) => break e,
+            }
+            assert!(s.flush(&plugin).unwrap());
+            assert!(queued <= MAX_QUEUED + (1 << 20), "{queued} queued");
+        };
+        assert!(format!("{err}").contains("not reading"), "{err}");
+        assert!(s.stalled_since.is_some());
+        // Unsent bytes stay bounded.
+        assert!(s.out.len() - s.sent <= MAX_QUEUED);
+        drop(runtime);
+        // The peer is gone: flush reports it instead of failing.
+        assert!(!s.flush(&plugin).unwrap());
+    }
+}
