@@ -7,11 +7,13 @@
 //! ([`proto`]).
 //!
 //! Two ways to run:
-//! - [`run_external`]: connect to the runtime's NRI socket, and after the connection drops,
-//!   reconnect every [`FAST_RETRY_INTERVAL`], then [`RETRY_INTERVAL`] (the socket file may be missing or stale while containerd
-//!   restarts) until [`ExternalOptions::give_up_after`] passes without a registration; then fail,
-//!   so that kubelet restarts the pod (a bind-mounted socket keeps its old inode; only a new
-//!   mount helps).
+//! - [`run_external`]: connect to the runtime's NRI socket (without blocking: a runtime that
+//!   accepts nothing is a failed attempt), and after the connection drops, reconnect every
+//!   [`FAST_RETRY_INTERVAL`], then [`RETRY_INTERVAL`] (the socket file may be missing or stale
+//!   while containerd restarts) until [`ExternalOptions::give_up_after`] passes without a
+//!   registration; then fail, so that kubelet restarts the pod (a bind-mounted socket keeps its
+//!   old inode; only a new mount helps). The give-up clock starts when registration is lost,
+//!   however the session ended (EOF, I/O or protocol error, a runtime that stopped reading).
 //! - [`run_prelaunched`]: containerd started the plugin from its `plugin_path` with a connected
 //!   socket in `NRI_PLUGIN_SOCKET`; serve it until EOF (containerd relaunches the plugin).
 //!
