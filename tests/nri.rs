@@ -975,10 +975,12 @@ fn prelaunched_configure_rejects_invalid_hook_args_with_the_reason() {
     assert!(resp.adjust.is_none(), "{resp:?}");
     drop(c);
     assert_eq!(wait_child(&mut child), 0);
+    let text = fs::read_to_string(&log).unwrap();
     assert!(
-        fs::read_to_string(&log).unwrap().contains("--grpc-timout"),
+        text.contains("--grpc-timout"),
         "the reason is in the plugin's log"
     );
+    assert!(text.contains("help: fix `hook_args`"), "not cut: {text}");
 
     // A CEL expression that does not compile, checked by the hook binary at its host path.
     std::os::unix::fs::symlink(
