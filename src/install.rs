@@ -252,22 +252,67 @@ pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Opti
     let Some(expr) = crate::hook::args::validate_args_but_cel(args)? else {
         return Ok(None);
     };
-    let out = std::process::Command::new(binary)
-        .args(["--log-fname", "/dev/null", "--fail-cel-expr", &expr])
-        .arg(crate::hook::CHECK_CEL)
-        .stdin(std::process::Stdio::null())
-        .output();
-    match out {
-        Ok(out) if out.status.code() == Some(2) => bail!(
-            "invalid hook arguments:\ninvalid `--fail-cel-expr`: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Ok(_) => Ok(None),
+    match run_check_cel(binary, &expr) {
+        Ok(CheckCel::Invalid(reason)) => {
+            bail!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {reason}")
+        }
+        Ok(CheckCel::Valid) => Ok(None),
+        Ok(CheckCel::NoAnswer) => Ok(Some(format!(
+            "`{}` did not answer within {}s when asked to check `--fail-cel-expr`; it is not \
+             checked",
+            binary.display(),
+            CHECK_CEL_TIMEOUT.as_secs()
+        ))),
         Err(e) => Ok(Some(format!(
             "could not run `{}` to check `--fail-cel-expr` ({e}); it is not checked",
             binary.display()
         ))),
     }
+}
+
+/// How long the hook binary may take to compile a CEL expression for [`validate_hook_args`]
+/// (it answers in milliseconds; a binary that hangs must not stall an install or `Configure`).
+pub const CHECK_CEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+enum CheckCel {
+    Valid,
+    Invalid(String),
+    NoAnswer,
+}
+
+/// Runs `binary --fail-cel-expr EXPR check-cel` with a bounded wait: its stderr goes to an
+/// unnamed file (a pipe nobody drains could block it), read back bounded once it has exited.
+fn run_check_cel(binary: &Path, expr: &str) -> std::io::Result<CheckCel> {
+    use std::io::{Read, Seek};
+    let mut err_file = tempfile::tempfile()?;
+    let mut child = std::process::Command::new(binary)
+        .args(["--log-fname", "/dev/null", "--fail-cel-expr", expr])
+        .arg(crate::hook::CHECK_CEL)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err_file.try_clone()?)
+        .spawn()?;
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() >= CHECK_CEL_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(CheckCel::NoAnswer);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    if status.code() != Some(2) {
+        return Ok(CheckCel::Valid);
+    }
+    let mut stderr = Vec::new();
+    err_file.rewind()?;
+    err_file.take(16 * 1024).read_to_end(&mut stderr)?;
+    Ok(CheckCel::Invalid(
+        String::from_utf8_lossy(&stderr).trim().to_owned(),
+    ))
 }
 
 fn binary_name(local_binary: &Path) -> anyhow::Result<&str> {

@@ -237,6 +237,32 @@ fn install_checks_cel_with_the_hook_being_installed() {
     );
 }
 
+/// A hook binary that never answers the CEL check cannot stall the install (or a pre-launched
+/// plugin's `Configure`): it is killed after the bound and the expression is left unchecked,
+/// with a warning.
+#[test]
+fn install_is_not_stalled_by_a_hook_that_never_answers_the_cel_check() {
+    let node = Node::new();
+    fs::write(node.source(), b"#!/bin/sh\nexec sleep 60\n").unwrap();
+    fs::set_permissions(node.source(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut args = node.helm_args();
+    args.extend(["--fail-cel-expr", "true"].map(str::to_owned));
+    let start = std::time::Instant::now();
+    let out = bin().args(&args).output().unwrap();
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "install took {took:?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("did not answer within 5s") && stderr.contains("it is not checked"),
+        "{stderr}"
+    );
+    assert!(node.hook_file().exists());
+}
+
 /// A typo in the hook's flags fails the install (one DaemonSet pod) instead of every container
 /// on the node: nothing is written.
 #[test]
