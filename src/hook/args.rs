@@ -35,6 +35,9 @@ pub const DEFAULT_GRPC_ADDRESS: &str = "unix:///var/run/tetragon/tetragon.sock";
 /// Default `--grpc-timeout`.
 pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default `--fail-cel-timeout`: how long `--fail-cel-expr` may run.
+pub const DEFAULT_CEL_TIMEOUT: Duration = Duration::from_millis(200);
+
 /// Default `--annotations-namespace-key` list.
 pub const DEFAULT_NAMESPACE_KEYS: [&str; 2] = [
     "io.kubernetes.pod.namespace",
@@ -106,6 +109,10 @@ pub struct Config {
     pub annotations_namespace_keys: Vec<String>,
     /// `--fail-cel-expr`: when set, decides alone whether a container fails after a failed call.
     pub fail_cel_expr: Option<String>,
+    /// `--fail-cel-timeout`: longest evaluation of `--fail-cel-expr`; past it, the namespace
+    /// rules decide (as for a broken expression).
+    #[serde(serialize_with = "serialize_duration")]
+    pub fail_cel_timeout: Duration,
     /// `--fail-allow-namespaces`: namespaces whose containers start even if the call failed.
     pub fail_allow_namespaces: Vec<String>,
     /// `--fail-allow-namespaces-regex`: regexes (substring match unless anchored) for the same.
@@ -128,6 +135,7 @@ impl Config {
             just_print_config: false,
             annotations_namespace_keys: DEFAULT_NAMESPACE_KEYS.map(String::from).to_vec(),
             fail_cel_expr: None,
+            fail_cel_timeout: DEFAULT_CEL_TIMEOUT,
             fail_allow_namespaces: DEFAULT_ALLOW_NAMESPACES.map(String::from).to_vec(),
             fail_allow_namespaces_regex: Vec::new(),
         }
@@ -185,7 +193,7 @@ enum Kind {
 }
 
 /// Every flag of the hook, with how it takes its value.
-const FLAGS: [(&str, Kind); 10] = [
+const FLAGS: [(&str, Kind); 11] = [
     ("log-fname", Kind::Value),
     ("log-level", Kind::Value),
     ("grpc-address", Kind::Value),
@@ -194,6 +202,7 @@ const FLAGS: [(&str, Kind); 10] = [
     ("just-print-config", Kind::Bool),
     ("annotations-namespace-key", Kind::List),
     ("fail-cel-expr", Kind::Value),
+    ("fail-cel-timeout", Kind::Value),
     ("fail-allow-namespaces", Kind::List),
     ("fail-allow-namespaces-regex", Kind::RegexList),
 ];
@@ -341,6 +350,13 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
             "grpc-timeout" => match parse_duration(value) {
                 Ok(d) => config.grpc_timeout = d,
                 Err(e) => diags.push(err(format!("invalid `--grpc-timeout`: {e:#}"))),
+            },
+            "fail-cel-timeout" => match parse_duration(value) {
+                Ok(d) if !d.is_zero() => config.fail_cel_timeout = d,
+                Ok(_) => diags.push(err(
+                    "`--fail-cel-timeout` is zero\nhelp: give a duration such as 200ms".to_owned(),
+                )),
+                Err(e) => diags.push(err(format!("invalid `--fail-cel-timeout`: {e:#}"))),
             },
             "disable-grpc" | "just-print-config" => match parse_bool(value) {
                 Some(b) if name == "disable-grpc" => config.disable_grpc = b,
@@ -619,6 +635,7 @@ Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` be
   --just-print-config                 print the resolved configuration and exit
   --annotations-namespace-key KEYS    annotations holding the pod namespace (comma-separated)
   --fail-cel-expr EXPR                CEL expression deciding whether to fail (true = fail)
+  --fail-cel-timeout DURATION         longest run of that expression (default: 200ms)
   --fail-allow-namespaces NAMES       namespaces allowed to start without the agent (default: kube-system)
   --fail-allow-namespaces-regex RE    regex for such namespaces (repeatable)
 "
