@@ -1164,6 +1164,8 @@ fn run_watched(mut cmd: Command, feed: Feed, limit: Duration) -> Watched {
         .stderr(Stdio::piped())
         .env_remove("RUST_BACKTRACE");
     let start = Instant::now();
+    // Reaped with `wait4` below, for its rusage.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd.spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut stdin = child.stdin.take().unwrap();
@@ -1265,15 +1267,10 @@ fn hook_ends_within_timeout_when_log_lock_is_held() {
     // Wait until the lock is really held by the user.
     let probe = std::fs::File::open(case.log_path()).unwrap();
     let t0 = Instant::now();
-    loop {
-        match rustix::fs::flock(&probe, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {
-                rustix::fs::flock(&probe, rustix::fs::FlockOperation::Unlock).unwrap();
-                assert!(t0.elapsed() < Duration::from_secs(10), "flock never ran");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(_) => break,
-        }
+    while rustix::fs::flock(&probe, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        rustix::fs::flock(&probe, rustix::fs::FlockOperation::Unlock).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10), "flock never ran");
+        std::thread::sleep(Duration::from_millis(10));
     }
     let agent = Agent::start(Behavior::Hang);
     let address = agent.address();
@@ -1579,8 +1576,9 @@ fn exit_status_is_the_policys_when_stdout_or_stderr_is_broken_or_closed() {
                     });
                 }
             } else {
-                let (reader, writer) = std::io::pipe().unwrap();
+                let (reader, writer) = rustix::pipe::pipe().unwrap();
                 drop(reader);
+                let writer = std::fs::File::from(writer);
                 cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
             }
             let status = cmd.status().unwrap();
@@ -1592,8 +1590,9 @@ fn exit_status_is_the_policys_when_stdout_or_stderr_is_broken_or_closed() {
         }
     }
     // Something on stdout: `--version`.
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
     drop(reader);
+    let writer = std::fs::File::from(writer);
     let status = Command::new(HOOK)
         .arg("--version")
         .stdout(writer)

@@ -181,13 +181,21 @@ pub fn eval_cel_isolated(
         timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
     })
     .context("failed to encode the CEL input")?;
-    let mut child = Command::new(exe)
-        .arg(EVAL_CEL)
+    // One pipe for the child's stdout and stderr: the answer, or why it died (an allocation
+    // over the cap prints "memory allocation of N bytes failed" before aborting).
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .context("failed to create a pipe")?;
+    let writer = std::fs::File::from(writer);
+    let mut cmd = Command::new(exe);
+    cmd.arg(EVAL_CEL)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("failed to start `{} {EVAL_CEL}`", exe.display()))?;
+        .stdout(writer.try_clone().context("failed to dup a pipe")?)
+        .stderr(writer);
+    let spawned = cmd.spawn();
+    // Our copies of the write end must be gone for the reader to see the end of the output.
+    drop(cmd);
+    let mut child =
+        spawned.with_context(|| format!("failed to start `{} {EVAL_CEL}`", exe.display()))?;
     // Written from a thread, so that a child that stops reading cannot stall the deadline;
     // once the child is gone the write fails (EPIPE) and the thread ends.
     let writer = child.stdin.take().map(|mut w| {
@@ -195,10 +203,7 @@ pub fn eval_cel_isolated(
             let _ = w.write_all(&input);
         })
     });
-    let answer = child
-        .stdout
-        .take()
-        .map(|out| read_until(out, deadline, CEL_OUTPUT_LIMIT));
+    let answer = read_until(std::fs::File::from(reader), deadline, CEL_OUTPUT_LIMIT);
     let status = wait_until(&mut child, deadline);
     if let Some(w) = writer {
         let _ = w.join();
@@ -213,28 +218,28 @@ pub fn eval_cel_isolated(
         }
     };
     use std::os::unix::process::ExitStatusExt;
+    let bytes = answer.unwrap_or_default();
     if let Some(sig) = status.signal() {
-        // An allocation over the cap aborts (SIGABRT); the CPU cap sends SIGXCPU / SIGKILL.
-        let why = match sig {
-            6 => format!(
+        let said = String::from_utf8_lossy(&bytes);
+        let why = if said.contains("memory allocation of") {
+            format!(
                 "ran out of its memory cap ({} MiB) and was stopped",
                 CEL_MEMORY >> 20
-            ),
-            24 | 9 => "hit its CPU-time cap and was stopped".to_owned(),
-            _ => format!("crashed (signal {sig})"),
+            )
+        } else if sig == 24 || sig == 9 {
+            // SIGXCPU, then SIGKILL: the CPU-time cap (a backstop of the deadline).
+            "hit its CPU-time cap and was stopped".to_owned()
+        } else {
+            format!("crashed (signal {sig}): {}", one_line(&said))
         };
         return Err(anyhow!("`--fail-cel-expr` {why}"));
     }
-    let bytes = match answer {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => return Err(e.context("failed to read the CEL result")),
-        None => Vec::new(),
-    };
     match serde_json::from_slice::<CelOutput>(&bytes) {
         Ok(CelOutput::Value(b)) => Ok(b),
         Ok(CelOutput::Error(e)) => Err(anyhow!(e)),
         Err(_) => Err(anyhow!(
-            "the CEL evaluator gave no result (exit status {status})"
+            "the CEL evaluator gave no result (exit status {status}): {}",
+            one_line(&String::from_utf8_lossy(&bytes))
         )),
     }
 }
