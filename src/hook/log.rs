@@ -428,6 +428,44 @@ mod tests {
     }
 
     #[test]
+    fn busy_lock_is_waited_for_once_then_lines_go_unlocked_without_rotating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        // At the size limit: a writer holding the lock would rotate it.
+        let holder = File::create(&path).unwrap();
+        holder.set_len(MAX_SIZE).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut log = Logger::new(p, Level::Info);
+            for msg in ["a", "b", "c"] {
+                log.info(msg, &[]);
+            }
+            let _ = tx.send(start.elapsed());
+        });
+        let elapsed = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the logger kept waiting for the lock");
+        // One wait of LOCK_WAIT for the whole process, not one per line.
+        assert!(elapsed < LOCK_WAIT * 2, "{elapsed:?}");
+        let bytes = std::fs::read(&path).unwrap();
+        let tail = String::from_utf8(bytes[MAX_SIZE as usize..].to_vec()).unwrap();
+        let msgs: Vec<String> = tail
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["msg"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(msgs, [LOCK_BUSY_MSG, "a", "b", "c"]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "rotated");
+    }
+
+    #[test]
     fn missing_log_dir_is_created() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/h.log");

@@ -15,6 +15,14 @@
 //! file is logged and the default kept). Exit status: 0 when the container may start (or nothing
 //! was to be done), 1 when the fail policy stops it (or `server-version` failed).
 //!
+//! A `createRuntime` run ends within `--grpc-timeout` + [`GRACE`] (1 s) whatever happens: reading
+//! stdin and the agent call leave room for the fail check (`--fail-cel-timeout`, default 200 ms,
+//! when a CEL expression is set) and the last log lines (the log lock is waited for at most
+//! [`log::LOCK_WAIT`]); a watchdog thread ends the process just before the bound in any case,
+//! failing the container unless the agent accepted it, the fail check allowed it, or gRPC is
+//! disabled. `config.json` is read only if it is a regular file of at most
+//! [`spec::CONFIG_LIMIT`] (16 MiB).
+//!
 //! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
 //! (as upstream does). `--disable-grpc` skips both the call and the policy.
