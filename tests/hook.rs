@@ -1600,3 +1600,31 @@ fn exit_status_is_the_policys_when_stdout_or_stderr_is_broken_or_closed() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// The CEL child gets every annotation, also when they are more than a pipe's buffer.
+#[test]
+fn cel_in_its_child_process_sees_large_annotations() {
+    let mut spec: Value = serde_json::from_str(CRIO_SPEC).unwrap();
+    let big = "x".repeat(300 << 10);
+    spec["annotations"]["big"] = big.clone().into();
+    let case = Case::new(Some(&spec.to_string()));
+    let addr = no_agent(&case);
+    for (expr, code) in [
+        (format!("annotations[\"big\"].size() == {}", big.len()), 1),
+        ("annotations[\"big\"] == \"y\"".to_owned(), 0),
+    ] {
+        let run = case.watched(&[
+            "--grpc-address",
+            &addr,
+            "--fail-cel-expr",
+            &expr,
+            "createRuntime",
+        ]);
+        assert_eq!(run.code, Some(code), "{expr}: {run:#?}");
+        let log = read_log(&case.log_path());
+        assert!(
+            !log.iter().any(|l| l["msg"] == "failCheck failed"),
+            "{log:#?}"
+        );
+    }
+}

@@ -72,6 +72,9 @@ const CEL_BASE: u64 = 128 << 20;
 /// [`crate::hook::spec::CONFIG_LIMIT`].
 const CEL_INPUT_LIMIT: u64 = 2 * crate::hook::spec::CONFIG_LIMIT;
 
+/// Largest input written to the child without a writer thread (well under a pipe's buffer).
+const CEL_INLINE_INPUT: usize = 16 << 10;
+
 /// Most bytes of the child's answer read back.
 const CEL_OUTPUT_LIMIT: u64 = 64 << 10;
 
@@ -196,12 +199,18 @@ pub fn eval_cel_isolated(
     drop(cmd);
     let mut child =
         spawned.with_context(|| format!("failed to start `{} {EVAL_CEL}`", exe.display()))?;
-    // Written from a thread, so that a child that stops reading cannot stall the deadline;
-    // once the child is gone the write fails (EPIPE) and the thread ends.
-    let writer = child.stdin.take().map(|mut w| {
-        std::thread::spawn(move || {
+    // A small input fits in the fresh pipe's buffer (64 KiB for root), so writing it cannot
+    // block. A bigger one is written from a thread, so that a child that stops reading cannot
+    // stall the deadline; once the child is gone the write fails (EPIPE) and the thread ends.
+    let writer = child.stdin.take().and_then(|mut w| {
+        if input.len() <= CEL_INLINE_INPUT {
             let _ = w.write_all(&input);
-        })
+            None
+        } else {
+            Some(std::thread::spawn(move || {
+                let _ = w.write_all(&input);
+            }))
+        }
     });
     let answer = read_until(std::fs::File::from(reader), deadline, CEL_OUTPUT_LIMIT);
     let status = wait_until(&mut child, deadline);
