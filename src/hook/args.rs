@@ -836,6 +836,25 @@ mod tests {
     }
 
     #[test]
+    fn fail_cel_timeout_defaults_to_200ms_and_is_checked() {
+        assert_eq!(cfg(&[]).config.fail_cel_timeout, Duration::from_millis(200));
+        let p = cfg(&["--fail-cel-timeout=1s"]);
+        assert_eq!(p.config.fail_cel_timeout, Duration::from_secs(1));
+        assert!(p.diagnostics.is_empty());
+        assert!(validate_args(&args(&["--fail-cel-timeout", "50ms", "createRuntime"])).is_ok());
+        for bad in ["--fail-cel-timeout=0s", "--fail-cel-timeout=soon"] {
+            let p = cfg(&[bad]);
+            assert_eq!(p.config.fail_cel_timeout, DEFAULT_CEL_TIMEOUT, "{bad}");
+            assert!(
+                p.diagnostics[0].message.contains("`--fail-cel-timeout`"),
+                "{bad}"
+            );
+            assert!(validate_args(&args(&[bad])).is_err(), "{bad}");
+        }
+        assert!(usage().contains("--fail-cel-timeout DURATION"));
+    }
+
+    #[test]
     fn durations() {
         for (s, ms) in [
             ("10s", 10_000),
