@@ -1628,3 +1628,50 @@ fn cel_in_its_child_process_sees_large_annotations() {
         );
     }
 }
+
+/// The defaults file beside the binary is read on every run: a FIFO there must not block the
+/// hook, and a huge one is not read; both are ignored with a warning.
+#[test]
+fn special_or_huge_defaults_file_is_ignored_without_blocking() {
+    for (kind, want) in [
+        ("fifo", "not a regular file"),
+        ("huge", "more than the 1 MiB"),
+    ] {
+        let case = Case::with_namespace(Some("kube-system"));
+        let bin = private_binary(&case);
+        let defaults = bin.with_file_name("tetragon-oci-hook.json");
+        if kind == "fifo" {
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&defaults)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        } else {
+            let f = std::fs::File::create(&defaults).unwrap();
+            f.set_len(2 << 20).unwrap();
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--log-fname")
+            .arg(case.log_path())
+            .args(["--disable-grpc", "createRuntime"])
+            .current_dir(case.path());
+        let run = run_watched(cmd, Feed::Text(case.state()), Duration::from_secs(20));
+        assert_eq!(run.code, Some(0), "{kind}: {run:#?}");
+        assert!(
+            run.elapsed < Duration::from_secs(2),
+            "{kind}: {:?}",
+            run.elapsed
+        );
+        let log = read_log(&case.log_path());
+        let warn = log
+            .iter()
+            .find(|l| l["msg"] == "ignoring part of the defaults file")
+            .unwrap_or_else(|| panic!("{kind}: {log:#?}"));
+        assert!(
+            warn["error"].as_str().unwrap().contains(want),
+            "{kind}: {warn}"
+        );
+    }
+}

@@ -26,6 +26,9 @@ use serde::Serialize;
 /// Name of the defaults file looked up beside the (symlink-resolved) binary.
 pub const DEFAULTS_FILE: &str = "tetragon-oci-hook.json";
 
+/// Largest defaults file read (it holds a few flags): a regular file, read without blocking.
+pub const DEFAULTS_LIMIT: u64 = 1 << 20;
+
 /// Name of the log file created beside the binary when `--log-fname` is not given.
 pub const DEFAULT_LOG_FILE: &str = "tetragon-oci-hook.log";
 
@@ -461,14 +464,21 @@ fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, 
 /// Reads the defaults file; a missing file is not a problem, an unreadable or malformed one is
 /// reported as a diagnostic (and ignored).
 pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
-    match std::fs::read_to_string(path) {
+    let read = crate::hook::spec::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
+        .and_then(|b| String::from_utf8(b).map_err(|_| anyhow::anyhow!("not UTF-8")));
+    match read {
         Ok(text) => (Some(text), Vec::new()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Vec::new()),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                == Some(std::io::ErrorKind::NotFound) =>
+        {
+            (None, Vec::new())
+        }
         Err(e) => (
             None,
             vec![Diagnostic {
                 source: path.display().to_string(),
-                message: format!("failed to read `{}`: {e}; ignored", path.display()),
+                message: format!("failed to read `{}`: {e:#}; ignored", path.display()),
             }],
         ),
     }

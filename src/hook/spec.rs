@@ -192,8 +192,25 @@ pub fn load_spec(candidates: &[PathBuf]) -> anyhow::Result<(PathBuf, Spec)> {
 }
 
 /// Reads one `config.json`: regular file, at most [`CONFIG_LIMIT`] bytes, bounded read.
-/// A missing file is an `std::io::Error` of kind `NotFound`.
+/// A missing file (or a directory) is an `std::io::Error` of kind `NotFound`.
 fn read_config(path: &Path) -> anyhow::Result<Vec<u8>> {
+    read_regular(path, CONFIG_LIMIT, "a spec").map_err(|e| {
+        match e.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+            // As before: a directory named `config.json` is not the spec; try the next place.
+            Some(std::io::ErrorKind::IsADirectory) => {
+                std::io::Error::from(std::io::ErrorKind::NotFound).into()
+            }
+            _ => e,
+        }
+    })
+}
+
+/// Reads the regular file at `path` (symlinks followed), at most `limit` bytes: opened
+/// `O_NONBLOCK` (a FIFO never blocks), checked with `fstat` on the descriptor, and read with a
+/// bounded reader (never read whole when over). `what` names the content in the error ("a
+/// spec"). A missing file and a directory are plain `std::io::Error`s (`NotFound`,
+/// `IsADirectory`).
+pub fn read_regular(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     use rustix::fs::{FileType, Mode, OFlags};
     let fd = rustix::fs::open(
         path,
@@ -204,26 +221,23 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<u8>> {
     let st = rustix::fs::fstat(&fd).map_err(std::io::Error::from)?;
     let kind = FileType::from_raw_mode(st.st_mode);
     if kind == FileType::Directory {
-        // As before: a directory named `config.json` is not the spec; try the next place.
-        return Err(std::io::Error::from(std::io::ErrorKind::NotFound).into());
+        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory).into());
     }
     if kind != FileType::RegularFile {
         bail!("not a regular file ({kind:?})");
     }
     let size = u64::try_from(st.st_size).unwrap_or(0);
-    if size > CONFIG_LIMIT {
-        bail!(
-            "{size} bytes, more than the {} MiB a spec may have",
-            CONFIG_LIMIT >> 20
-        );
+    let mib = limit >> 20;
+    if size > limit {
+        bail!("{size} bytes, more than the {mib} MiB {what} may have");
     }
     let mut text = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     // The file may grow after `fstat`: read one byte past the bound to notice.
     std::fs::File::from(fd)
-        .take(CONFIG_LIMIT + 1)
+        .take(limit + 1)
         .read_to_end(&mut text)?;
-    if text.len() as u64 > CONFIG_LIMIT {
-        bail!("more than the {} MiB a spec may have", CONFIG_LIMIT >> 20);
+    if text.len() as u64 > limit {
+        bail!("more than the {mib} MiB {what} may have");
     }
     Ok(text)
 }
