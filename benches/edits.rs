@@ -200,4 +200,36 @@ fn main() {
     for (name, _, ms) in per_mb {
         println!("  {name:<32} {ms:.1} ms/MB");
     }
+    write_path(&default_1_7, if quick { 1 } else { 200 });
+}
+
+/// The cost of writing safely: the edit lock, the bounded read, and the write itself (unnamed
+/// temporary file, check that the file is unchanged, rename), against a plain named temporary
+/// file and rename, on the 1.7 default config.
+fn write_path(text: &str, iterations: usize) {
+    use rthooks::patch::{Output, lock_for};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let lock = time(iterations, || {
+        black_box(lock_for(&cfg, &Output::InPlace, rthooks::plan::LOCK_WAIT).unwrap());
+    });
+    let read = time(iterations, || {
+        black_box(rthooks::patch::read_config(&cfg).unwrap());
+    });
+    let write = time(iterations, || {
+        rthooks::plan::write_in_place(&cfg, Some(text.as_bytes()), text.as_bytes(), None).unwrap();
+    });
+    let plain = time(iterations, || {
+        use std::io::Write;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
+        tmp.write_all(text.as_bytes()).unwrap();
+        tmp.as_file().sync_all().unwrap();
+        tmp.persist(&cfg).unwrap();
+    });
+    println!("\nwrite path ({} bytes, median):", text.len());
+    println!("  edit lock (take + release)          {:>10}", fmt(lock));
+    println!("  bounded read (open, fstat, read)    {:>10}", fmt(read));
+    println!("  safe write (O_TMPFILE, check, mv)   {:>10}", fmt(write));
+    println!("  plain write (named temp, mv)        {:>10}", fmt(plain));
 }

@@ -7,8 +7,17 @@
 //! (`--host-install-dir`), since the runtime reading the hook file runs on the host. Applying the
 //! plan is atomic per file and undone as a whole if a step fails.
 //!
+//! Files already in the hooks dir or install dir are read through [`crate::plan::read_current`]:
+//! a symlink there is never followed (it is replaced or removed itself, and the diff never shows
+//! what it points to), a FIFO, socket or device is never opened, and reads are bounded
+//! ([`crate::plan::MAX_TEXT_FILE`] for the hook file, [`MAX_BINARY_FILE`] for the binary). The
+//! source binary may be a symlink, but must be a regular file no larger than
+//! [`MAX_BINARY_FILE`], checked with `fstat` on the descriptor opened `O_NONBLOCK`.
+//!
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
-//! they still hold what was written (for `--daemonize`). [`TerminationSignals`] is the wait for
+//! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
+//! each hold an [`InstallerLease`]; the last one out removes the files, serialized by the
+//! [`InstallersGuard`]. [`TerminationSignals`] is the wait for
 //! SIGINT/SIGTERM that `--daemonize` needs. This module prints nothing and knows nothing about
 //! argument parsing. For the `nri-hook` interface it only copies the binary
 //! ([`plan_install_binary`]); the plugin itself is [`crate::nri`].
@@ -21,7 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::hook_json::{self, HookFile};
-use crate::plan::{FileInstall, FileRemove, Plan, Step};
+use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
 /// Mode of the installed hook binary.
 pub const BINARY_MODE: u32 = 0o755;
@@ -112,7 +121,7 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
         HOOK_FILE_MODE,
         true,
     )?;
-    let notes = existing_hook_notes(&hook_path, write.before.as_deref());
+    let notes = existing_hook_notes(&hook_path, write.before.bytes());
     Ok(Installation {
         // The binary first: the runtime must never see a hook file whose binary is missing.
         plan: Plan {
@@ -299,29 +308,52 @@ fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
     Ok(s)
 }
 
+/// Reads the hook binary to install: a regular file after its own symlink (the image's
+/// `/usr/bin/tetragon-oci-hook` may be a link), opened `O_NONBLOCK` so a FIFO never hangs,
+/// checked with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes.
 fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
         "help: --local-binary names the hook binary to install (default \
          `/usr/bin/{DEFAULT_BINARY_NAME}`); nothing was written"
     );
-    let meta = fs::metadata(path).with_context(|| {
+    let ctx = || {
         format!(
             "failed to read the hook binary `{}`\n{help}",
             path.display()
         )
-    })?;
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .with_context(ctx)?;
+    let meta = file.metadata().with_context(ctx)?;
     if !meta.is_file() {
         bail!(
             "the hook binary `{}` is not a regular file\n{help}",
             path.display()
         );
     }
-    let bytes = fs::read(path).with_context(|| {
-        format!(
-            "failed to read the hook binary `{}`\n{help}",
+    if meta.len() > MAX_BINARY_FILE {
+        bail!(
+            "the hook binary `{}` is {} bytes, over the {MAX_BINARY_FILE}-byte bound\n{help}",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_BINARY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(ctx)?;
+    if bytes.len() as u64 > MAX_BINARY_FILE {
+        bail!(
+            "the hook binary `{}` grew over the {MAX_BINARY_FILE}-byte bound while it was \
+             read\n{help}",
             path.display()
-        )
-    })?;
+        );
+    }
     if bytes.is_empty() {
         bail!("the hook binary `{}` is empty\n{help}", path.display());
     }
@@ -443,6 +475,238 @@ fn existing_hook_notes(path: &Path, before: Option<&[u8]>) -> Vec<String> {
             path.display()
         )],
     }
+}
+
+/// How long an installer waits for the installers' guard lock (held only by another installer
+/// while it installs or decides what to remove at exit, which takes milliseconds).
+pub const GUARD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The lock that serializes overlapping `--daemonize` installers of one binary name: held while
+/// installing and taking a lease, and while deciding and removing at exit, so that two
+/// installers exiting at once cannot both keep the files, and one starting cannot have its
+/// fresh files removed by one exiting.
+///
+/// The file is `<install-dir>/.<name>.installers.lock`: opened `O_NOFOLLOW`, created 0600, and
+/// refused unless it is a regular file owned by this user with no group or other permission
+/// bits, so no unprivileged user can hold it. The last installer out removes it while holding
+/// it; a waiter that then gets the lock on the removed file sees that and opens it again.
+#[derive(Debug)]
+pub struct InstallersGuard {
+    path: PathBuf,
+    _file: fs::File,
+}
+
+impl InstallersGuard {
+    /// Takes the guard of `name`'s installers in `dir`, waiting at most `wait`.
+    pub fn lock(dir: &Path, name: &str, wait: std::time::Duration) -> anyhow::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let path = dir.join(format!(".{name}.installers.lock"));
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let file = open_lock_file(&path, true)?
+                .with_context(|| format!("lock file `{}` disappeared", path.display()))?;
+            loop {
+                match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                {
+                    Ok(()) => break,
+                    Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+                        "another installer has held `{}` for over {}s\nhelp: look for a stuck \
+                         `tetragon-oci-hook-setup install` on this node",
+                        path.display(),
+                        wait.as_secs()
+                    ),
+                    Err(e) => {
+                        return Err(std::io::Error::from(e))
+                            .with_context(|| format!("failed to lock `{}`", path.display()));
+                    }
+                }
+            }
+            let held = file
+                .metadata()
+                .with_context(|| format!("failed to stat `{}`", path.display()))?;
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.dev() == held.dev() && m.ino() == held.ino() => {
+                    return Ok(Self { path, _file: file });
+                }
+                // Removed (or replaced) by the last installer out while we waited: lock the
+                // file now at the path.
+                _ if std::time::Instant::now() < deadline => continue,
+                _ => bail!(
+                    "`{}` kept changing for {}s\nhelp: look for a stuck \
+                     `tetragon-oci-hook-setup install` on this node",
+                    path.display(),
+                    wait.as_secs()
+                ),
+            }
+        }
+    }
+
+    /// Removes the lock file (the last installer out), then releases it.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Opens a lock or lease file without following a symlink and without blocking, and checks it
+/// is a regular file owned by this user, mode 0600 or stricter. `Ok(None)`: it does not exist
+/// (only when `create` is false).
+fn open_lock_file(path: &Path, create: bool) -> anyhow::Result<Option<fs::File>> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let help = "help: it is not one this tool made (a regular file owned by root, mode 0600); \
+                remove it";
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!("lock file `{}` is a symlink\n{help}", path.display())
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("failed to open lock file `{}`", path.display()));
+        }
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("failed to stat lock file `{}`", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
+        bail!(
+            "lock file `{}` is not a regular file owned by this user with mode 0600 (mode \
+             {:04o}, owner {})\n{help}",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid()
+        );
+    }
+    Ok(Some(file))
+}
+
+/// The lease a live `--daemonize` installer holds on the files it installed: an exclusive
+/// `flock` on its own file `<install-dir>/.<name>.installer.<pid>-<random>.lease` (0600), held
+/// until the process ends. The kernel drops the lock when the holder dies, even by SIGKILL, so a
+/// lease that can be locked is stale.
+#[derive(Debug)]
+pub struct InstallerLease {
+    dir: PathBuf,
+    name: String,
+    path: PathBuf,
+    file: fs::File,
+}
+
+/// What [`InstallerLease::release`] found.
+#[derive(Debug, Default)]
+pub struct Release {
+    /// Leases still held by live installers: the files must stay.
+    pub live: Vec<PathBuf>,
+    /// Leases of dead installers, removed.
+    pub stale: Vec<PathBuf>,
+}
+
+impl InstallerLease {
+    /// Creates and locks a new lease; call it while holding the guard.
+    pub fn take(dir: &Path, name: &str, _guard: &InstallersGuard) -> anyhow::Result<Self> {
+        let (file, path) = tempfile::Builder::new()
+            .prefix(&format!(".{name}.installer.{}-", std::process::id()))
+            .suffix(".lease")
+            .rand_bytes(8)
+            .tempfile_in(dir)
+            .and_then(|t| t.keep().map_err(|e| e.error))
+            .with_context(|| format!("failed to create a lease file in `{}`", dir.display()))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("failed to lock `{}`", path.display()))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            path,
+            file,
+        })
+    }
+
+    /// The lease file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Drops this lease and looks at the others (call it while holding the guard): a lease
+    /// whose lock is held belongs to a live installer; one that can be locked is stale and
+    /// removed. A lease file that is not ours to trust (a symlink, wrong owner or mode) is
+    /// ignored.
+    pub fn release(self, guard: Option<&InstallersGuard>) -> anyhow::Result<Release> {
+        let _ = fs::remove_file(&self.path);
+        drop(self.file);
+        scan_leases(&self.dir, &self.name, guard)
+    }
+}
+
+/// Looks at the leases of `name`'s installers in `dir` (call it while holding the guard): a
+/// lease whose lock is held belongs to a live installer; one that can be locked is stale and
+/// removed. A lease file that is not ours to trust (a symlink, wrong owner or mode) is ignored.
+pub fn scan_leases(
+    dir: &Path,
+    name: &str,
+    _guard: Option<&InstallersGuard>,
+) -> anyhow::Result<Release> {
+    let prefix = format!(".{name}.installer.");
+    let mut out = Release::default();
+    let entries =
+        fs::read_dir(dir).with_context(|| format!("failed to list `{}`", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("failed to list `{}`", dir.display()))?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if !file_name.starts_with(&prefix) || !file_name.ends_with(".lease") {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(Some(file)) = open_lock_file(&path, false) else {
+            continue;
+        };
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                let _ = fs::remove_file(&path);
+                out.stale.push(path);
+            }
+            Err(_) => out.live.push(path),
+        }
+    }
+    out.live.sort();
+    out.stale.sort();
+    Ok(out)
+}
+
+/// After an explicit `uninstall`: removes the stale leases of installers that are gone, and
+/// the guard file when no installer is left. Files of live installers are not touched.
+pub fn clean_up_installer_files(dir: &Path, name: &str) -> anyhow::Result<Release> {
+    let ours = format!(".{name}.installer");
+    let any = fs::read_dir(dir)
+        .with_context(|| format!("failed to list `{}`", dir.display()))?
+        .flatten()
+        .any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&ours)));
+    if !any {
+        return Ok(Release::default());
+    }
+    let guard = InstallersGuard::lock(dir, name, GUARD_WAIT)?;
+    let release = scan_leases(dir, name, Some(&guard))?;
+    if release.live.is_empty() {
+        guard.remove();
+    }
+    Ok(release)
 }
 
 /// SIGINT and SIGTERM, blocked so that they can be waited for.

@@ -18,6 +18,20 @@ use rthooks::patch::{self, Output};
 use rthooks::plan::{Applied, Plan};
 use toml_edit::DocumentMut;
 
+// Printing must never panic (a panic in the release build aborts with 134): a closed or broken
+// stderr or stdout is ignored by these, which shadow the standard macros in this file. Where
+// losing the output matters (the diff before an edit is applied), `write_stdout` says so.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Set up Tetragon's runtime hooks on a node.
 #[derive(Debug, Parser)]
 #[command(name = "tetragon-oci-hook-setup", version, about, max_term_width = 100)]
@@ -491,6 +505,15 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
                 args.nri_hook_give_up_after
             )
         })?;
+    // Validated exactly as for oci-hooks, before anything is written: a typo in the hook's flags
+    // fails this install (one pod) now, rather than every container on the node later.
+    let hook_args = match args.hook_args {
+        Some(InstallTail::HookArgs { args }) => args,
+        None => Vec::new(),
+    };
+    if let Some(warning) = install::validate_hook_args(&args.local_binary, &hook_args)? {
+        eprintln!("warning: {warning}");
+    }
     // Block the signals before anything else: one that arrives meanwhile is handled by the
     // plugin's loop instead of killing the process in the middle of the copy.
     let signals = if args.dry_run {
@@ -512,10 +535,7 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
     let hook = HookSpec {
         host_install_dir: install.host_install_dir,
         binary_name: install.binary_name,
-        args: match args.hook_args {
-            Some(InstallTail::HookArgs { args }) => args,
-            None => Vec::new(),
-        },
+        args: hook_args,
     };
     let sfd = signals.signalfd()?;
     // The binary stays installed on exit: a container whose creation got the hook may still run
@@ -569,7 +589,22 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
         hooks_dir: args.oci_hooks_local_dir,
         hook_args,
     };
-    let installation = install::plan_install(&opts)?;
+    let mut installation = install::plan_install(&opts)?;
+    // Overlapping `--daemonize` installers (a DaemonSet update with maxSurge, a manual run
+    // beside the pod) share the files: each holds a lease, and the guard serializes installing
+    // and removing. Plan again under the guard: one exiting meanwhile may have removed files.
+    let guard = match &signals {
+        Some(_) => {
+            let guard = install::InstallersGuard::lock(
+                &opts.local_install_dir,
+                binary_name(&installation),
+                install::GUARD_WAIT,
+            )?;
+            installation = install::plan_install(&opts)?;
+            Some(guard)
+        }
+        None => None,
+    };
     for note in &installation.notes {
         eprintln!("note: {note}");
     }
@@ -586,14 +621,58 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
             installation.binary_path.display()
         );
     }
-    let Some(signals) = signals else {
+    let (Some(signals), Some(guard)) = (signals, guard) else {
         return Ok(ExitCode::SUCCESS);
     };
+    let name = binary_name(&installation);
+    let lease = install::InstallerLease::take(&opts.local_install_dir, name, &guard)?;
+    drop(guard);
     eprintln!("waiting for SIGINT or SIGTERM to uninstall");
     let signal = signals.wait()?;
     eprintln!("received {signal}: uninstalling");
+    // Bounded: past the wait, decide without the guard rather than leave a hook with no agent.
+    let guard =
+        match install::InstallersGuard::lock(&opts.local_install_dir, name, install::GUARD_WAIT) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("warning: {e:#}; deciding without it");
+                None
+            }
+        };
+    // If the leases cannot be read, remove: a hook left behind with no agent fails containers.
+    let release = lease.release(guard.as_ref()).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; removing as if no other installer were running");
+        install::Release::default()
+    });
+    for stale in &release.stale {
+        eprintln!(
+            "removed the stale lease `{}` of an installer that is gone",
+            stale.display()
+        );
+    }
+    if let Some(live) = release.live.first() {
+        eprintln!(
+            "another installer still holds the hook (lease `{}`): `{}` and `{}` are left in place",
+            live.display(),
+            installation.hook_path.display(),
+            installation.binary_path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     report(&installation.undo_plan()?.apply()?, true);
+    if let Some(guard) = guard {
+        guard.remove();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The installed binary's file name (the lease and guard files are named after it).
+fn binary_name(installation: &install::Installation) -> &str {
+    installation
+        .binary_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(install::DEFAULT_BINARY_NAME)
 }
 
 fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
@@ -601,9 +680,9 @@ fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode>
         install::plan_uninstall_binary(&args.local_install_dir, &args.binary_name)?
     } else {
         install::plan_uninstall(&UninstallOptions {
-            local_install_dir: args.local_install_dir,
-            binary_name: args.binary_name,
-            hooks_dir: args.oci_hooks_local_dir,
+            local_install_dir: args.local_install_dir.clone(),
+            binary_name: args.binary_name.clone(),
+            hooks_dir: args.oci_hooks_local_dir.clone(),
         })?
     };
     show_plan(&plan, verbose || args.dry_run);
@@ -612,6 +691,19 @@ fn run_uninstall(args: UninstallArgs, verbose: bool) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     report(&plan.apply()?, verbose);
+    // Lock and lease files of `--daemonize` installers that are gone (killed) go too; those of
+    // live installers stay (they are in use), as does nothing when the dir is missing.
+    if args.local_install_dir.is_dir() {
+        match install::clean_up_installer_files(&args.local_install_dir, &args.binary_name) {
+            Ok(r) if verbose => {
+                for stale in &r.stale {
+                    eprintln!("removed the stale lease `{}`", stale.display());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -660,6 +752,19 @@ fn output_of(mode: &ModeArgs, output: Option<PathBuf>, flag: &str) -> anyhow::Re
     }
 }
 
+/// Writes `text` to stdout and flushes it; an error (a closed pipe) names what was lost.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot print the diff to stdout ({e}); nothing written\nhelp: let the diff be \
+                 read to the end, or pass `--quiet` to print none"
+            )
+        })
+}
+
 fn run_patch(
     config: &std::path::Path,
     output: &Output,
@@ -668,10 +773,17 @@ fn run_patch(
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<ExitCode> {
     let talk = verbose && !mode.quiet;
+    // Held from the read to the write: a concurrent run on the same file waits, then edits what
+    // this one wrote. --check and --dry-run write nothing, so they need no lock.
+    let _lock = if mode.check || mode.dry_run {
+        None
+    } else {
+        patch::lock_for(config, output, rthooks::plan::LOCK_WAIT)?
+    };
     let (plan, edit) = patch::plan_file(config, output, edit_fn)?;
     if talk {
-        print!("{}", plan.diff());
-        let _ = std::io::stdout().flush();
+        // Shown before anything is applied; if it cannot be shown, nothing is applied.
+        write_stdout(&plan.diff())?;
     }
     for warning in &edit.warnings {
         eprintln!("warning: {warning}");

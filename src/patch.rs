@@ -52,18 +52,14 @@ impl std::error::Error for ConfigError {}
 const BOM: char = '\u{feff}';
 
 /// Reads a config file as UTF-8 text, with errors that say which file and why.
+///
+/// The file (after its own symlink) must be a regular file of at most
+/// [`MAX_CONFIG_BYTES`](crate::plan::MAX_CONFIG_BYTES): it is opened without blocking (a FIFO
+/// does not hang), checked with `fstat` on the open descriptor, and read with a bounded reader.
 pub fn read_config(path: &Path) -> anyhow::Result<String> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-    if meta.is_dir() {
-        bail!(
-            "`{}` is a directory, expected a config file\nhelp: pass the file itself, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
-        );
-    }
-    let bytes =
-        std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let max = crate::plan::MAX_CONFIG_BYTES;
+    let (mut file, _) = crate::plan::open_regular(path, max, true)?;
+    let bytes = crate::plan::read_bounded(&mut file, path, max)?;
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let line = text::line_of(&String::from_utf8_lossy(e.as_bytes()), offset);
@@ -85,9 +81,20 @@ pub fn patch_text(
         Some(rest) => (true, rest),
         None => (false, original),
     };
-    let mut doc: DocumentMut = body
-        .parse()
-        .with_context(|| format!("failed to parse `{}` as TOML", path.display()))?;
+    let mut doc: DocumentMut = body.parse().map_err(|e: toml_edit::TomlError| {
+        // The parser reports a key with too many parts with neither a line nor a hint.
+        if e.span().is_none() && e.message().contains("recursion limit") {
+            let line = text::deepest_key_line(body);
+            return anyhow::anyhow!(
+                "failed to parse `{}` as TOML\n`{}`:{line}: a key has too many dotted parts \
+                 (nested too deeply for the TOML parser)\nhelp: a runtime config nests a few \
+                 levels deep; fix or remove line {line} (it looks generated or corrupted)",
+                path.display(),
+                path.display()
+            );
+        }
+        anyhow::Error::new(e).context(format!("failed to parse `{}` as TOML", path.display()))
+    })?;
     // toml_edit renders an unedited document byte for byte, except that line endings become
     // `\n` and a missing final newline is added; only then is the unedited rendering needed to
     // map the edit back onto the original lines.
@@ -116,6 +123,12 @@ pub fn patch_text(
     } else {
         rendered_after
     };
+    // A file without a final newline keeps it that way, whatever line the edit touched.
+    if !body.is_empty() && !body.ends_with('\n') {
+        if let Some(rest) = after.strip_suffix('\n') {
+            after = rest.strip_suffix('\r').unwrap_or(rest).to_owned();
+        }
+    }
     if bom {
         after.insert(0, BOM);
     }
@@ -345,14 +358,14 @@ pub fn plan_file(
     use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
 
     let original = read_config(config)?;
-    if let Output::Path(out) = output {
-        crate::plan::check_target(out)?;
-    }
-    let patched = patch_text(config, &original, edit_fn)?;
     let output = match output {
         Output::Path(p) if same_file(p, config) => &Output::InPlace,
         other => other,
     };
+    if let Output::Path(out) = output {
+        crate::plan::check_target(out)?;
+    }
+    let patched = patch_text(config, &original, edit_fn)?;
     let (target, label_after, before) = match output {
         Output::InPlace => (
             Target::Path(config.to_owned()),
@@ -360,7 +373,7 @@ pub fn plan_file(
             patched.before.clone(),
         ),
         Output::Path(p) => (
-            Target::Path(p.clone()),
+            Target::Exact(p.clone()),
             diff_label(p),
             patched.before.clone(),
         ),
@@ -400,11 +413,45 @@ pub fn plan_file(
     ))
 }
 
-/// Whether two paths name the same file (same device and inode, or the same path when the
-/// output does not exist yet).
+/// Takes the edit lock on the file that writing `config`'s patch to `output` replaces (see
+/// [`crate::plan::lock_edit`]), waiting at most `wait`; `None` for a new temporary file, which
+/// no other run writes. Hold it from before [`plan_file`] reads the config until the plan is
+/// applied, so that two runs on one file never lose an edit.
+pub fn lock_for(
+    config: &Path,
+    output: &Output,
+    wait: std::time::Duration,
+) -> anyhow::Result<Option<crate::plan::EditLock>> {
+    let in_place = |config: &Path| {
+        std::fs::canonicalize(config)
+            .with_context(|| format!("failed to read `{}`", config.display()))
+    };
+    let key = match output {
+        Output::NewTempFile => return Ok(None),
+        Output::InPlace => in_place(config)?,
+        Output::Path(p) if same_file(p, config) => in_place(config)?,
+        Output::Path(p) => {
+            // The output's own name is not followed: its directory's canonical path, then it.
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            match (std::fs::canonicalize(dir), p.file_name()) {
+                (Ok(dir), Some(name)) => dir.join(name),
+                // A missing directory or no file name: the write is refused later anyway.
+                _ => p.clone(),
+            }
+        }
+    };
+    crate::plan::lock_edit(&key, wait).map(Some)
+}
+
+/// Whether the output path names the config itself (the same directory entry: same device and
+/// inode by `lstat`, so a symlink at the output that points to the config is not the config; or
+/// the same path when the output does not exist yet).
 fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
         (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => a == b,
     }

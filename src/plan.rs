@@ -9,7 +9,9 @@
 //!
 //! Besides text edits a plan installs files byte for byte with a fixed mode ([`FileInstall`]: a
 //! binary, a generated hook file), skipping the write when the file already holds those bytes,
-//! and removes files ([`FileRemove`]), optionally only when they still hold what we wrote. If a
+//! and removes files ([`FileRemove`]), optionally only when they still hold what we wrote. What
+//! such a destination holds now is read by [`read_current`] without following a symlink or
+//! opening anything but a regular file, up to a bound. If a
 //! step fails, the install and remove steps already applied are undone, so a failed run leaves
 //! the files as they were.
 
@@ -19,12 +21,22 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+mod safe_write;
+pub use safe_write::{EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, lock_edit};
+pub(crate) use safe_write::{open_regular, read_bounded};
 
 /// Where a file write goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// This path (created or replaced).
+    /// This path (created or replaced). A symlink there is followed (the file is edited where
+    /// it lives), and the file must still hold the step's `before` just before it is replaced.
     Path(PathBuf),
+    /// Exactly this path, never followed: a symlink, directory, device, FIFO or socket there is
+    /// an error, and one planted after the check is replaced, not written through.
+    Exact(PathBuf),
     /// A new temporary file in `dir` whose name starts with `prefix` and ends with `suffix`,
     /// kept after the process exits (upstream's behaviour when no output is named).
     NewTempFile {
@@ -61,20 +73,64 @@ impl FileWrite {
     }
 }
 
+/// Largest text file (a hook file) read back from an install or hooks dir.
+pub const MAX_TEXT_FILE: u64 = 1 << 20;
+/// Largest binary read back from an install dir (or copied into one).
+pub const MAX_BINARY_FILE: u64 = 128 << 20;
+
+/// What a path holds now, found without following a symlink there and without opening anything
+/// but a regular file (never a FIFO or a device), read up to a bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Current {
+    /// Nothing is there.
+    Absent,
+    /// A regular file, read whole.
+    File {
+        /// Its content.
+        bytes: Vec<u8>,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A regular file over the read bound: not read.
+    Large {
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A symlink, never followed: only the link is shown, replaced or removed.
+    Symlink {
+        /// What the link says (`readlink`), not what stands behind it.
+        target: PathBuf,
+    },
+    /// A FIFO, socket or device: never opened.
+    Special {
+        /// What it is, e.g. `a FIFO`.
+        kind: &'static str,
+    },
+}
+
+impl Current {
+    /// The content of a regular file that was read.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Current::File { bytes, .. } => Some(bytes),
+            _ => None,
+        }
+    }
+}
+
 /// A file put in place byte for byte, with a fixed mode (a binary, a generated file).
 ///
 /// Unlike [`FileWrite`] the destination is not followed when it is a symlink: the link itself
-/// is replaced, since an installed file must be exactly where the caller said.
+/// is replaced, since an installed file must be exactly where the caller said, and what the
+/// link points to is never read or shown.
 #[derive(Debug, Clone)]
 pub struct FileInstall {
     /// Where the bytes come from, shown in the summary (`None` for generated content).
     pub source: Option<PathBuf>,
     /// Where to write.
     pub path: PathBuf,
-    /// What the destination holds now (`None` when it does not exist).
-    pub before: Option<Vec<u8>>,
-    /// The permission bits of the destination now.
-    pub before_mode: Option<u32>,
+    /// What the destination holds now: absent, a regular file or a symlink.
+    pub before: Current,
     /// The bytes to write.
     pub contents: Vec<u8>,
     /// The permission bits the destination gets.
@@ -84,7 +140,9 @@ pub struct FileInstall {
 }
 
 impl FileInstall {
-    /// Describes installing `contents` at `path` with `mode`, reading what `path` holds now.
+    /// Describes installing `contents` at `path` with `mode`, reading what `path` holds now
+    /// (at most [`MAX_TEXT_FILE`] for text, [`MAX_BINARY_FILE`] otherwise). A FIFO, socket,
+    /// device or oversized file there is an error: nothing is written.
     pub fn new(
         source: Option<PathBuf>,
         path: PathBuf,
@@ -92,12 +150,25 @@ impl FileInstall {
         mode: u32,
         text: bool,
     ) -> anyhow::Result<Self> {
-        let (before, before_mode) = read_current(&path)?;
+        let limit = if text { MAX_TEXT_FILE } else { MAX_BINARY_FILE };
+        let before = read_current(&path, limit)?;
+        match &before {
+            Current::Special { kind } => bail!(
+                "`{}` is {kind}, not a regular file\nhelp: remove it (this tool writes a \
+                 regular file there); nothing was written",
+                path.display()
+            ),
+            Current::Large { size } => bail!(
+                "`{}` is a {size}-byte file, over the {limit}-byte bound this tool reads back\n\
+                 help: remove it (this tool writes a regular file there); nothing was written",
+                path.display()
+            ),
+            Current::Absent | Current::File { .. } | Current::Symlink { .. } => {}
+        }
         Ok(Self {
             source,
             path,
             before,
-            before_mode,
             contents,
             mode,
             text,
@@ -106,8 +177,10 @@ impl FileInstall {
 
     /// Whether installing would change anything (content or mode).
     pub fn changes(&self) -> bool {
-        self.before.as_deref() != Some(self.contents.as_slice())
-            || self.before_mode != Some(self.mode)
+        match &self.before {
+            Current::File { bytes, mode } => *bytes != self.contents || *mode != self.mode,
+            _ => true,
+        }
     }
 }
 
@@ -116,10 +189,10 @@ impl FileInstall {
 pub struct FileRemove {
     /// The file.
     pub path: PathBuf,
-    /// What it holds now (`None` when it does not exist).
-    pub before: Option<Vec<u8>>,
+    /// What is there now (read as for [`FileInstall`]; a symlink is removed, never followed).
+    pub before: Current,
     /// Remove it only while it holds exactly these bytes (what this tool wrote); `None` removes
-    /// it whatever it holds.
+    /// it whatever it is.
     pub only_if: Option<Vec<u8>>,
     /// Show a unified diff of the removal (text files) rather than a one-line summary.
     pub text: bool,
@@ -128,7 +201,8 @@ pub struct FileRemove {
 impl FileRemove {
     /// Describes removing `path`, reading what it holds now.
     pub fn new(path: PathBuf, only_if: Option<Vec<u8>>, text: bool) -> anyhow::Result<Self> {
-        let (before, _) = read_current(&path)?;
+        let limit = if text { MAX_TEXT_FILE } else { MAX_BINARY_FILE };
+        let before = read_current(&path, limit)?;
         Ok(Self {
             path,
             before,
@@ -137,13 +211,18 @@ impl FileRemove {
         })
     }
 
-    /// Whether removing would change anything (the file exists and may be removed).
+    /// Whether removing would change anything (something is there and may be removed).
     pub fn changes(&self) -> bool {
-        match (&self.before, &self.only_if) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(now), Some(ours)) => now == ours,
-        }
+        removable(&self.before, self.only_if.as_deref())
+    }
+}
+
+/// Whether `now` may be removed: something is there, and it holds `only_if` when given.
+fn removable(now: &Current, only_if: Option<&[u8]>) -> bool {
+    match (now, only_if) {
+        (Current::Absent, _) => false,
+        (_, None) => true,
+        (now, Some(ours)) => now.bytes() == Some(ours),
     }
 }
 
@@ -209,18 +288,20 @@ impl Plan {
                     &w.label_after,
                 )),
                 Step::Install(i) if i.text && i.changes() => {
+                    // A symlink there is replaced, not followed: the diff starts from nothing
+                    // (the summary names the link), never from what the link points to.
                     let label = diff_label(&i.path);
                     out.push_str(&unified_diff(
-                        &String::from_utf8_lossy(i.before.as_deref().unwrap_or_default()),
+                        &String::from_utf8_lossy(i.before.bytes().unwrap_or_default()),
                         &String::from_utf8_lossy(&i.contents),
                         &label,
                         &label,
                     ));
                 }
-                Step::Remove(r) if r.text && r.changes() => {
+                Step::Remove(r) if r.text && r.changes() && r.before.bytes().is_some() => {
                     let label = diff_label(&r.path);
                     out.push_str(&unified_diff(
-                        &String::from_utf8_lossy(r.before.as_deref().unwrap_or_default()),
+                        &String::from_utf8_lossy(r.before.bytes().unwrap_or_default()),
                         "",
                         &label,
                         &label,
@@ -276,8 +357,14 @@ impl Plan {
             match step {
                 Step::Write(w) if w.changes() => {
                     let path = match &w.target {
-                        Target::Path(p) => {
-                            write_atomic(p, w.after.as_bytes(), w.template.as_deref())?
+                        Target::Path(p) => write_in_place(
+                            p,
+                            Some(w.before.as_bytes()),
+                            w.after.as_bytes(),
+                            w.template.as_deref(),
+                        )?,
+                        Target::Exact(p) => {
+                            write_exact(p, w.after.as_bytes(), w.template.as_deref())?
                         }
                         Target::NewTempFile {
                             dir,
@@ -302,28 +389,34 @@ impl Plan {
                     install_bytes(&i.path, &i.contents, i.mode)?;
                     undo.push(Undo {
                         path: i.path.clone(),
-                        restore: i.before.clone().zip(i.before_mode),
+                        restore: i.before.clone(),
                     });
                     done.push(Applied::Wrote(i.path.clone()));
                 }
                 Step::Remove(r) => {
                     // Read again: the file may have changed since the plan was made (a
                     // daemonized install waits a long time before it removes).
-                    let (now, mode) = read_current(&r.path)?;
-                    let Some(now) = now else {
+                    let limit = if r.text {
+                        MAX_TEXT_FILE
+                    } else {
+                        MAX_BINARY_FILE
+                    };
+                    let now = read_current(&r.path, limit)?;
+                    if now == Current::Absent {
                         done.push(Applied::Absent(r.path.clone()));
                         continue;
-                    };
-                    if r.only_if.as_ref().is_some_and(|ours| *ours != now) {
+                    }
+                    if !removable(&now, r.only_if.as_deref()) {
                         done.push(Applied::Kept(r.path.clone()));
                         continue;
                     }
+                    // `unlink` removes a symlink itself, never what it points to.
                     fs::remove_file(&r.path)
                         .with_context(|| format!("failed to remove `{}`", r.path.display()))?;
                     sync_dir(&parent_dir(&r.path));
                     undo.push(Undo {
                         path: r.path.clone(),
-                        restore: Some(now).zip(mode),
+                        restore: now,
                     });
                     done.push(Applied::Removed(r.path.clone()));
                 }
@@ -336,46 +429,136 @@ impl Plan {
 /// How to put a file back as it was before a step.
 struct Undo {
     path: PathBuf,
-    /// The old content and mode; `None`: the file did not exist.
-    restore: Option<(Vec<u8>, u32)>,
+    /// What was there.
+    restore: Current,
 }
 
 impl Undo {
     fn run(&self) -> anyhow::Result<()> {
         match &self.restore {
-            Some((bytes, mode)) => install_bytes(&self.path, bytes, *mode),
-            None => match fs::remove_file(&self.path) {
+            Current::File { bytes, mode } => install_bytes(&self.path, bytes, *mode),
+            Current::Symlink { target } => restore_symlink(&self.path, target),
+            Current::Absent => match fs::remove_file(&self.path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => {
                     Err(e).with_context(|| format!("failed to remove `{}`", self.path.display()))
                 }
             },
+            Current::Large { size } => bail!(
+                "`{}` (a {size}-byte file, over the bound read back) cannot be restored",
+                self.path.display()
+            ),
+            Current::Special { kind } => {
+                bail!("`{}` ({kind}) cannot be restored", self.path.display())
+            }
         }
     }
 }
 
-/// The content and permission bits of `path`, `None` when it does not exist.
-fn read_current(path: &Path) -> anyhow::Result<(Option<Vec<u8>>, Option<u32>)> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
-        Err(e) => Err(e).with_context(|| format!("failed to read `{}`", path.display())),
-        Ok(meta) if meta.is_dir() => bail!(
-            "`{}` is a directory, expected a file path to write",
+/// Puts a symlink `path` -> `target` back: made under a temporary name, renamed over `path`.
+fn restore_symlink(path: &Path, target: &Path) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.{}.link.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .and_then(|()| fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("failed to restore the symlink `{}`", path.display()))?;
+    sync_dir(&dir);
+    Ok(())
+}
+
+/// What `path` holds now (see [`Current`]), reading a regular file up to `limit` bytes.
+///
+/// A symlink is never followed, and nothing but a regular file is opened: the file is opened
+/// `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` to be the regular file `lstat` saw, so a
+/// FIFO, a device or a link swapped in meanwhile neither hangs nor is read.
+pub fn read_current(path: &Path, limit: u64) -> anyhow::Result<Current> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let ctx = || format!("failed to read `{}`", path.display());
+    let meta = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::Absent),
+        Err(e) => return Err(e).with_context(ctx),
+        Ok(meta) => meta,
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        bail!(
+            "`{}` is a directory, expected a file path to write\nhelp: remove or move the \
+             directory; nothing was written",
             path.display()
-        ),
-        Ok(meta) => {
-            let bytes =
-                fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-            let mode = if meta.file_type().is_symlink() {
-                // A link is replaced by a file: report a mode that never matches.
-                None
-            } else {
-                Some(meta.permissions().mode() & 0o7777)
-            };
-            Ok((Some(bytes), mode))
-        }
+        );
     }
+    if ft.is_symlink() {
+        let target = fs::read_link(path).with_context(ctx)?;
+        return Ok(Current::Symlink { target });
+    }
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else {
+            "not a regular file"
+        };
+        return Ok(Current::Special { kind });
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        // Replaced by a symlink or removed since `lstat`: look again (once).
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                || e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return match fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => Ok(Current::Symlink {
+                    target: fs::read_link(path).with_context(ctx)?,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Current::Absent),
+                _ => Err(e).with_context(ctx),
+            };
+        }
+        Err(e) => return Err(e).with_context(ctx),
+    };
+    let fmeta = file.metadata().with_context(ctx)?;
+    if !fmeta.is_file() {
+        bail!(
+            "`{}` changed while it was read (it is no longer a regular file)\nhelp: run again",
+            path.display()
+        );
+    }
+    if fmeta.len() > limit {
+        return Ok(Current::Large { size: fmeta.len() });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(fmeta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(ctx)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Current::Large {
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(Current::File {
+        bytes,
+        mode: fmeta.permissions().mode() & 0o7777,
+    })
 }
 
 /// Lowercase hex sha256 of `bytes`.
@@ -391,78 +574,84 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn install_summary(i: &FileInstall) -> String {
+    let new = match &i.source {
+        Some(_) => format!(
+            "sha256 {}, {} bytes, mode {:04o}",
+            sha256_hex(&i.contents),
+            i.contents.len(),
+            i.mode
+        ),
+        None => format!("{} bytes, mode {:04o}", i.contents.len(), i.mode),
+    };
+    let path = i.path.display();
+    if let Current::Symlink { target } = &i.before {
+        let what = match &i.source {
+            Some(src) => format!("a copy of `{}`", src.display()),
+            None => "a file".to_owned(),
+        };
+        return format!(
+            "replace the symlink `{path}` (-> `{}`, not followed) with {what} ({new})",
+            target.display()
+        );
+    }
     let Some(src) = &i.source else {
         return match (&i.before, i.changes()) {
-            (Some(_), false) => format!("`{}` unchanged", i.path.display()),
-            (Some(_), true) => format!(
-                "replace `{}` ({} bytes, mode {:04o})",
-                i.path.display(),
-                i.contents.len(),
-                i.mode
-            ),
-            (None, _) => format!(
-                "write `{}` ({} bytes, mode {:04o})",
-                i.path.display(),
-                i.contents.len(),
-                i.mode
-            ),
+            (Current::File { .. }, false) => format!("`{path}` unchanged"),
+            (Current::File { .. }, true) => format!("replace `{path}` ({new})"),
+            _ => format!("write `{path}` ({new})"),
         };
     };
     let what = format!("`{}`", src.display());
-    let new = format!(
-        "sha256 {}, {} bytes, mode {:04o}",
-        sha256_hex(&i.contents),
-        i.contents.len(),
-        i.mode
-    );
     match (&i.before, i.changes()) {
-        (Some(_), false) => format!(
-            "`{}` already holds {what} ({new}): copy skipped",
-            i.path.display()
-        ),
-        (Some(old), true) if *old == i.contents => format!(
-            "`{}` already holds {what}: set its mode from {:04o} to {:04o}",
-            i.path.display(),
-            i.before_mode.unwrap_or(0),
+        (Current::File { .. }, false) => {
+            format!("`{path}` already holds {what} ({new}): copy skipped")
+        }
+        (Current::File { bytes, mode }, true) if *bytes == i.contents => format!(
+            "`{path}` already holds {what}: set its mode from {mode:04o} to {:04o}",
             i.mode
         ),
-        (Some(old), true) => format!(
-            "copy {what} to `{}` ({new}), replacing sha256 {}",
-            i.path.display(),
-            sha256_hex(old)
+        (Current::File { bytes, .. }, true) => format!(
+            "copy {what} to `{path}` ({new}), replacing sha256 {}",
+            sha256_hex(bytes)
         ),
-        (None, _) => format!("copy {what} to `{}` ({new})", i.path.display()),
+        _ => format!("copy {what} to `{path}` ({new})"),
     }
 }
 
 fn remove_summary(r: &FileRemove) -> String {
+    let path = r.path.display();
     match (&r.before, r.changes()) {
-        (None, _) => format!("`{}` does not exist: nothing to remove", r.path.display()),
-        (Some(_), true) => format!("remove `{}`", r.path.display()),
-        (Some(_), false) => format!(
-            "`{}` no longer holds what was installed: left in place",
-            r.path.display()
+        (Current::Absent, _) => format!("`{path}` does not exist: nothing to remove"),
+        (Current::Symlink { target }, true) => format!(
+            "remove the symlink `{path}` (-> `{}`; what it points to is kept)",
+            target.display()
         ),
+        (Current::Special { kind }, true) => format!("remove `{path}` ({kind})"),
+        (_, true) => format!("remove `{path}`"),
+        (_, false) => format!("`{path}` no longer holds what was installed: left in place"),
     }
 }
 
-/// Puts `contents` at `path` with permission bits `mode`: a temporary file in the same
-/// directory, `fchmod`, `fsync`, then `rename` over `path`. A process running the old file
-/// keeps its inode, so replacing a running binary never fails with "text file busy".
+/// Puts `contents` at `path` with permission bits `mode`: an unnamed temporary file in the
+/// same directory, `fchmod`, `fsync`, then `rename` over `path` (a symlink there is replaced,
+/// not followed). A process running the old file keeps its inode, so replacing a running binary
+/// never fails with "text file busy". Temporary files of ours for `path` at least a minute old
+/// (left by a killed run) are removed first.
 pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = parent_dir(path);
-    let mut tmp = temp_in(&dir, path)?;
-    let ctx = || format!("failed to write `{}`", path.display());
-    let file = tmp.as_file_mut();
-    file.write_all(contents).with_context(ctx)?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(ctx)?;
-    file.sync_all().with_context(ctx)?;
-    tmp.persist(path).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!("failed to replace `{}`", path.display()))
-    })?;
-    sync_dir(&dir);
-    Ok(())
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::from_secs(60));
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        contents,
+        safe_write::Perms { mode, owner: None },
+        || Ok(()),
+    )
 }
 
 /// A path as shown after `a/` or `b/` in a diff header (without a leading `/`, as git does).
@@ -502,16 +691,40 @@ fn resolve_target(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Refuses a path that cannot be written as a file: a directory, or a path whose directory does
-/// not exist. Cheap enough to run before anything is shown, so that a doomed write is refused
-/// before its diff is printed.
+/// Refuses a path that cannot be written as a file without following or clobbering something:
+/// a symlink, a directory, a device, FIFO or socket, or a path whose directory does not exist.
+/// The path itself is looked at with `lstat`, never followed. Cheap enough to run before
+/// anything is shown, so that a doomed write is refused before its diff is printed.
 pub fn check_target(path: &Path) -> anyhow::Result<()> {
-    if path.is_dir() {
-        bail!(
-            "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
-        );
+    use rustix::fs::FileType;
+    match safe_write::lstat(path)? {
+        None => {}
+        Some(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => bail!(
+                "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. \
+                 `{}`",
+                path.display(),
+                path.join("config.toml").display()
+            ),
+            FileType::Symlink => {
+                let to = fs::read_link(path)
+                    .map(|t| format!(" (to `{}`)", t.display()))
+                    .unwrap_or_default();
+                bail!(
+                    "`{}` is a symlink{to}; an output path is never followed\nhelp: remove the \
+                     link, or name a regular file (only `--in-place` edits a symlinked config \
+                     where it lives)",
+                    path.display()
+                )
+            }
+            kind => bail!(
+                "`{}` is {}, not a file to write\nhelp: name a regular file (or a new one) as \
+                 the output",
+                path.display(),
+                safe_write::describe_kind(kind)
+            ),
+        },
     }
     ensure_dir(&parent_dir(path), path)
 }
@@ -526,6 +739,16 @@ fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn file_name_of(path: &Path) -> anyhow::Result<&std::ffi::OsStr> {
+    path.file_name().ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot write `{}`: it names no file\nhelp: name the file, e.g. `{}`",
+            path.display(),
+            path.join("config.toml").display()
+        )
+    })
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -546,19 +769,123 @@ pub fn write_atomic(
     contents: &[u8],
     template: Option<&Path>,
 ) -> anyhow::Result<PathBuf> {
+    write_in_place(path, None, contents, template)
+}
+
+/// As [`write_atomic`], and when `expect` is given, the file is checked to still hold exactly
+/// those bytes (or, for empty `expect`, not to exist) just before the rename; if it does not,
+/// nothing is written: someone else changed it while it was being edited.
+pub fn write_in_place(
+    path: &Path,
+    expect: Option<&[u8]>,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     let target = resolve_target(path)?;
     check_target(&target)?;
     let dir = parent_dir(&target);
-    let meta = fs::metadata(&target)
-        .ok()
-        .or_else(|| template.and_then(|t| fs::metadata(t).ok()));
-    let mut tmp = temp_in(&dir, &target)?;
-    fill(tmp.as_file_mut(), contents, meta.as_ref(), &target)?;
-    tmp.persist(&target).map_err(|e| {
-        anyhow::Error::new(e.error).context(format!("failed to replace `{}`", target.display()))
-    })?;
-    sync_dir(&dir);
+    let name = file_name_of(&target)?;
+    let dir_fd = safe_write::open_dir(&dir, &target)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = perms_for(dir_fd.as_fd(), name, template);
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        &target,
+        contents,
+        perms,
+        || match expect {
+            Some(bytes) => check_unchanged(dir_fd.as_fd(), name, &target, bytes),
+            None => Ok(()),
+        },
+    )?;
     Ok(target)
+}
+
+/// Writes `contents` at exactly `path`, never following it: the rename replaces the directory
+/// entry, so a symlink, device, FIFO or socket there is replaced, never written through or
+/// into. (The plan refuses such a path up front with [`check_target`]; one planted after that
+/// check is simply replaced.)
+pub fn write_exact(
+    path: &Path,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = perms_for(dir_fd.as_fd(), name, template);
+    safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || Ok(()))?;
+    Ok(path.to_owned())
+}
+
+/// The mode and owner of the regular file `name` in `dir_fd`, else of `template`, else 0644.
+fn perms_for(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    template: Option<&Path>,
+) -> safe_write::Perms {
+    use rustix::fs::{AtFlags, FileType};
+    if let Ok(st) = rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+            return safe_write::Perms::of_stat(&st);
+        }
+    }
+    match template.and_then(|t| fs::metadata(t).ok()) {
+        Some(m) => safe_write::Perms {
+            mode: m.permissions().mode() & 0o7777,
+            owner: Some((m.uid(), m.gid())),
+        },
+        None => safe_write::Perms {
+            mode: 0o644,
+            owner: None,
+        },
+    }
+}
+
+/// Checks that `name` in `dir_fd` still holds `expect` (absent when `expect` is empty).
+fn check_unchanged(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    target: &Path,
+    expect: &[u8],
+) -> anyhow::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let changed = || {
+        anyhow::anyhow!(
+            "`{}` changed while we were editing it; nothing written\nhelp: run again (another \
+             program wrote the file meanwhile)",
+            target.display()
+        )
+    };
+    let fd = match rustix::fs::openat(
+        dir_fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if expect.is_empty() => return Ok(()),
+        Err(_) => return Err(changed()),
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to read `{}`", target.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || u64::try_from(st.st_size).ok() != Some(expect.len() as u64)
+    {
+        return Err(changed());
+    }
+    let mut file = File::from(fd);
+    let now =
+        safe_write::read_bounded(&mut file, target, expect.len() as u64).map_err(|_| changed())?;
+    if now != expect {
+        return Err(changed());
+    }
+    Ok(())
 }
 
 fn write_new_temp(
@@ -583,25 +910,6 @@ fn write_new_temp(
     Ok(path)
 }
 
-fn temp_in(dir: &Path, target: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    ensure_dir(dir, target)?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "cannot write `{}`: failed to create a temporary file in `{}`",
-                target.display(),
-                dir.display()
-            )
-        })
-}
-
 fn fill(
     file: &mut File,
     contents: &[u8],
@@ -610,9 +918,6 @@ fn fill(
 ) -> anyhow::Result<()> {
     let ctx = || format!("failed to write `{}`", target.display());
     file.write_all(contents).with_context(ctx)?;
-    let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(ctx)?;
     if let Some(m) = meta {
         let own = file.metadata().with_context(ctx)?;
         if own.uid() != m.uid() || own.gid() != m.gid() {
@@ -624,6 +929,10 @@ fn fill(
             }
         }
     }
+    // After the chown, which clears set-id bits.
+    let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(ctx)?;
     file.sync_all().with_context(ctx)
 }
 
@@ -781,6 +1090,117 @@ mod tests {
         );
         assert!(!ours.exists());
         assert_eq!(fs::read_to_string(&theirs).unwrap(), "changed");
+    }
+
+    #[test]
+    fn read_current_never_follows_a_link_nor_opens_a_special_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            read_current(&fifo, 10).unwrap(),
+            Current::Special { kind: "a FIFO" }
+        );
+        assert_eq!(
+            read_current(Path::new("/dev/zero"), 10).unwrap(),
+            Current::Special {
+                kind: "a character device"
+            }
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        assert_eq!(
+            read_current(&link, 10).unwrap(),
+            Current::Symlink {
+                target: "/dev/zero".into()
+            }
+        );
+        let big = dir.path().join("big");
+        fs::write(&big, "0123456789a").unwrap();
+        assert_eq!(read_current(&big, 10).unwrap(), Current::Large { size: 11 });
+        fs::set_permissions(&big, fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            read_current(&big, 11).unwrap(),
+            Current::File {
+                bytes: b"0123456789a".to_vec(),
+                mode: 0o640
+            }
+        );
+        assert_eq!(
+            read_current(&dir.path().join("none"), 10).unwrap(),
+            Current::Absent
+        );
+    }
+
+    #[test]
+    fn diff_and_summary_never_show_what_a_symlink_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "SECRET\n").unwrap();
+        let hook = dir.path().join("hook.json");
+        std::os::unix::fs::symlink(&secret, &hook).unwrap();
+        let plan = Plan {
+            steps: vec![Step::Install(
+                FileInstall::new(None, hook.clone(), b"{}\n".to_vec(), 0o644, true).unwrap(),
+            )],
+        };
+        let shown = format!("{}{}", plan.diff(), plan.summary().join("\n"));
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("replace the symlink"), "{shown}");
+        let remove = Plan {
+            steps: vec![Step::Remove(
+                FileRemove::new(hook.clone(), None, true).unwrap(),
+            )],
+        };
+        let shown = format!("{}{}", remove.diff(), remove.summary().join("\n"));
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("remove the symlink"), "{shown}");
+    }
+
+    #[test]
+    fn failed_step_restores_a_replaced_symlink_and_keeps_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "theirs").unwrap();
+        let bin = dir.path().join("bin");
+        std::os::unix::fs::symlink(&target, &bin).unwrap();
+        let plan = Plan {
+            steps: vec![
+                install(&bin, b"elf", 0o755),
+                install(&dir.path().join("missing/x"), b"x", 0o644),
+            ],
+        };
+        plan.apply().unwrap_err();
+        assert_eq!(fs::read_link(&bin).unwrap(), target);
+        assert_eq!(fs::read(&target).unwrap(), b"theirs");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["bin", "target"],
+            "no temporary file may be left behind"
+        );
+    }
+
+    #[test]
+    fn remove_only_if_keeps_a_symlink_even_to_our_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::write(&target, "ours").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let plan = Plan {
+            steps: vec![Step::Remove(
+                FileRemove::new(link.clone(), Some(b"ours".to_vec()), false).unwrap(),
+            )],
+        };
+        assert_eq!(plan.apply().unwrap(), [Applied::Kept(link.clone())]);
+        assert!(fs::symlink_metadata(&link).is_ok());
     }
 
     #[test]

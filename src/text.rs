@@ -152,6 +152,30 @@ pub fn locate(text: &str, key: &KeyPath) -> Option<usize> {
     found
 }
 
+/// The 1-based line whose key has the most dotted parts (outside quotes), counting a table
+/// header's key too: where a "nested too deeply" parse error is.
+pub fn deepest_key_line(text: &str) -> usize {
+    let mut best = (0, 1);
+    for (i, line) in text.lines().enumerate() {
+        let mut parts = 0usize;
+        let mut quote: Option<char> = None;
+        for c in line.trim_start().trim_start_matches('[').chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '.') => parts += 1,
+                (None, '=' | ']' | '#') => break,
+                (None, _) => {}
+            }
+        }
+        if parts > best.0 {
+            best = (parts, i + 1);
+        }
+    }
+    best.1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

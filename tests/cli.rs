@@ -700,3 +700,422 @@ impl Drop for ReadOnly {
         }
     }
 }
+
+// ---- Hardening (issue 9): the output path, the config read, concurrency, closed pipes ----
+
+const NRI_OFF_LAST_LINE: &str =
+    "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true";
+
+fn enable_nri_to(dir: &Path, flag: &str, out: &str) -> Run {
+    run(
+        dir,
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            flag,
+            out,
+        ],
+    )
+}
+
+#[test]
+fn output_symlink_is_refused_and_its_target_left_alone() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "not a config\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.path().join("out.toml")).unwrap();
+    let r = enable_nri_to(dir.path(), "--output", "out.toml");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("`out.toml` is a symlink"), "{}", r.stderr);
+    assert!(r.stderr.contains("help:"), "{}", r.stderr);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "not a config\n");
+    assert!(
+        fs::symlink_metadata(dir.path().join("out.toml"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+
+    // cri-o's --output-file: the same.
+    let (dir, _) = setup("crio.conf", "[crio.runtime]\n");
+    fs::write(dir.path().join("victim"), "x").unwrap();
+    std::os::unix::fs::symlink("victim", dir.path().join("out.conf")).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--annotations",
+            "a.b/c",
+            "--config-file",
+            "crio.conf",
+            "--output-file",
+            "out.conf",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("`out.conf` is a symlink"), "{}", r.stderr);
+    assert_eq!(fs::read_to_string(dir.path().join("victim")).unwrap(), "x");
+}
+
+#[test]
+fn output_fifo_socket_device_or_directory_is_refused_and_left_alone() {
+    use std::os::unix::fs::FileTypeExt;
+    let (dir, path) = setup("config.toml", DISABLED);
+    let d = dir.path();
+    assert!(
+        Command::new("mkfifo")
+            .arg(d.join("fifo"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+    fs::create_dir(d.join("subdir")).unwrap();
+    // A character device like /dev/null, made here (needs CAP_MKNOD: skipped without it).
+    let dev = Command::new("mknod")
+        .arg(d.join("null"))
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cases = vec![
+        ("fifo", "is a FIFO"),
+        ("sock", "is a socket"),
+        ("subdir", "is a directory"),
+    ];
+    if dev {
+        cases.push(("null", "is a character device"));
+    }
+    for (name, says) in cases {
+        let r = enable_nri_to(d, "--output", name);
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("`{name}` {says}")),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("help:"), "{}", r.stderr);
+    }
+    let kind = |n: &str| fs::symlink_metadata(d.join(n)).unwrap().file_type();
+    assert!(kind("fifo").is_fifo());
+    assert!(kind("sock").is_socket());
+    assert!(kind("subdir").is_dir());
+    if dev {
+        assert!(kind("null").is_char_device());
+    }
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+}
+
+/// Runs the binary under a 1 GiB address-space limit, killed after 20 s: an unbounded read
+/// fails instead of eating the machine, and a hang fails instead of hanging the test.
+fn run_bounded(dir: &Path, args: &[&str]) -> Run {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576; exec \"$0\" \"$@\"")
+        .arg(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{}` still running after 20 s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&dir.display().to_string(), "[TMP]");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: clean(&out.stdout),
+        stderr: clean(&out.stderr),
+    }
+}
+
+#[test]
+fn config_file_must_be_a_bounded_regular_file_and_a_fifo_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        Command::new("mkfifo")
+            .arg(d.join("fifo"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _sock = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+    fs::create_dir(d.join("subdir")).unwrap();
+    let big = fs::File::create(d.join("big.toml")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    drop(big);
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.toml")).unwrap();
+    for (config, says) in [
+        ("fifo", "`fifo` is a FIFO, expected a regular config file"),
+        ("/dev/zero", "`/dev/zero` is a character device"),
+        // A symlink to a device: the config's own link is followed, then refused.
+        ("zero.toml", "`zero.toml` is a character device"),
+        ("sock", "`sock` is a socket"),
+        ("subdir", "`subdir` is a directory"),
+        ("big.toml", "more than the 64 MiB a config file may have"),
+    ] {
+        for mode in ["--in-place", "--dry-run"] {
+            let r = run_bounded(
+                d,
+                &[
+                    "patch-containerd-conf",
+                    "enable-nri",
+                    "--config-file",
+                    config,
+                    mode,
+                ],
+            );
+            assert_eq!(r.code, 2, "{config} {mode}: {}", r.stderr);
+            assert!(r.stderr.contains(says), "{config}: {}", r.stderr);
+            assert!(r.stderr.contains("help:"), "{config}: {}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn stale_temp_files_of_ours_are_removed_by_the_next_write_and_nothing_else() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let d = dir.path();
+    // What a write killed midway leaves where O_TMPFILE is missing: a partial file.
+    let stale = d.join(".config.toml.tetragon-tmp-0123456789ab");
+    fs::write(&stale, "version = 2\n[plugins.\"io.con").unwrap();
+    // Not ours by name, or a link: left alone.
+    let other = d.join(".config.toml.tetragon-tmp-someone-else");
+    fs::write(&other, "x").unwrap();
+    let link = d.join(".config.toml.tetragon-tmp-abcdefabcdef");
+    std::os::unix::fs::symlink("config.toml", &link).unwrap();
+    let r = run(
+        d,
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!stale.exists(), "the stale temp file must be removed");
+    assert!(other.exists());
+    assert!(fs::symlink_metadata(&link).is_ok());
+    assert_eq!(
+        entries(d),
+        [
+            ".config.toml.tetragon-tmp-abcdefabcdef",
+            ".config.toml.tetragon-tmp-someone-else",
+            "config.toml"
+        ]
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        DISABLED.replace("true", "false")
+    );
+}
+
+#[test]
+fn concurrent_in_place_edits_of_one_file_never_lose_one() {
+    let config = fixture("containerd/containerd-1.7.24-config-default-v2.toml");
+    for round in 0..20 {
+        let (dir, path) = setup("config.toml", &config);
+        let spawn = |args: &[&str]| {
+            Command::new(BIN)
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let a = spawn(&[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ]);
+        let b = spawn(&[
+            "patch-containerd-conf",
+            "add-oci-hook",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ]);
+        for child in [a, b] {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let now = fs::read_to_string(&path).unwrap();
+        let nri = now
+            .split("[plugins.\"io.containerd.nri.v1.nri\"]")
+            .nth(1)
+            .unwrap();
+        assert!(
+            nri.trim_start().starts_with("disable = false"),
+            "round {round}: enable-nri was lost"
+        );
+        assert!(
+            now.contains("base_runtime_spec = \"/etc/containerd/base-spec.json\""),
+            "round {round}: add-oci-hook was lost"
+        );
+        assert_eq!(entries(dir.path()), ["config.toml"]);
+    }
+}
+
+/// A pipe whose read end is already closed: writing to it fails with EPIPE.
+fn broken_pipe() -> std::process::Stdio {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    // SAFETY: both descriptors were just created by pipe(2) and are owned by nothing else.
+    let (read, write) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    std::process::Stdio::from(write)
+}
+
+#[test]
+fn closed_stdout_exits_2_with_a_message_and_writes_nothing() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let out = Command::new(BIN)
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ])
+        .current_dir(dir.path())
+        .stdout(broken_pipe())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot print the diff to stdout") && stderr.contains("nothing written"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), DISABLED);
+    assert_eq!(entries(dir.path()), ["config.toml"]);
+}
+
+#[test]
+fn closed_stderr_keeps_the_exit_code() {
+    let (dir, path) = setup("config.toml", DISABLED);
+    let code = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(broken_pipe())
+            .status()
+            .unwrap()
+            .code()
+    };
+    // An error, then a success that talks on stderr.
+    assert_eq!(
+        code(&[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "missing.toml",
+            "--in-place"
+        ]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place"
+        ]),
+        Some(0)
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        DISABLED.replace("true", "false")
+    );
+}
+
+#[test]
+fn missing_final_newline_is_kept_when_the_last_line_is_edited() {
+    let (dir, path) = setup("config.toml", NRI_OFF_LAST_LINE);
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        NRI_OFF_LAST_LINE.replace("true", "false")
+    );
+    // CRLF too.
+    let crlf = NRI_OFF_LAST_LINE.replace('\n', "\r\n");
+    fs::write(&path, &crlf).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "add-oci-hook",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let now = fs::read_to_string(&path).unwrap();
+    assert!(!now.ends_with('\n'), "{now:?}");
+}
+
+#[test]
+fn nesting_limit_parse_error_names_the_line_and_helps() {
+    let deep = format!("version = 2\n\n{} = 1\n", vec!["a"; 100].join("."));
+    let (dir, path) = setup("config.toml", &deep);
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("`config.toml`:3:"), "{}", r.stderr);
+    assert!(r.stderr.contains("help:"), "{}", r.stderr);
+    assert_eq!(fs::read_to_string(&path).unwrap(), deep);
+}

@@ -126,7 +126,13 @@ impl Podman {
             .status()
             .unwrap();
         assert!(st.success());
+        // The first podman call on a fresh boot creates its shared-memory lock file
+        // (/dev/shm/libpod_lock); two stores doing that at once race ("failed to create 2048
+        // locks ... file exists"), so the tests of this binary take turns for this call.
+        static FIRST_CALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = FIRST_CALL.lock().unwrap_or_else(|e| e.into_inner());
         let out = self.podman(&["import", tar.to_str().unwrap(), IMAGE]);
+        drop(turn);
         assert!(
             out.status.success(),
             "podman import: {}",

@@ -8,8 +8,8 @@ mod support_podman;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -1077,4 +1077,494 @@ fn daemonize_as_pid_1_uninstalls_on_sigterm_from_outside() {
         !node.binary().exists() && !node.hook_file().exists(),
         "{seen}"
     );
+}
+
+/// Runs `cmd` to its end, killing it (and failing the test) after `secs` seconds: what used to
+/// hang fails here instead of hanging the suite.
+fn output_within(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {secs}s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// `install --interface nri-hook` checks the hook's arguments exactly as oci-hooks does, before
+/// the binary is copied.
+#[test]
+fn install_nri_hook_rejects_invalid_hook_args_and_writes_nothing() {
+    for bad in [
+        &["--grpc-timout", "2s"][..],
+        &["--fail-cel-expr", "annotations["],
+    ] {
+        let node = Node::new();
+        let mut args = node.helm_args();
+        args[1] = "--interface=nri-hook".into();
+        // The real hook as the binary to install: it is what checks the CEL expression.
+        args[2] = format!("--local-binary={}", env!("CARGO_BIN_EXE_tetragon-oci-hook"));
+        args.truncate(args.iter().position(|a| a == "hook-args").unwrap());
+        args.extend(
+            [
+                "--daemonize".to_owned(),
+                format!("--nri-hook.socket={}", node.path("no-nri.sock").display()),
+                "--nri-hook.give-up-after=1".to_owned(),
+                "hook-args".to_owned(),
+            ]
+            .into_iter()
+            .chain(bad.iter().map(|s| s.to_string())),
+        );
+        let before = listing(node.root());
+        let mut cmd = bin();
+        cmd.args(&args);
+        let out = output_within(cmd, 20);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", node.t(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("invalid hook arguments"),
+            "{bad:?}: {stderr}"
+        );
+        assert_eq!(
+            listing(node.root()),
+            before,
+            "{bad:?}: something was written"
+        );
+    }
+}
+
+/// A symlink at the hook path is replaced by the hook file, never followed: what it points to
+/// is neither shown in the diff nor changed.
+#[test]
+fn install_replaces_a_symlinked_hook_file_without_showing_its_target() {
+    let node = Node::new();
+    let secret = node.path("secret");
+    fs::write(&secret, "SECRET-CONTENT\n").unwrap();
+    std::os::unix::fs::symlink(&secret, node.hook_file()).unwrap();
+    for dry_run in [true, false] {
+        let out = node.install(if dry_run { &["--dry-run"] } else { &[] });
+        let t = node.t(&out);
+        assert!(out.status.success(), "{t}");
+        assert!(
+            !t.contains("SECRET-CONTENT"),
+            "shows the link's target: {t}"
+        );
+        assert!(
+            t.contains(
+                "replace the symlink `[TMP]/hostHooks/tetragon-oci-hook.json` (-> \
+                 `[TMP]/secret`, not followed) with a file"
+            ),
+            "{t}"
+        );
+    }
+    assert!(fs::symlink_metadata(node.hook_file()).unwrap().is_file());
+    assert_eq!(fs::read(&secret).unwrap(), b"SECRET-CONTENT\n");
+    hook_args_of(&node.hook_file());
+}
+
+/// A hooks-dir entry linking to `/dev/zero` is not read (it used to be read until memory ran
+/// out): install succeeds within a 1 GiB address space.
+#[test]
+fn install_over_a_hook_path_linking_to_dev_zero_stays_bounded() {
+    let node = Node::new();
+    std::os::unix::fs::symlink("/dev/zero", node.hook_file()).unwrap();
+    let mut cmd = bin();
+    cmd.args(node.helm_args());
+    // SAFETY: setrlimit is async-signal-safe; it only limits the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = output_within(cmd, 30);
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(fs::symlink_metadata(node.hook_file()).unwrap().is_file());
+    hook_args_of(&node.hook_file());
+}
+
+/// A FIFO at the hook path is never opened: install refuses it by name with a `help:` and
+/// writes nothing; uninstall removes it (and a symlink to a FIFO is removed, not its target).
+/// Both used to hang.
+#[test]
+fn install_and_uninstall_with_a_fifo_at_the_hook_path_do_not_hang() {
+    let node = Node::new();
+    mkfifo(&node.hook_file());
+    let before = node.snapshot_files();
+    let mut cmd = bin();
+    cmd.args(node.helm_args());
+    let out = output_within(cmd, 20);
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: `[TMP]/hostHooks/tetragon-oci-hook.json` is a FIFO, not a regular file
+    help: remove it (this tool writes a regular file there); nothing was written
+    ");
+    assert_eq!(node.snapshot_files(), before);
+
+    let mut cmd = bin();
+    cmd.args(node.uninstall_args());
+    let out = output_within(cmd, 20);
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(node.t(&out).contains("a FIFO"), "{}", node.t(&out));
+    assert!(fs::symlink_metadata(node.hook_file()).is_err());
+
+    let fifo = node.path("fifo");
+    mkfifo(&fifo);
+    std::os::unix::fs::symlink(&fifo, node.hook_file()).unwrap();
+    let mut cmd = bin();
+    cmd.args(node.uninstall_args());
+    let out = output_within(cmd, 20);
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(fs::symlink_metadata(node.hook_file()).is_err());
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+}
+
+/// Uninstall removes a symlink at the hook or binary path itself, never what it points to, and
+/// never shows that file's content.
+#[test]
+fn uninstall_removes_a_symlink_never_its_target() {
+    let node = Node::new();
+    let secret = node.path("secret");
+    fs::write(&secret, "SECRET-CONTENT\n").unwrap();
+    std::os::unix::fs::symlink(&secret, node.hook_file()).unwrap();
+    std::os::unix::fs::symlink(&secret, node.binary()).unwrap();
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    let t = node.t(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        !t.contains("SECRET-CONTENT"),
+        "shows the link's target: {t}"
+    );
+    assert!(
+        t.contains(
+            "remove the symlink `[TMP]/hostHooks/tetragon-oci-hook.json` (-> `[TMP]/secret`; \
+             what it points to is kept)"
+        ),
+        "{t}"
+    );
+    assert!(fs::symlink_metadata(node.hook_file()).is_err());
+    assert!(fs::symlink_metadata(node.binary()).is_err());
+    assert_eq!(fs::read(&secret).unwrap(), b"SECRET-CONTENT\n");
+}
+
+/// `--local-binary` over the documented bound (128 MiB) is refused before anything is written,
+/// checked on the opened file (a sparse file here, so nothing big is read).
+#[test]
+fn install_refuses_a_local_binary_over_the_size_bound() {
+    let node = Node::new();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(node.source())
+        .unwrap();
+    f.set_len((128 << 20) + 1).unwrap();
+    drop(f);
+    let before = node.snapshot_files();
+    let out = node.install(&[]);
+    let t = node.t(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("over the 134217728-byte bound"), "{t}");
+    assert!(t.contains("help: --local-binary"), "{t}");
+    assert_eq!(node.snapshot_files(), before);
+}
+
+/// A `--daemonize` installer, started and waiting; its stderr so far.
+struct Daemon {
+    child: std::process::Child,
+    stderr: BufReader<std::process::ChildStderr>,
+    seen: String,
+}
+
+impl Daemon {
+    fn start(node: &Node) -> Daemon {
+        let mut args = node.helm_args();
+        args.insert(2, "--daemonize".into());
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+        Daemon {
+            child,
+            stderr,
+            seen,
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child by its pid.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Waits for it to end (at most 20 s) and returns its status and whole stderr.
+    fn finish(mut self, node: &Node) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "installer still running 20 s after the signal: {}",
+                    self.seen
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        std::io::Read::read_to_string(&mut self.stderr, &mut self.seen).unwrap();
+        (
+            status,
+            self.seen
+                .replace(&node.root().display().to_string(), "[TMP]"),
+        )
+    }
+}
+
+/// Overlapping installers (a DaemonSet update with maxSurge): the first one to get SIGTERM
+/// leaves the hook file and binary to the one still running, which removes them when it ends.
+#[test]
+fn overlapping_installers_keep_the_files_until_the_last_one_exits() {
+    let node = Node::new();
+    // The real hook, so that what stays in place is shown to still run.
+    fs::copy(env!("CARGO_BIN_EXE_tetragon-oci-hook"), node.source()).unwrap();
+    let first = Daemon::start(&node);
+    let second = Daemon::start(&node);
+    first.signal(libc::SIGTERM);
+    let (status, stderr) = first.finish(&node);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another installer still holds the hook (lease `[TMP]/hostInstall/"),
+        "{stderr}"
+    );
+    assert!(node.hook_file().exists(), "{stderr}");
+    let ran = Command::new(node.binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success() && ran.stdout.starts_with(b"tetragon-oci-hook "),
+        "the installed hook no longer runs: {ran:?}"
+    );
+
+    second.signal(libc::SIGTERM);
+    let (status, stderr) = second.finish(&node);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("removed `[TMP]/hostInstall/tetragon-oci-hook`"),
+        "{stderr}"
+    );
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+}
+
+/// Two installers told to stop at the same moment never both keep the files: the guard lock
+/// makes one of them the last one out.
+#[test]
+fn installers_stopped_together_remove_the_files() {
+    for _ in 0..5 {
+        let node = Node::new();
+        let a = Daemon::start(&node);
+        let b = Daemon::start(&node);
+        a.signal(libc::SIGTERM);
+        b.signal(libc::SIGTERM);
+        let (sa, ea) = a.finish(&node);
+        let (sb, eb) = b.finish(&node);
+        assert!(sa.success() && sb.success(), "{ea}\n{eb}");
+        assert_eq!(
+            listing(&node.path("hostInstall")),
+            Vec::<String>::new(),
+            "{ea}\n{eb}"
+        );
+        assert_eq!(
+            listing(&node.path("hostHooks")),
+            Vec::<String>::new(),
+            "{ea}\n{eb}"
+        );
+    }
+}
+
+/// An installer killed with SIGKILL leaves its lease behind, but nobody holds its lock: the
+/// next installer to stop removes that stale lease and the files.
+#[test]
+fn a_killed_installers_stale_lease_does_not_keep_the_files() {
+    let node = Node::new();
+    let killed = Daemon::start(&node);
+    killed.signal(libc::SIGKILL);
+    let (status, _) = killed.finish(&node);
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(
+        listing(&node.path("hostInstall"))
+            .iter()
+            .any(|n| n.ends_with(".lease")),
+        "{:?}",
+        listing(&node.path("hostInstall"))
+    );
+    let next = Daemon::start(&node);
+    next.signal(libc::SIGTERM);
+    let (status, stderr) = next.finish(&node);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("removed the stale lease"), "{stderr}");
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+}
+
+/// An explicit `uninstall` removes the files even while a `--daemonize` installer runs (it is
+/// the operator's decision); the installer then finds them gone.
+#[test]
+fn uninstall_removes_the_files_even_while_an_installer_runs() {
+    let node = Node::new();
+    let d = Daemon::start(&node);
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    assert!(out.status.success(), "{}", node.t(&out));
+    assert!(!node.binary().exists() && !node.hook_file().exists());
+    assert!(
+        listing(&node.path("hostInstall"))
+            .iter()
+            .any(|n| n.ends_with(".lease")),
+        "the live installer's lease must stay"
+    );
+    d.signal(libc::SIGTERM);
+    let (status, stderr) = d.finish(&node);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+}
+
+/// After an installer was killed, an explicit `uninstall` removes its stale lease and lock file
+/// too: the install dir is left empty.
+#[test]
+fn uninstall_after_a_killed_installer_leaves_the_install_dir_empty() {
+    let node = Node::new();
+    let killed = Daemon::start(&node);
+    killed.signal(libc::SIGKILL);
+    killed.finish(&node);
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    let t = node.t(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("removed the stale lease"), "{t}");
+    assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+    assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+}
+
+/// An installer starting while another one exits ends up with its files in place: installing
+/// and the exiting one's removal never interleave.
+#[test]
+fn an_installer_starting_while_another_exits_keeps_its_files() {
+    for _ in 0..5 {
+        let node = Node::new();
+        let old = Daemon::start(&node);
+        let mut args = node.helm_args();
+        args.insert(2, "--daemonize".into());
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        old.signal(libc::SIGTERM);
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+        let new = Daemon {
+            child,
+            stderr,
+            seen,
+        };
+        let (status, old_err) = old.finish(&node);
+        assert!(status.success(), "{old_err}");
+        assert!(
+            node.binary().exists() && node.hook_file().exists(),
+            "the new installer's files are gone:\n{old_err}"
+        );
+        new.signal(libc::SIGTERM);
+        let (status, new_err) = new.finish(&node);
+        assert!(status.success(), "{new_err}");
+        assert_eq!(listing(&node.path("hostInstall")), Vec::<String>::new());
+        assert_eq!(listing(&node.path("hostHooks")), Vec::<String>::new());
+    }
+}
+
+/// `--local-binary` may be a symlink (the image's `/usr/bin/tetragon-oci-hook` may be one): the
+/// file it names is copied. A FIFO there is refused at once, never waited on.
+#[test]
+fn install_local_binary_may_be_a_link_but_never_a_fifo() {
+    let node = Node::new();
+    let link = node.path("src/link");
+    std::os::unix::fs::symlink(node.source(), &link).unwrap();
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", link.display());
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", node.t(&out));
+    let installed = node.path("hostInstall/link");
+    assert!(fs::symlink_metadata(&installed).unwrap().is_file());
+    assert_eq!(fs::read(&installed).unwrap(), HOOK_BYTES);
+
+    let node = Node::new();
+    let fifo = node.path("src/fifo");
+    mkfifo(&fifo);
+    let mut args = node.helm_args();
+    args[2] = format!("--local-binary={}", fifo.display());
+    let before = node.snapshot_files();
+    let mut cmd = bin();
+    cmd.args(&args);
+    let out = output_within(cmd, 20);
+    let t = node.t(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("is not a regular file\nhelp: --local-binary"),
+        "{t}"
+    );
+    assert_eq!(node.snapshot_files(), before);
+}
+
+/// A hook file over the 1 MiB read bound is not read: install refuses it by name (it is not one
+/// this tool wrote) and writes nothing; uninstall removes it.
+#[test]
+fn an_oversized_hook_file_is_never_read() {
+    let node = Node::new();
+    let f = fs::File::create(node.hook_file()).unwrap();
+    f.set_len((1 << 20) + 1).unwrap();
+    drop(f);
+    let before = node.snapshot_files();
+    let out = node.install(&[]);
+    insta::assert_snapshot!(node.t(&out), @r"
+    exit_code: 2
+    ----- stdout -----
+    ----- stderr -----
+    error: `[TMP]/hostHooks/tetragon-oci-hook.json` is a 1048577-byte file, over the 1048576-byte bound this tool reads back
+    help: remove it (this tool writes a regular file there); nothing was written
+    ");
+    assert_eq!(node.snapshot_files(), before);
+    let out = bin().args(node.uninstall_args()).output().unwrap();
+    let t = node.t(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.len() < 4096, "the file was shown: {} bytes", t.len());
+    assert!(!node.hook_file().exists(), "{t}");
 }

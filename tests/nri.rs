@@ -730,3 +730,336 @@ fn log_level_debug_logs_every_call_and_warn_hides_info() {
     s.wait_log("warn 01-tetragon: unsupported call nri.pkg.api.v1alpha1.Plugin/StopContainer");
     assert!(!s.log().contains(" info "), "{}", s.log());
 }
+
+/// Sends `count` small `CreateContainer` requests from another thread without reading a reply
+/// (the writes may block while the plugin does not read); returns when all are sent or `limit`
+/// passes.
+fn flood_without_reading(c: &mut Conn, count: usize, limit: Duration) {
+    let mut wire = Vec::new();
+    for i in 0..count {
+        let (_, msg) = c.request_bytes("CreateContainer", create_request_small(i));
+        mux::write_frames(&mut wire, 1, &msg).unwrap();
+    }
+    let mut writer = c.stream.try_clone().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(&wire);
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let deadline = Instant::now() + limit;
+    while !done.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A small CreateContainer request (the reply, with the hook, is bigger than the request).
+fn create_request_small(i: usize) -> Vec<u8> {
+    CreateContainerRequest {
+        pod: None,
+        container: Some(Container {
+            id: format!("c{i}"),
+            pod_sandbox_id: String::new(),
+            name: String::new(),
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// Counts the complete responses the plugin wrote, reading until EOF.
+fn responses_until_eof(c: &mut Conn) -> usize {
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    loop {
+        match c.stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let (r, q) = (&mut c.responses, &mut c.requests);
+                let (gr, gq) = (&mut c.got_responses, &mut c.got_requests);
+                c.demux
+                    .feed(&buf[..n], |conn, f| match conn {
+                        1 => r.feed(f, gr),
+                        _ => q.feed(f, gq),
+                    })
+                    .unwrap();
+            }
+        }
+    }
+    c.got_responses.len()
+}
+
+#[test]
+fn a_session_healthy_longer_than_give_up_reconnects_however_it_breaks() {
+    let mut s = Setup::start(&["--nri-hook.give-up-after", "1"]);
+    let mut c = s.registered();
+    // Healthy for twice the give-up time, then a protocol error (a frame header announcing more
+    // than 16 MiB): the give-up clock starts now, so the plugin reconnects.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut frame = 1u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(&((16u32 << 20) + 1).to_be_bytes());
+    c.raw(&frame);
+    assert!(c.closed_by_plugin());
+    let mut c = s.registered();
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("a", "b")),
+        "/opt/tetragon",
+        &["--grpc-address", "unix:///t.sock"],
+    );
+    // Healthy again for longer than give-up, then the runtime closes the socket mid-request
+    // (the reply's write fails, or the read sees EOF): reconnect again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, msg) = c.request_bytes("CreateContainer", create_request("x", "y"));
+    mux::write_frames(&mut c.stream, 1, &msg[..msg.len() / 2]).unwrap();
+    drop(c);
+    let mut c = s.registered();
+    // ... and once more: a whole request, then a close before the reply is read.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, msg) = c.request_bytes("CreateContainer", create_request("x", "y"));
+    mux::write_frames(&mut c.stream, 1, &msg).unwrap();
+    c.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(c);
+    let _c = s.registered();
+    assert!(s.child.try_wait().unwrap().is_none(), "{}", s.log());
+    assert!(!s.log().contains("giving up"), "{}", s.log());
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(), 0, "{}", s.log());
+}
+
+#[test]
+fn sigterm_ends_the_plugin_within_1s_while_the_runtime_does_not_read() {
+    let mut s = Setup::start(&[]);
+    let mut c = s.registered();
+    // 3000 replies (~600 KB) are more than the socket buffer holds: the plugin has unsent output.
+    const N: usize = 3000;
+    flood_without_reading(&mut c, N, Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    s.signal(libc::SIGTERM);
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(0), "{}", s.log());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the plugin did not end within 1 s of SIGTERM\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // It really was stuck with replies the runtime had not read.
+    let got = responses_until_eof(&mut c);
+    assert!(
+        got < N,
+        "all {got} replies were written: the runtime was not blocking"
+    );
+    s.wait_log("received SIGTERM");
+}
+
+#[test]
+fn a_runtime_that_stops_reading_breaks_the_session_and_the_plugin_reconnects() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    flood_without_reading(&mut c, 3000, Duration::from_secs(3));
+    // Nothing read for 5 s: the session is broken, and the plugin registers again.
+    let _again = s.registered();
+    s.wait_log("has not read from the NRI socket for 5s");
+    drop(c);
+}
+
+#[test]
+fn a_runtime_that_sends_but_never_reads_is_cut_off_at_the_queue_bound() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    // Unknown methods with 8 KiB names: each reply carries a 4 KiB status text, so 2000 of them
+    // exceed the 4 MiB queue long before the write stall timeout.
+    let name = "M".repeat(8 << 10);
+    let mut wire = Vec::new();
+    for _ in 0..2000 {
+        let (_, msg) = c.request_bytes(&name, Vec::new());
+        mux::write_frames(&mut wire, 1, &msg).unwrap();
+    }
+    let mut writer = c.stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(&wire);
+    });
+    let start = Instant::now();
+    let _again = s.registered();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "reconnected only after the stall timeout"
+    );
+    s.wait_log("at most 4194304 are kept");
+    drop(c);
+}
+
+#[test]
+fn a_16_mib_unexpected_message_and_a_huge_method_name_log_short_lines() {
+    let s = Setup::start(&["--log-level", "debug"]);
+    let mut c = s.registered();
+    // A 16 MiB response on the runtime connection for a call the plugin never made.
+    let msg = ttrpc::encode_message(3, ttrpc::TYPE_RESPONSE, 0, &vec![0u8; 16 << 20]);
+    mux::write_frames(&mut c.stream, 2, &msg).unwrap();
+    s.wait_log("ignored an unexpected message on the runtime connection");
+    // A 1 MiB method name: logged (debug and warn) and echoed in the status, all cut.
+    let name = "M".repeat(1 << 20);
+    let st = c.call(&name, Vec::new()).status.unwrap();
+    assert_eq!(st.code, 12);
+    assert!(st.message.len() <= 4200, "{} bytes", st.message.len());
+    s.wait_log("unsupported call");
+    // Still serving.
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("a", "b")),
+        "/opt/tetragon",
+        &["--grpc-address", "unix:///t.sock"],
+    );
+    let log = s.log();
+    let longest = log.lines().map(str::len).max().unwrap();
+    assert!(longest < 2048, "a {longest}-byte log line");
+    assert!(log.len() < 64 << 10, "{} bytes of log", log.len());
+}
+
+#[test]
+fn prelaunched_lines_kept_before_configure_are_bounded_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("plugin.log");
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let (id, _) = c.register_request();
+    // 300 calls with 64 KiB method names before Configure: each logs a line that is kept until
+    // the log file is known.
+    let name = "M".repeat(64 << 10);
+    for _ in 0..300 {
+        assert_eq!(c.call(&name, Vec::new()).status.unwrap().code, 12);
+    }
+    let conf = format!(
+        "host_install_dir = \"/run/tg\"\nlog_file = \"{}\"\n",
+        log.display()
+    );
+    ok_payload(c.configure(&conf));
+    c.reply_register(id);
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.len() < (64 << 10) + 4096, "{} bytes kept", text.len());
+    assert!(text.contains("pre-launched by the runtime"), "{text}");
+    assert!(text.contains("earlier log lines were dropped"), "{text}");
+}
+
+#[test]
+fn prelaunched_configure_rejects_invalid_hook_args_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("plugin.log");
+    let conf = |args: &str| {
+        format!(
+            "host_install_dir = \"{}\"\nhook_args = [{args}]\nlog_file = \"{}\"\n",
+            dir.path().display(),
+            log.display()
+        )
+    };
+    // A misspelled flag.
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let _ = c.register_request();
+    let st = c
+        .configure(&conf("\"--grpc-timout\", \"2s\""))
+        .status
+        .unwrap();
+    assert_eq!(st.code, 3);
+    assert!(st.message.contains("`hook_args`"), "{}", st.message);
+    assert!(st.message.contains("--grpc-timout"), "{}", st.message);
+    assert!(st.message.contains("help:"), "{}", st.message);
+    // The plugin adds no hook.
+    let resp = c.call("CreateContainer", create_request("n", "i"));
+    let resp = CreateContainerResponse::decode(ok_payload(resp).as_slice()).unwrap();
+    assert!(resp.adjust.is_none(), "{resp:?}");
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("--grpc-timout"),
+        "the reason is in the plugin's log"
+    );
+    assert!(text.contains("help: fix `hook_args`"), "not cut: {text}");
+
+    // A CEL expression that does not compile, checked by the hook binary at its host path.
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_tetragon-oci-hook"),
+        dir.path().join("tetragon-oci-hook"),
+    )
+    .unwrap();
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let _ = c.register_request();
+    let st = c
+        .configure(&conf("\"--fail-cel-expr\", \"annotations[\""))
+        .status
+        .unwrap();
+    assert_eq!(st.code, 3);
+    assert!(
+        st.message.contains("invalid `--fail-cel-expr`"),
+        "{}",
+        st.message
+    );
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+
+    // Valid arguments: configured, and the hook carries them.
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let (id, _) = c.register_request();
+    let args = "\"--grpc-timeout\", \"2s\", \"--fail-cel-expr\", \"true\"";
+    ok_payload(c.configure(&conf(args)));
+    c.reply_register(id);
+    assert_adds_hook(
+        c.call("CreateContainer", create_request("n", "i")),
+        &dir.path().display().to_string(),
+        &["--grpc-timeout", "2s", "--fail-cel-expr", "true"],
+    );
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+}
+
+#[test]
+fn prelaunched_configure_logs_a_warning_when_the_hook_cannot_check_cel() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("plugin.log");
+    let (mut child, mut c) = prelaunch(&[], Stdio::null());
+    let (id, _) = c.register_request();
+    // No hook binary in host_install_dir: the expression is not checked, and the log says so.
+    let conf = format!(
+        "host_install_dir = \"{}\"\nhook_args = [\"--fail-cel-expr\", \"true\"]\n\
+         log_file = \"{}\"\n",
+        dir.path().join("missing").display(),
+        log.display()
+    );
+    ok_payload(c.configure(&conf));
+    c.reply_register(id);
+    drop(c);
+    assert_eq!(wait_child(&mut child), 0);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("warn 05-tetragon: could not run"), "{text}");
+}
+
+#[test]
+fn a_runtime_that_accepts_no_connections_never_blocks_the_plugin() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = Setup::socket(dir.path());
+    // A hung runtime: its socket listens with a backlog of 0 and one connection already waits,
+    // so a blocking connect(2) would wait for an accept that never comes.
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).unwrap();
+    rustix::net::bind(&listener, &SocketAddrUnix::new(&sock).unwrap()).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    let _waiting = UnixStream::connect(&sock).unwrap();
+    let child = Setup::spawn(dir.path(), &["--nri-hook.give-up-after", "0.5"]);
+    let mut s = Setup {
+        dir,
+        listener: None,
+        child,
+    };
+    // It gives up on time (exit 2) instead of hanging in connect(2).
+    assert_eq!(s.wait_exit(), 2, "{}", s.log());
+    let log = s.log();
+    assert!(log.contains("accepts no connections"), "{log}");
+    assert!(log.contains("giving up"), "{log}");
+    drop(listener);
+}

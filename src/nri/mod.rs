@@ -7,11 +7,13 @@
 //! ([`proto`]).
 //!
 //! Two ways to run:
-//! - [`run_external`]: connect to the runtime's NRI socket, and after the connection drops,
-//!   reconnect every [`FAST_RETRY_INTERVAL`], then [`RETRY_INTERVAL`] (the socket file may be missing or stale while containerd
-//!   restarts) until [`ExternalOptions::give_up_after`] passes without a registration; then fail,
-//!   so that kubelet restarts the pod (a bind-mounted socket keeps its old inode; only a new
-//!   mount helps).
+//! - [`run_external`]: connect to the runtime's NRI socket (without blocking: a runtime that
+//!   accepts nothing is a failed attempt), and after the connection drops, reconnect every
+//!   [`FAST_RETRY_INTERVAL`], then [`RETRY_INTERVAL`] (the socket file may be missing or stale
+//!   while containerd restarts) until [`ExternalOptions::give_up_after`] passes without a
+//!   registration; then fail, so that kubelet restarts the pod (a bind-mounted socket keeps its
+//!   old inode; only a new mount helps). The give-up clock starts when registration is lost,
+//!   however the session ended (EOF, I/O or protocol error, a runtime that stopped reading).
 //! - [`run_prelaunched`]: containerd started the plugin from its `plugin_path` with a connected
 //!   socket in `NRI_PLUGIN_SOCKET`; serve it until EOF (containerd relaunches the plugin).
 //!
@@ -99,34 +101,43 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         hook.path, hook.args
     ));
     let socket = opts.socket.display().to_string();
+    // When the plugin last stopped being registered (or started): the give-up clock.
     let mut down_since = Instant::now();
     let mut attempt: u64 = 0;
     loop {
         attempt += 1;
-        match UnixStream::connect(&opts.socket) {
+        match session::connect(&opts.socket) {
             Ok(mut stream) => {
                 plugin.log.info(format_args!(
                     "{full}: connected to `{socket}` (attempt {attempt})"
                 ));
-                match session::serve(&mut stream, &mut plugin, Some(signals.as_fd())) {
+                let started = Instant::now();
+                let outcome = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
+                drop(stream);
+                match outcome.end {
                     Ok(End::Signal(sig)) => {
                         plugin
                             .log
                             .info(format_args!("{full}: received {sig}, disconnecting"));
                         return Ok(sig);
                     }
-                    Ok(End::Eof { registered }) => {
-                        plugin.log.warn(format_args!(
-                            "{full}: the runtime closed the connection; reconnecting"
-                        ));
-                        if registered {
-                            down_since = Instant::now();
-                            attempt = 0;
-                            // Reconnect at once: containerd may already be back.
-                            continue;
-                        }
+                    Ok(End::Eof) => plugin.log.warn(format_args!(
+                        "{full}: the runtime closed the connection; reconnecting"
+                    )),
+                    Err(e) => plugin
+                        .log
+                        .error(format_args!("{full}: {e:#}; reconnecting")),
+                }
+                if outcome.registered {
+                    // However the session ended, registration was lost just now: the give-up
+                    // clock starts here, not at the last clean disconnect.
+                    down_since = Instant::now();
+                    attempt = 0;
+                    // Reconnect at once (containerd may already be back), unless sessions end
+                    // as fast as they start.
+                    if started.elapsed() >= FAST_RETRY_INTERVAL {
+                        continue;
                     }
-                    Err(e) => plugin.log.error(format_args!("{full}: {e:#}")),
                 }
             }
             Err(e) => plugin.log.warn(format_args!(
@@ -190,9 +201,9 @@ pub fn run_prelaunched(
         "{full}: pre-launched by the runtime (socket fd {fd_text})"
     ));
     let mut stream = UnixStream::from(fd);
-    let end = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
-    match end {
-        Ok(End::Eof { .. }) => {
+    let outcome = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
+    match outcome.end {
+        Ok(End::Eof) => {
             plugin.log.info(format_args!(
                 "{full}: the runtime closed the connection; exiting"
             ));

@@ -110,13 +110,20 @@ impl Demux {
 /// Writes `data` to logical connection `conn` as frames of at most [`WRITE_CHUNK`] bytes, in one
 /// `write_all` call so that frames of two messages never interleave.
 pub fn write_frames(w: &mut impl Write, conn: u32, data: &[u8]) -> io::Result<()> {
-    let mut out = Vec::with_capacity(data.len() + HEADER_LEN * (data.len() / WRITE_CHUNK + 1));
+    let mut out = Vec::new();
+    append_frames(&mut out, conn, data);
+    w.write_all(&out)
+}
+
+/// Appends `data` for logical connection `conn` to `out` as frames of at most [`WRITE_CHUNK`]
+/// bytes (the plugin queues its output and writes it without blocking).
+pub fn append_frames(out: &mut Vec<u8>, conn: u32, data: &[u8]) {
+    out.reserve(data.len() + HEADER_LEN * (data.len() / WRITE_CHUNK + 1));
     for chunk in data.chunks(WRITE_CHUNK) {
         out.extend_from_slice(&conn.to_be_bytes());
         out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
         out.extend_from_slice(chunk);
     }
-    w.write_all(&out)
 }
 
 #[cfg(test)]

@@ -240,11 +240,25 @@ impl Plugin {
                 (code::INVALID_ARGUMENT, msg)
             })?;
             self.log.open_file(Path::new(&config.log_file));
-            self.log.info(format_args!(
-                "{}: hook `{}`",
-                self.full_name,
-                config.hook.hook().path
-            ));
+            let hook = config.hook.hook();
+            // As `install` checks its `hook-args`: a typo here would reach every container.
+            // The plugin runs on the host, so the hook binary is at its host path.
+            match crate::install::validate_hook_args(Path::new(&hook.path), &config.hook.args) {
+                Ok(None) => {}
+                Ok(Some(warning)) => self.log.warn(format_args!("{}: {warning}", self.full_name)),
+                Err(e) => {
+                    let msg = format!(
+                        "{}: `hook_args` in the plugin configuration: {e:#}\nhelp: fix \
+                         `hook_args` in the plugin's `.conf` file (containerd's NRI \
+                         `plugin_config_path`); the plugin adds no hook until it is valid",
+                        self.full_name
+                    );
+                    self.log.error(format_args!("{msg}"));
+                    return Err((code::INVALID_ARGUMENT, msg));
+                }
+            }
+            self.log
+                .info(format_args!("{}: hook `{}`", self.full_name, hook.path));
             self.adjustment = Some(config.hook.encoded_response());
         }
         Ok(ConfigureResponse { events: EVENT_MASK }.encode_to_vec())

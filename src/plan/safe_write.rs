@@ -1,0 +1,522 @@
+//! The careful file-system side of writing a file: unnamed temporary files, the final rename,
+//! stale temporary files, and the edit lock.
+//!
+//! Every write goes through [`put`]: the content goes into an unnamed file (`O_TMPFILE`) in the
+//! target's directory, which only gets a name ([`TMP_MARK`], one no runtime loads by its glob)
+//! once it is complete, owned, moded and synced, and is then renamed over the target. Where the
+//! file system has no `O_TMPFILE`, the file is created under that name from the start; a write
+//! killed midway then leaves it behind, and the next write of the same target removes it
+//! ([`remove_stale`]). All of it works on a descriptor of the directory, so the names are looked
+//! up in the directory that was checked, and the rename replaces the directory entry: a symlink
+//! planted at the target is replaced, never followed.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+/// What the name of a temporary file of ours holds after the target's name: `.NAME` + this +
+/// a random part. No runtime loads it: containerd's `imports` and the OCI hooks dirs match
+/// `*.toml` / `*.json`, and the name ends with neither. (cri-o loads every file under
+/// `crio.conf.d`; there the file only gets this name once it is complete, when `O_TMPFILE` is
+/// available.)
+pub(crate) const TMP_MARK: &str = ".tetragon-tmp-";
+
+/// The largest config file read (64 MiB): real ones are a few KiB.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// How long an edit waits for another run editing the same file.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// The mode and owner a written file gets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Perms {
+    pub(crate) mode: u32,
+    /// Owner and group to give the file (only root may; others keep their own).
+    pub(crate) owner: Option<(u32, u32)>,
+}
+
+impl Perms {
+    pub(crate) fn of_stat(st: &rustix::fs::Stat) -> Self {
+        Self {
+            mode: st.st_mode & 0o7777,
+            owner: Some((st.st_uid, st.st_gid)),
+        }
+    }
+}
+
+/// What the target is: a kind of file, as `lstat` tells it.
+pub(crate) fn describe_kind(ft: FileType) -> &'static str {
+    match ft {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "not a regular file",
+    }
+}
+
+/// `lstat` of `path`, `None` when nothing is there.
+pub(crate) fn lstat(path: &Path) -> anyhow::Result<Option<rustix::fs::Stat>> {
+    match rustix::fs::lstat(path) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(std::io::Error::from(e))
+            .with_context(|| format!("failed to read `{}`", path.display())),
+    }
+}
+
+/// Opens `dir` (the user named it, so symlinks in it are followed) for `*at` calls.
+pub(crate) fn open_dir(dir: &Path, target: &Path) -> anyhow::Result<OwnedFd> {
+    rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| {
+        format!(
+            "cannot write `{}`: cannot open directory `{}`",
+            target.display(),
+            dir.display()
+        )
+    })
+}
+
+/// Writes `contents` to `name` in the directory `dir_fd` (shown as `target`): an unnamed
+/// temporary file, `perms`, `fsync`, a name no runtime loads, `check` (the last look before the
+/// switch), then `rename` over `name` and `fsync` of the directory.
+pub(crate) fn put(
+    dir: &Path,
+    dir_fd: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &Path,
+    contents: &[u8],
+    perms: Perms,
+    check: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let ctx = || format!("failed to write `{}`", target.display());
+    let (fd, named) = match rustix::fs::openat(
+        dir_fd,
+        ".",
+        OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => (fd, None),
+        // No O_TMPFILE here: a named file, under a name no runtime loads.
+        Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOENT) => {
+            let (fd, tmp) = create_named(dir, dir_fd, name, target)?;
+            (fd, Some(tmp))
+        }
+        Err(e) => {
+            return Err(std::io::Error::from(e)).with_context(|| {
+                format!(
+                    "cannot write `{}`: failed to create a temporary file in `{}`",
+                    target.display(),
+                    dir.display()
+                )
+            });
+        }
+    };
+    let written = (|| {
+        let mut file = File::from(fd);
+        file.write_all(contents).with_context(ctx)?;
+        set_perms(file.as_fd(), perms).with_context(ctx)?;
+        file.sync_all().with_context(ctx)?;
+        let tmp = match named {
+            Some(ref tmp) => tmp.clone(),
+            None => link_unnamed(file.as_fd(), dir_fd, name, target)?,
+        };
+        Ok::<_, anyhow::Error>(tmp)
+    })();
+    let tmp = match written {
+        Ok(tmp) => tmp,
+        Err(e) => {
+            if let Some(tmp) = &named {
+                let _ = rustix::fs::unlinkat(dir_fd, tmp.as_os_str(), AtFlags::empty());
+            }
+            return Err(e);
+        }
+    };
+    let switched = check().and_then(|()| {
+        rustix::fs::renameat(dir_fd, tmp.as_os_str(), dir_fd, name)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("failed to replace `{}`", target.display()))
+    });
+    if let Err(e) = switched {
+        let _ = rustix::fs::unlinkat(dir_fd, tmp.as_os_str(), AtFlags::empty());
+        return Err(e);
+    }
+    // Makes the rename durable. Best effort: some file systems refuse to fsync a directory.
+    let _ = rustix::fs::fsync(dir_fd);
+    Ok(())
+}
+
+fn set_perms(fd: BorrowedFd<'_>, perms: Perms) -> std::io::Result<()> {
+    if let Some((uid, gid)) = perms.owner {
+        let st = rustix::fs::fstat(fd)?;
+        if st.st_uid != uid || st.st_gid != gid {
+            let (u, g) = (
+                rustix::fs::Uid::from_raw(uid),
+                rustix::fs::Gid::from_raw(gid),
+            );
+            match rustix::fs::fchown(fd, Some(u), Some(g)) {
+                // Only root may give a file away; for anyone else the new file is theirs.
+                Ok(()) | Err(Errno::PERM) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // After the chown, which clears set-id bits.
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(perms.mode))?;
+    Ok(())
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temporary name for target `name`: `.NAME.tetragon-tmp-RANDOM`.
+fn temp_name(name: &OsStr) -> std::ffi::OsString {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = format!("{nanos}-{}-{n}", std::process::id());
+    let random = &crate::plan::sha256_hex(seed.as_bytes())[..12];
+    let mut out = std::ffi::OsString::from(".");
+    out.push(name);
+    out.push(TMP_MARK);
+    out.push(random);
+    out
+}
+
+fn create_named(
+    dir: &Path,
+    dir_fd: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &Path,
+) -> anyhow::Result<(OwnedFd, PathBuf)> {
+    for _ in 0..100 {
+        let tmp = temp_name(name);
+        match rustix::fs::openat(
+            dir_fd,
+            tmp.as_os_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => return Ok((fd, PathBuf::from(tmp))),
+            Err(Errno::EXIST) => continue,
+            Err(e) => {
+                return Err(std::io::Error::from(e)).with_context(|| {
+                    format!(
+                        "cannot write `{}`: failed to create a temporary file in `{}`",
+                        target.display(),
+                        dir.display()
+                    )
+                });
+            }
+        }
+    }
+    bail!(
+        "cannot write `{}`: no free temporary file name in its directory",
+        target.display()
+    )
+}
+
+/// Gives the complete unnamed file `fd` a temporary name in `dir_fd`.
+fn link_unnamed(
+    fd: BorrowedFd<'_>,
+    dir_fd: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &Path,
+) -> anyhow::Result<PathBuf> {
+    let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    for _ in 0..100 {
+        let tmp = temp_name(name);
+        let linked = match rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            dir_fd,
+            tmp.as_os_str(),
+            AtFlags::SYMLINK_FOLLOW,
+        ) {
+            // No /proc: AT_EMPTY_PATH (needs CAP_DAC_READ_SEARCH, which root has).
+            Err(Errno::NOENT) => {
+                rustix::fs::linkat(fd, "", dir_fd, tmp.as_os_str(), AtFlags::EMPTY_PATH)
+            }
+            other => other,
+        };
+        match linked {
+            Ok(()) => return Ok(PathBuf::from(tmp)),
+            Err(Errno::EXIST) => continue,
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("failed to write `{}`", target.display()));
+            }
+        }
+    }
+    bail!(
+        "cannot write `{}`: no free temporary file name in its directory",
+        target.display()
+    )
+}
+
+/// Removes temporary files of ours for target `name` left in `dir_fd` by a write that was
+/// killed: only names of the exact form `.NAME.tetragon-tmp-HEX`, only regular files (never
+/// through a symlink) owned by this user, only those last modified at least `min_age` ago.
+/// Returns the names removed. Best effort: a file that cannot be removed is left.
+pub(crate) fn remove_stale(
+    dir: &Path,
+    dir_fd: BorrowedFd<'_>,
+    name: &OsStr,
+    min_age: Duration,
+) -> Vec<PathBuf> {
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(name.as_bytes());
+    prefix.extend_from_slice(TMP_MARK.as_bytes());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let bytes = file_name.as_bytes();
+        let Some(rest) = bytes.strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        if rest.len() != 12 || !rest.iter().all(u8::is_ascii_hexdigit) {
+            continue;
+        }
+        let Ok(st) = rustix::fs::statat(dir_fd, file_name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            continue;
+        };
+        let age = now.saturating_sub(u64::try_from(st.st_mtime).unwrap_or(0));
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+            || st.st_uid != me
+            || age < min_age.as_secs()
+        {
+            continue;
+        }
+        if rustix::fs::unlinkat(dir_fd, file_name.as_os_str(), AtFlags::empty()).is_ok() {
+            removed.push(dir.join(&file_name));
+        }
+    }
+    removed
+}
+
+/// Opens `path` for reading without blocking (a FIFO opens at once) and checks with `fstat`
+/// that it is a regular file of at most `max` bytes; `what` names it in errors.
+pub(crate) fn open_regular(
+    path: &Path,
+    max: u64,
+    follow: bool,
+) -> anyhow::Result<(File, rustix::fs::Stat)> {
+    let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // A socket cannot be opened at all (ENXIO): say what it is rather than why not.
+            if let Ok(st) = rustix::fs::stat(path) {
+                let kind = FileType::from_raw_mode(st.st_mode);
+                if kind != FileType::RegularFile && kind != FileType::Directory {
+                    not_regular(path, kind)?;
+                }
+            }
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("failed to read `{}`", path.display()));
+        }
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind == FileType::Directory {
+        bail!(
+            "`{}` is a directory, expected a config file\nhelp: pass the file itself, e.g. `{}`",
+            path.display(),
+            path.join("config.toml").display()
+        );
+    }
+    if kind != FileType::RegularFile {
+        not_regular(path, kind)?;
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if size > max {
+        bail!(
+            "`{}` is {size} bytes, more than the {} MiB a config file may have\nhelp: check that \
+             this is the runtime's config file",
+            path.display(),
+            max >> 20
+        );
+    }
+    // Regular file: reads block no more, but keep a plain blocking descriptor anyway.
+    let file = File::from(fd);
+    Ok((file, st))
+}
+
+fn not_regular(path: &Path, kind: FileType) -> anyhow::Result<()> {
+    bail!(
+        "`{}` is {}, expected a regular config file\nhelp: pass the config file itself (a FIFO, \
+         device or socket is not read)",
+        path.display(),
+        describe_kind(kind)
+    )
+}
+
+/// Reads at most `max` bytes from `file` (a file that grew past it is an error).
+pub(crate) fn read_bounded(file: &mut File, path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("failed to read `{}`", path.display()))?;
+    if bytes.len() as u64 > max {
+        bail!(
+            "`{}` grew past the {} MiB a config file may have while being read",
+            path.display(),
+            max >> 20
+        );
+    }
+    Ok(bytes)
+}
+
+/// An exclusive lock on editing one file, released on drop.
+#[derive(Debug)]
+pub struct EditLock {
+    _file: File,
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+/// The directory of the lock files: root-only, so no other user can hold a lock.
+fn lock_dir() -> PathBuf {
+    // /run is root's alone (unlike /run/lock or /tmp, where any user could create the
+    // directory first: that is refused below, but would stop every edit).
+    if rustix::process::geteuid().is_root() && Path::new("/run").is_dir() {
+        return PathBuf::from("/run/tetragon-oci-hook-setup");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join("tetragon-oci-hook-setup"),
+        _ => std::env::temp_dir().join(format!(
+            "tetragon-oci-hook-setup-{}",
+            rustix::process::geteuid().as_raw()
+        )),
+    }
+}
+
+/// Takes the exclusive lock on editing `target` (canonical path), waiting at most `wait`.
+///
+/// The lock is a `flock` on `/run/tetragon-oci-hook-setup/<sha256 of the path>.lock` (for root;
+/// another user's lock dir is their own): the directory is created 0700 and must be ours and
+/// not a symlink, the file is opened without following a link, 0600 and ours. Nothing is put
+/// beside the target, where a runtime might load it.
+pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
+    let dir = lock_dir();
+    let help = |dir: &Path| {
+        format!(
+            "help: remove `{}` (this tool re-creates it, owned by the user running it, mode 0700)",
+            dir.display()
+        )
+    };
+    match rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => {
+            return Err(std::io::Error::from(e))
+                .with_context(|| format!("cannot create lock directory `{}`", dir.display()));
+        }
+    }
+    let dir_fd = rustix::fs::open(
+        &dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| {
+        format!(
+            "cannot open lock directory `{}` (is it a symlink?)\n{}",
+            dir.display(),
+            help(&dir)
+        )
+    })?;
+    let me = rustix::process::geteuid().as_raw();
+    let st = rustix::fs::fstat(&dir_fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot read lock directory `{}`", dir.display()))?;
+    if st.st_uid != me || st.st_mode & 0o077 != 0 {
+        bail!(
+            "lock directory `{}` is not private (owner uid {}, mode {:04o}; expected uid {me}, \
+             mode 0700)\n{}",
+            dir.display(),
+            st.st_uid,
+            st.st_mode & 0o7777,
+            help(&dir)
+        );
+    }
+    let name = format!(
+        "{}.lock",
+        &crate::plan::sha256_hex(target.as_os_str().as_bytes())[..32]
+    );
+    let lock_path = dir.join(&name);
+    let fd = rustix::fs::openat(
+        &dir_fd,
+        name.as_str(),
+        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(std::io::Error::from)
+    .with_context(|| format!("cannot open lock file `{}`", lock_path.display()))?;
+    let st = rustix::fs::fstat(&fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot read lock file `{}`", lock_path.display()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_uid != me
+        || st.st_mode & 0o077 != 0
+    {
+        bail!(
+            "lock file `{}` is not a private regular file of ours\n{}",
+            lock_path.display(),
+            help(&dir)
+        );
+    }
+    let start = Instant::now();
+    loop {
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(Errno::WOULDBLOCK | Errno::INTR) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(Errno::WOULDBLOCK) => bail!(
+                "another run is still editing `{}` after {} s (lock `{}`); nothing written\n\
+                 help: wait for it to finish, then run again",
+                target.display(),
+                wait.as_secs_f64(),
+                lock_path.display()
+            ),
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot lock `{}`", lock_path.display()));
+            }
+        }
+    }
+    Ok(EditLock {
+        _file: File::from(fd),
+        path: lock_path,
+    })
+}
