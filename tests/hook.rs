@@ -1675,3 +1675,50 @@ fn special_or_huge_defaults_file_is_ignored_without_blocking() {
         );
     }
 }
+
+/// A runtime that never reads the hook's stderr (a full pipe): the hook blocks writing its
+/// message, and the watchdog still ends it within `--grpc-timeout` + 1 s with the decision
+/// already made (exit 1: the container is refused).
+#[test]
+fn hook_ends_within_grpc_timeout_plus_one_second_when_stderr_is_never_read() {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let case = Case::with_namespace(Some("default"));
+    let addr = no_agent(&case);
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    // Fill the pipe, then make writes to it block again.
+    let flags = fcntl_getfl(&writer).unwrap();
+    fcntl_setfl(&writer, flags | OFlags::NONBLOCK).unwrap();
+    while rustix::io::write(&writer, &[b'x'; 4096]).is_ok() {}
+    fcntl_setfl(&writer, flags).unwrap();
+    let mut cmd = case.command(&[
+        "--grpc-address",
+        &addr,
+        "--grpc-timeout=1s",
+        "createRuntime",
+    ]);
+    cmd.stdin(Stdio::null())
+        .current_dir(case.bundle())
+        .stderr(std::fs::File::from(writer));
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut ended = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = start.elapsed();
+    if !ended {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    drop(reader);
+    assert!(ended, "the hook blocked on its stderr");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    let log = read_log(&case.log_path());
+    assert!(log.iter().any(|l| l["msg"] == FAILING), "{log:#?}");
+}

@@ -181,7 +181,10 @@ pub const GRACE: Duration = Duration::from_secs(1);
 
 /// Time kept at the end of the budget for logging (at most [`log::LOCK_WAIT`] on the lock) and
 /// exiting, after the fail check.
-const TAIL: Duration = Duration::from_millis(150);
+const TAIL: Duration = Duration::from_millis(250);
+
+/// How long before the end of the budget the watchdog ends the process (room for the exit).
+const CUT_OFF_MARGIN: Duration = Duration::from_millis(100);
 
 /// The exit status if the watchdog has to end the process: 1 (fail the container) until the
 /// agent accepted the container or the fail check allowed it.
@@ -234,10 +237,7 @@ impl Budget {
         if disable_grpc {
             CUT_OFF_CODE.store(0, Ordering::Relaxed);
         }
-        let at = self
-            .end
-            .checked_sub(Duration::from_millis(50))
-            .unwrap_or(self.end);
+        let at = self.end.checked_sub(CUT_OFF_MARGIN).unwrap_or(self.end);
         let spawned = std::thread::Builder::new()
             .name("watchdog".to_owned())
             .stack_size(64 << 10)
@@ -255,8 +255,24 @@ impl Budget {
                 } else {
                     "failing container: tetragon-oci-hook did not finish in time\n"
                 };
-                // One write, no lock: stderr may be what is stuck.
-                let _ = rustix::io::write(std::io::stderr(), msg.as_bytes());
+                // One write, no lock, and only if it cannot block: stderr may be what is stuck
+                // (a pipe nobody reads). `POLLOUT` on a pipe means room for `PIPE_BUF` bytes,
+                // and a shorter write to it is all or nothing.
+                let stderr = std::io::stderr();
+                let fd = std::os::fd::AsFd::as_fd(&stderr);
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::OUT,
+                )];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                if rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n == 1)
+                    && fds[0].revents().contains(rustix::event::PollFlags::OUT)
+                {
+                    let _ = rustix::io::write(fd, msg.as_bytes());
+                }
                 std::process::exit(i32::from(code));
             });
         // Without the thread, the bounds on each step still hold.
