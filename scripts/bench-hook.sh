@@ -7,6 +7,8 @@
 #   - peak RSS of one call in each mode, with the state on stdin (`/usr/bin/time -v`, max over
 #     20 runs);
 #   - size of the static, stripped binary, and whether it is static.
+# "agent down, CEL allows" includes the CEL child process (the hook binary re-executed with the
+# hidden `eval-cel` command, memory- and time-capped), which runs only on that fail path.
 # Targets (issue 4): < 2 ms and < 4 MiB with --disable-grpc, < 5 ms with the agent, < 6 MB.
 # Needs: hyperfine, time (Debian packages `hyperfine`, `time`).
 set -euo pipefail

@@ -1134,3 +1134,591 @@ fn check_cel_command_compiles_the_expression_and_writes_nothing() {
     assert!(!bad.stderr.is_empty());
     assert!(!log.exists(), "check-cel must not write the hook log");
 }
+
+// ---- hardening: every run ends within `--grpc-timeout` + 1 s, whatever it is given ----
+
+/// A hook run watched from outside: killed once `limit` has passed (so that a hang fails the
+/// test instead of stalling it), with its exit code, wall time and peak RSS (its own and that of
+/// its children, from `wait4`).
+#[derive(Debug)]
+struct Watched {
+    /// `None` when killed by a signal.
+    code: Option<i32>,
+    elapsed: Duration,
+    max_rss_kib: i64,
+    stderr: String,
+}
+
+/// What the watched hook gets on stdin.
+enum Feed {
+    /// This text, then end of file.
+    Text(String),
+    /// Nothing, and the pipe stays open until the hook ends.
+    OpenForever,
+}
+
+fn run_watched(mut cmd: Command, feed: Feed, limit: Duration) -> Watched {
+    use std::io::Read;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_BACKTRACE");
+    let start = Instant::now();
+    // Reaped with `wait4` below, for its rusage.
+    #[allow(clippy::zombie_processes)]
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stdin = child.stdin.take().unwrap();
+    let held = match feed {
+        Feed::Text(text) => {
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(text.as_bytes());
+            });
+            None
+        }
+        Feed::OpenForever => Some(stdin),
+    };
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    // Read (and dropped) so that the hook never blocks on a full pipe.
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let mut killed = false;
+    let (status, ru, elapsed) = loop {
+        let mut status = 0;
+        // SAFETY: `rusage` is plain data; all zeroes is a valid value.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our child, not reaped yet (the `Child` is never waited on), and both
+        // pointers are valid for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break (status, ru, start.elapsed());
+        }
+        assert_eq!(r, 0, "wait4 failed");
+        if !killed && start.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    drop(held);
+    let _ = out.join();
+    Watched {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        elapsed,
+        max_rss_kib: ru.ru_maxrss,
+        stderr: err.join().unwrap(),
+    }
+}
+
+impl Case {
+    /// The hook with the case's log and working dir, and `args`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(HOOK);
+        cmd.arg("--log-fname")
+            .arg(self.log_path())
+            .args(args)
+            .current_dir(self.path());
+        cmd
+    }
+
+    fn watched(&self, args: &[&str]) -> Watched {
+        run_watched(
+            self.command(args),
+            Feed::Text(self.state()),
+            Duration::from_secs(20),
+        )
+    }
+}
+
+const LOCK_BUSY: &str =
+    "the log file is locked by another process; writing without the lock and without rotating";
+
+/// The attack: any user who can open the log (0644 in older installs) takes its lock and
+/// holds it; the hook must neither wait for it nor lose its line.
+#[test]
+fn hook_ends_within_timeout_when_log_lock_is_held() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let case = Case::with_namespace(Some("kube-system"));
+    // A log as an older hook left it (0644), in a directory the user can reach.
+    std::fs::set_permissions(case.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(case.log_path(), "").unwrap();
+    std::fs::set_permissions(case.log_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut holder = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "flock",
+            "-x",
+        ])
+        .arg(case.log_path())
+        .args(["sleep", "25"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let holder_pgid = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
+    // Wait until the lock is really held by the user.
+    let probe = std::fs::File::open(case.log_path()).unwrap();
+    let t0 = Instant::now();
+    while rustix::fs::flock(&probe, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        rustix::fs::flock(&probe, rustix::fs::FlockOperation::Unlock).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10), "flock never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let agent = Agent::start(Behavior::Hang);
+    let address = agent.address();
+    let runs = [
+        (
+            vec!["--grpc-timeout", "1s", "--disable-grpc"],
+            "gRPC was disabled, so will not be contacting the agent",
+        ),
+        (
+            vec!["--grpc-timeout", "1s", "--grpc-address", &address],
+            NOT_FAILING,
+        ),
+    ];
+    let mut results = Vec::new();
+    for (args, msg) in runs {
+        let mut args = args.clone();
+        args.push("createRuntime");
+        let run = case.watched(&args);
+        let log = read_log(&case.log_path());
+        results.push((run, log, msg));
+    }
+    let _ = rustix::process::kill_process_group(holder_pgid, rustix::process::Signal::KILL);
+    let _ = holder.wait();
+    let mut busy_notes = 0;
+    for (run, log, msg) in &results {
+        assert_eq!(run.code, Some(0), "{run:#?}");
+        assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+        assert!(
+            log.iter().any(|l| l["msg"] == *msg),
+            "{msg:?} not in {log:#?}"
+        );
+        busy_notes = log.iter().filter(|l| l["msg"] == LOCK_BUSY).count();
+    }
+    // Noted once per run: two runs, two notes in the shared log.
+    assert_eq!(busy_notes, 2, "{:#?}", results[1].1);
+}
+
+#[test]
+fn new_log_file_is_created_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let case = Case::with_namespace(Some("kube-system"));
+    let run = case.run(&["--disable-grpc", "createRuntime"]);
+    assert_eq!(run.code, 0);
+    let mode = std::fs::metadata(case.log_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+/// A symlink at the log path is not followed (its target keeps its content); a FIFO there
+/// does not block the hook. The line goes to stderr instead.
+#[test]
+fn log_path_symlink_is_not_followed_and_fifo_does_not_hang() {
+    let case = Case::with_namespace(Some("kube-system"));
+    let victim = case.path().join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    std::os::unix::fs::symlink(&victim, case.log_path()).unwrap();
+    let run = case.watched(&["--disable-grpc", "createRuntime"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    assert!(run.stderr.contains("gRPC was disabled"), "{run:#?}");
+
+    std::fs::remove_file(case.log_path()).unwrap();
+    let st = Command::new("mkfifo")
+        .arg(case.log_path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let run = case.watched(&["--disable-grpc", "createRuntime"]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    assert!(run.stderr.contains("gRPC was disabled"), "{run:#?}");
+}
+
+const TEN: &str = "[0,1,2,3,4,5,6,7,8,9]";
+
+/// `TEN.all(a, TEN.all(b, ... true))`, `depth` deep: 10^depth steps, little memory.
+fn all_nest(depth: usize) -> String {
+    let mut e = "true".to_owned();
+    for i in 0..depth {
+        e = format!("{TEN}.all(v{i}, {e})");
+    }
+    e
+}
+
+/// `TEN.map(a, TEN.map(b, ... a)).size() > 0`, `depth` deep: 10^depth values.
+fn map_nest(depth: usize) -> String {
+    let mut e = "v0".to_owned();
+    for i in 0..depth {
+        e = format!("{TEN}.map(v{i}, {e})");
+    }
+    format!("{e}.size() > 0")
+}
+
+/// Strings that grow eightfold per level: 16 × 8^9 bytes (2.1 GB) at the bottom, reached in well
+/// under a second. Evaluates to false (do not fail), if it is ever allowed to finish.
+fn memory_bomb() -> String {
+    let mut e = "v9.size() == 0".to_owned();
+    for i in (0..10).rev() {
+        let seed = if i == 0 {
+            "\"0123456789abcdef\"".to_owned()
+        } else {
+            vec![format!("v{}", i - 1); 8].join("+")
+        };
+        e = format!("[{seed}].exists(v{i}, {e})");
+    }
+    e
+}
+
+/// The slow expressions (a ~270-byte `.all()` nest, a ~230-byte `.map()` nest) are
+/// stopped at `--fail-cel-timeout` (default 200 ms); the namespace rules decide, and the log
+/// says which bound was hit.
+#[test]
+fn slow_cel_is_stopped_at_its_deadline_and_namespace_rules_decide() {
+    let (all, map) = (all_nest(8), map_nest(7));
+    assert!((200..300).contains(&all.len()) && (200..300).contains(&map.len()));
+    for expr in [all, map] {
+        for (ns, code) in [("kube-system", 0), ("default", 1)] {
+            let case = Case::with_namespace(Some(ns));
+            let addr = no_agent(&case);
+            let run = case.watched(&[
+                "--grpc-address",
+                &addr,
+                "--grpc-timeout=1s",
+                "--fail-cel-expr",
+                &expr,
+                "createRuntime",
+            ]);
+            assert_eq!(run.code, Some(code), "{run:#?}");
+            assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+            let log = read_log(&case.log_path());
+            let err = log
+                .iter()
+                .find(|l| l["msg"] == "failCheck failed")
+                .unwrap_or_else(|| panic!("{log:#?}"))["error"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert!(
+                err.contains("did not finish within 200ms")
+                    && err.contains("using the namespace rules"),
+                "{err}"
+            );
+            // Stopped early: far from the gigabytes the `.map()` nest reaches unbounded.
+            assert!(run.max_rss_kib < 256 << 10, "{} KiB", run.max_rss_kib);
+        }
+    }
+}
+
+/// An expression that allocates gigabytes in a fraction of a second, given a long timeout, is
+/// stopped by the memory cap: the namespace rules decide and the log names the cap.
+#[test]
+fn memory_hungry_cel_is_capped_and_namespace_rules_decide() {
+    let case = Case::with_namespace(Some("default"));
+    let addr = no_agent(&case);
+    let expr = memory_bomb();
+    let run = case.watched(&[
+        "--grpc-address",
+        &addr,
+        "--fail-cel-timeout=10s",
+        "--fail-cel-expr",
+        &expr,
+        "createRuntime",
+    ]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let log = read_log(&case.log_path());
+    let err = log
+        .iter()
+        .find(|l| l["msg"] == "failCheck failed")
+        .unwrap_or_else(|| panic!("{log:#?}"))["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(err.contains("memory cap"), "{err}");
+    // The cap is 256 MiB of heap over a 256 MiB stack reservation and the image.
+    assert!(run.max_rss_kib < 700 << 10, "{} KiB", run.max_rss_kib);
+}
+
+/// A silent agent, then a slow CEL expression with a long `--fail-cel-timeout`: the CEL gets
+/// what is left of the grace second, and the hook ends within `--grpc-timeout` + 1 s.
+#[test]
+fn hook_ends_within_grpc_timeout_plus_one_second_with_hanging_agent_and_slow_cel() {
+    let agent = Agent::start(Behavior::Hang);
+    let case = Case::with_namespace(Some("kube-system"));
+    let expr = all_nest(8);
+    let run = case.watched(&[
+        "--grpc-address",
+        &agent.address(),
+        "--grpc-timeout=1s",
+        "--fail-cel-timeout=30s",
+        "--fail-cel-expr",
+        &expr,
+        "createRuntime",
+    ]);
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+    let log = read_log(&case.log_path());
+    assert!(log.iter().any(|l| l["msg"] == NOT_FAILING), "{log:#?}");
+}
+
+/// A runtime that keeps stdin open without writing: the hook still ends within
+/// `--grpc-timeout` + 1 s.
+#[test]
+fn hook_ends_within_grpc_timeout_plus_one_second_when_stdin_never_closes() {
+    let case = Case::with_namespace(Some("kube-system"));
+    let addr = no_agent(&case);
+    let run = run_watched(
+        case.command(&[
+            "--grpc-address",
+            &addr,
+            "--grpc-timeout=1s",
+            "createRuntime",
+        ]),
+        Feed::OpenForever,
+        Duration::from_secs(20),
+    );
+    assert!(matches!(run.code, Some(0 | 1)), "{run:#?}");
+    assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+}
+
+/// A huge `config.json` is a read error that goes to the fail policy, without being read whole.
+#[test]
+fn huge_config_json_is_a_read_error_and_is_not_read_whole() {
+    let case = Case::new(None);
+    // Sparse: 500 MB that cost no disk.
+    let f = std::fs::File::create(case.bundle().join("config.json")).unwrap();
+    f.set_len(500 << 20).unwrap();
+    drop(f);
+    let addr = no_agent(&case);
+    let run = case.watched(&["--grpc-address", &addr, "createRuntime"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let log = read_log(&case.log_path());
+    let err = log
+        .iter()
+        .find(|l| l["msg"] == FAILED)
+        .unwrap_or_else(|| panic!("{log:#?}"))["err"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        err.contains("config.json") && err.contains("more than the 16 MiB"),
+        "{err}"
+    );
+    assert!(run.max_rss_kib < 64 << 10, "{} KiB", run.max_rss_kib);
+}
+
+/// A FIFO or a device as `config.json` is a read error naming it, at once.
+#[test]
+fn special_config_json_is_a_read_error() {
+    for special in ["fifo", "device"] {
+        let case = Case::new(None);
+        let spec = case.bundle().join("config.json");
+        if special == "fifo" {
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&spec)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &spec).unwrap();
+        }
+        let addr = no_agent(&case);
+        let run = case.watched(&["--grpc-address", &addr, "createRuntime"]);
+        assert_eq!(run.code, Some(1), "{run:#?}");
+        assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
+        let log = read_log(&case.log_path());
+        let err = log
+            .iter()
+            .find(|l| l["msg"] == FAILED)
+            .unwrap_or_else(|| panic!("{log:#?}"))["err"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            err.contains("config.json") && err.contains("not a regular file"),
+            "{special}: {err}"
+        );
+    }
+}
+
+/// Exit codes stay the policy's (0 or 1) when stdout and stderr are a pipe nobody reads
+/// (EPIPE), or closed.
+#[test]
+fn exit_status_is_the_policys_when_stdout_or_stderr_is_broken_or_closed() {
+    use std::os::unix::process::CommandExt;
+    for (ns, code) in [("kube-system", 0), ("default", 1)] {
+        let case = Case::with_namespace(Some(ns));
+        let addr = no_agent(&case);
+        for closed in [false, true] {
+            let mut cmd = case.command(&["--grpc-address", &addr, "createRuntime"]);
+            // No state on stdin: `config.json` is found from the working dir.
+            cmd.stdin(Stdio::null()).current_dir(case.bundle());
+            if closed {
+                // SAFETY: only async-signal-safe `close` between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::close(1);
+                        libc::close(2);
+                        Ok(())
+                    });
+                }
+            } else {
+                let (reader, writer) = rustix::pipe::pipe().unwrap();
+                drop(reader);
+                let writer = std::fs::File::from(writer);
+                cmd.stdout(writer.try_clone().unwrap()).stderr(writer);
+            }
+            let status = cmd.status().unwrap();
+            assert_eq!(
+                status.code(),
+                Some(code),
+                "ns {ns}, closed {closed}: {status:?}"
+            );
+        }
+    }
+    // Something on stdout: `--version`.
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    drop(reader);
+    let writer = std::fs::File::from(writer);
+    let status = Command::new(HOOK)
+        .arg("--version")
+        .stdout(writer)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// The CEL child gets every annotation, also when they are more than a pipe's buffer.
+#[test]
+fn cel_in_its_child_process_sees_large_annotations() {
+    let mut spec: Value = serde_json::from_str(CRIO_SPEC).unwrap();
+    let big = "x".repeat(300 << 10);
+    spec["annotations"]["big"] = big.clone().into();
+    let case = Case::new(Some(&spec.to_string()));
+    let addr = no_agent(&case);
+    for (expr, code) in [
+        (format!("annotations[\"big\"].size() == {}", big.len()), 1),
+        ("annotations[\"big\"] == \"y\"".to_owned(), 0),
+    ] {
+        let run = case.watched(&[
+            "--grpc-address",
+            &addr,
+            "--fail-cel-expr",
+            &expr,
+            "createRuntime",
+        ]);
+        assert_eq!(run.code, Some(code), "{expr}: {run:#?}");
+        let log = read_log(&case.log_path());
+        assert!(
+            !log.iter().any(|l| l["msg"] == "failCheck failed"),
+            "{log:#?}"
+        );
+    }
+}
+
+/// The defaults file beside the binary is read on every run: a FIFO there must not block the
+/// hook, and a huge one is not read; both are ignored with a warning.
+#[test]
+fn special_or_huge_defaults_file_is_ignored_without_blocking() {
+    for (kind, want) in [
+        ("fifo", "not a regular file"),
+        ("huge", "more than the 1 MiB"),
+    ] {
+        let case = Case::with_namespace(Some("kube-system"));
+        let bin = private_binary(&case);
+        let defaults = bin.with_file_name("tetragon-oci-hook.json");
+        if kind == "fifo" {
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&defaults)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        } else {
+            let f = std::fs::File::create(&defaults).unwrap();
+            f.set_len(2 << 20).unwrap();
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--log-fname")
+            .arg(case.log_path())
+            .args(["--disable-grpc", "createRuntime"])
+            .current_dir(case.path());
+        let run = run_watched(cmd, Feed::Text(case.state()), Duration::from_secs(20));
+        assert_eq!(run.code, Some(0), "{kind}: {run:#?}");
+        assert!(
+            run.elapsed < Duration::from_secs(2),
+            "{kind}: {:?}",
+            run.elapsed
+        );
+        let log = read_log(&case.log_path());
+        let warn = log
+            .iter()
+            .find(|l| l["msg"] == "ignoring part of the defaults file")
+            .unwrap_or_else(|| panic!("{kind}: {log:#?}"));
+        assert!(
+            warn["error"].as_str().unwrap().contains(want),
+            "{kind}: {warn}"
+        );
+    }
+}
+
+/// A runtime that never reads the hook's stderr (a full pipe): the hook blocks writing its
+/// message, and the watchdog still ends it within `--grpc-timeout` + 1 s with the decision
+/// already made (exit 1: the container is refused).
+#[test]
+fn hook_ends_within_grpc_timeout_plus_one_second_when_stderr_is_never_read() {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let case = Case::with_namespace(Some("default"));
+    let addr = no_agent(&case);
+    let (reader, writer) = rustix::pipe::pipe().unwrap();
+    // Fill the pipe, then make writes to it block again.
+    let flags = fcntl_getfl(&writer).unwrap();
+    fcntl_setfl(&writer, flags | OFlags::NONBLOCK).unwrap();
+    while rustix::io::write(&writer, &[b'x'; 4096]).is_ok() {}
+    fcntl_setfl(&writer, flags).unwrap();
+    let mut cmd = case.command(&[
+        "--grpc-address",
+        &addr,
+        "--grpc-timeout=1s",
+        "createRuntime",
+    ]);
+    cmd.stdin(Stdio::null())
+        .current_dir(case.bundle())
+        .stderr(std::fs::File::from(writer));
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut ended = false;
+    while start.elapsed() < Duration::from_secs(20) {
+        if child.try_wait().unwrap().is_some() {
+            ended = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = start.elapsed();
+    if !ended {
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    drop(reader);
+    assert!(ended, "the hook blocked on its stderr");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    let log = read_log(&case.log_path());
+    assert!(log.iter().any(|l| l["msg"] == FAILING), "{log:#?}");
+}

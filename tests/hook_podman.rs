@@ -325,3 +325,82 @@ fn podman_with_agent_reports_real_cgroup_and_root_dir() {
     assert_eq!(ok["req-cgroups"], cc.cgroups_path.as_str());
     assert_eq!(ok["req-rootdir"], cc.root_dir.as_str());
 }
+
+/// Under a real runtime (runc runs the hook), a `--fail-cel-expr` that would run for minutes is
+/// stopped at `--fail-cel-timeout` in its child process and the namespace rules decide: the
+/// allowed namespace starts, another is refused, and neither `podman run` hangs.
+#[test]
+fn podman_slow_cel_is_stopped_and_namespace_rules_decide() {
+    require_podman!();
+    let pm = Podman::new();
+    let missing = format!("unix://{}", pm.path().join("no-agent.sock").display());
+    // 10^8 steps if let run.
+    let ten = "[0,1,2,3,4,5,6,7,8,9]";
+    let mut expr = "true".to_owned();
+    for i in 0..8 {
+        expr = format!("{ten}.all(v{i}, {expr})");
+    }
+    pm.install_hook(&[
+        "--grpc-address",
+        &missing,
+        "--grpc-timeout",
+        "2s",
+        "--fail-allow-namespaces",
+        "ns1",
+        "--fail-cel-expr",
+        &expr,
+    ]);
+    let run_bounded = |ns: &str| {
+        let ann = format!("io.kubernetes.pod.namespace={ns}");
+        let mut child = pm
+            .cmd()
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--annotation",
+                &ann,
+                IMAGE,
+            ])
+            .args(["echo", "started"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("podman run in {ns} still running after 60 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = run_bounded("ns1");
+    assert!(
+        out.status.success(),
+        "ns1 should start: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout).trim(), "started");
+    let out = run_bounded("default");
+    assert!(!out.status.success(), "default must be refused");
+
+    let log = pm.log();
+    let stopped: Vec<&Value> = log
+        .iter()
+        .filter(|l| l["msg"] == "failCheck failed")
+        .collect();
+    assert_eq!(stopped.len(), 2, "{log:#?}");
+    for l in stopped {
+        let err = l["error"].as_str().unwrap();
+        assert!(err.contains("did not finish within 200ms"), "{err}");
+    }
+}

@@ -26,6 +26,9 @@ use serde::Serialize;
 /// Name of the defaults file looked up beside the (symlink-resolved) binary.
 pub const DEFAULTS_FILE: &str = "tetragon-oci-hook.json";
 
+/// Largest defaults file read (it holds a few flags): a regular file, read without blocking.
+pub const DEFAULTS_LIMIT: u64 = 1 << 20;
+
 /// Name of the log file created beside the binary when `--log-fname` is not given.
 pub const DEFAULT_LOG_FILE: &str = "tetragon-oci-hook.log";
 
@@ -34,6 +37,9 @@ pub const DEFAULT_GRPC_ADDRESS: &str = "unix:///var/run/tetragon/tetragon.sock";
 
 /// Default `--grpc-timeout`.
 pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `--fail-cel-timeout`: how long `--fail-cel-expr` may run.
+pub const DEFAULT_CEL_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Default `--annotations-namespace-key` list.
 pub const DEFAULT_NAMESPACE_KEYS: [&str; 2] = [
@@ -106,6 +112,10 @@ pub struct Config {
     pub annotations_namespace_keys: Vec<String>,
     /// `--fail-cel-expr`: when set, decides alone whether a container fails after a failed call.
     pub fail_cel_expr: Option<String>,
+    /// `--fail-cel-timeout`: longest evaluation of `--fail-cel-expr`; past it, the namespace
+    /// rules decide (as for a broken expression).
+    #[serde(serialize_with = "serialize_duration")]
+    pub fail_cel_timeout: Duration,
     /// `--fail-allow-namespaces`: namespaces whose containers start even if the call failed.
     pub fail_allow_namespaces: Vec<String>,
     /// `--fail-allow-namespaces-regex`: regexes (substring match unless anchored) for the same.
@@ -128,6 +138,7 @@ impl Config {
             just_print_config: false,
             annotations_namespace_keys: DEFAULT_NAMESPACE_KEYS.map(String::from).to_vec(),
             fail_cel_expr: None,
+            fail_cel_timeout: DEFAULT_CEL_TIMEOUT,
             fail_allow_namespaces: DEFAULT_ALLOW_NAMESPACES.map(String::from).to_vec(),
             fail_allow_namespaces_regex: Vec::new(),
         }
@@ -185,7 +196,7 @@ enum Kind {
 }
 
 /// Every flag of the hook, with how it takes its value.
-const FLAGS: [(&str, Kind); 10] = [
+const FLAGS: [(&str, Kind); 11] = [
     ("log-fname", Kind::Value),
     ("log-level", Kind::Value),
     ("grpc-address", Kind::Value),
@@ -194,6 +205,7 @@ const FLAGS: [(&str, Kind); 10] = [
     ("just-print-config", Kind::Bool),
     ("annotations-namespace-key", Kind::List),
     ("fail-cel-expr", Kind::Value),
+    ("fail-cel-timeout", Kind::Value),
     ("fail-allow-namespaces", Kind::List),
     ("fail-allow-namespaces-regex", Kind::RegexList),
 ];
@@ -342,6 +354,13 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
                 Ok(d) => config.grpc_timeout = d,
                 Err(e) => diags.push(err(format!("invalid `--grpc-timeout`: {e:#}"))),
             },
+            "fail-cel-timeout" => match parse_duration(value) {
+                Ok(d) if !d.is_zero() => config.fail_cel_timeout = d,
+                Ok(_) => diags.push(err(
+                    "`--fail-cel-timeout` is zero\nhelp: give a duration such as 200ms".to_owned(),
+                )),
+                Err(e) => diags.push(err(format!("invalid `--fail-cel-timeout`: {e:#}"))),
+            },
             "disable-grpc" | "just-print-config" => match parse_bool(value) {
                 Some(b) if name == "disable-grpc" => config.disable_grpc = b,
                 Some(b) => config.just_print_config = b,
@@ -445,14 +464,21 @@ fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, 
 /// Reads the defaults file; a missing file is not a problem, an unreadable or malformed one is
 /// reported as a diagnostic (and ignored).
 pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
-    match std::fs::read_to_string(path) {
+    let read = crate::hook::spec::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
+        .and_then(|b| String::from_utf8(b).map_err(|_| anyhow::anyhow!("not UTF-8")));
+    match read {
         Ok(text) => (Some(text), Vec::new()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, Vec::new()),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                == Some(std::io::ErrorKind::NotFound) =>
+        {
+            (None, Vec::new())
+        }
         Err(e) => (
             None,
             vec![Diagnostic {
                 source: path.display().to_string(),
-                message: format!("failed to read `{}`: {e}; ignored", path.display()),
+                message: format!("failed to read `{}`: {e:#}; ignored", path.display()),
             }],
         ),
     }
@@ -619,6 +645,7 @@ Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` be
   --just-print-config                 print the resolved configuration and exit
   --annotations-namespace-key KEYS    annotations holding the pod namespace (comma-separated)
   --fail-cel-expr EXPR                CEL expression deciding whether to fail (true = fail)
+  --fail-cel-timeout DURATION         longest run of that expression (default: 200ms)
   --fail-allow-namespaces NAMES       namespaces allowed to start without the agent (default: kube-system)
   --fail-allow-namespaces-regex RE    regex for such namespaces (repeatable)
 "
@@ -816,6 +843,25 @@ mod tests {
         invalid `--grpc-timeout`: missing unit in duration `2`
         help: write `2s` for seconds
         ");
+    }
+
+    #[test]
+    fn fail_cel_timeout_defaults_to_200ms_and_is_checked() {
+        assert_eq!(cfg(&[]).config.fail_cel_timeout, Duration::from_millis(200));
+        let p = cfg(&["--fail-cel-timeout=1s"]);
+        assert_eq!(p.config.fail_cel_timeout, Duration::from_secs(1));
+        assert!(p.diagnostics.is_empty());
+        assert!(validate_args(&args(&["--fail-cel-timeout", "50ms", "createRuntime"])).is_ok());
+        for bad in ["--fail-cel-timeout=0s", "--fail-cel-timeout=soon"] {
+            let p = cfg(&[bad]);
+            assert_eq!(p.config.fail_cel_timeout, DEFAULT_CEL_TIMEOUT, "{bad}");
+            assert!(
+                p.diagnostics[0].message.contains("`--fail-cel-timeout`"),
+                "{bad}"
+            );
+            assert!(validate_args(&args(&[bad])).is_err(), "{bad}");
+        }
+        assert!(usage().contains("--fail-cel-timeout DURATION"));
     }
 
     #[test]

@@ -2,16 +2,20 @@
 //! with size-based rotation that is safe when many hooks append at once.
 //!
 //! Each line is one `write(2)` on an `O_APPEND` descriptor, made while holding an exclusive
-//! `flock` on the log file. Rotation renames the file to `<stem>-<UTC time>.<ext>` once it would
+//! `flock` on the log file. The lock is waited for at most [`LOCK_WAIT`] (any process that can
+//! open the file can hold it): past that the line is written without the lock and without
+//! rotating, a note says so once, and the process does not wait for the lock again. The log is
+//! opened with `O_NOFOLLOW | O_NONBLOCK` and must be a regular file (a symlink or FIFO there is
+//! refused); a new log is created 0600. Rotation renames the file to `<stem>-<UTC time>.<ext>` once it would
 //! pass [`MAX_SIZE`], keeps [`MAX_BACKUPS`] backups no older than [`MAX_AGE`]; a writer that
 //! locked a file that was just renamed notices (inode changed) and reopens. When the log cannot
 //! be written, the line goes to stderr instead: logging never fails the hook.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -23,6 +27,13 @@ pub const MAX_SIZE: u64 = 50 * 1024 * 1024;
 pub const MAX_BACKUPS: usize = 3;
 /// Backups older than this are removed.
 pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest wait for the log lock, once per process; then lines are written without it.
+pub const LOCK_WAIT: Duration = Duration::from_millis(50);
+/// Mode of a log file the hook creates.
+pub const LOG_MODE: u32 = 0o600;
+/// The line written (once per process) when the log lock stayed busy for [`LOCK_WAIT`].
+pub const LOCK_BUSY_MSG: &str =
+    "the log file is locked by another process; writing without the lock and without rotating";
 
 /// A JSON-lines logger bound to one file and level, with fields added to every line.
 #[derive(Debug)]
@@ -31,6 +42,8 @@ pub struct Logger {
     level: Level,
     fields: Vec<(String, Value)>,
     file: Option<File>,
+    /// The lock stayed busy once: later lines do not wait for it.
+    lock_busy: bool,
 }
 
 impl Logger {
@@ -41,6 +54,7 @@ impl Logger {
             level,
             fields: Vec::new(),
             file: None,
+            lock_busy: false,
         }
     }
 
@@ -64,6 +78,15 @@ impl Logger {
         if !self.enabled(level) {
             return;
         }
+        let line = self.format_line(level, msg, extra, true);
+        if self.append(line.as_bytes()).is_err() {
+            // Last resort; there is nowhere else to report the failure.
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+
+    /// One JSON line: `time`, `level`, `msg`, the logger's fields (if `own`), then `extra`.
+    fn format_line(&self, level: Level, msg: &str, extra: &[(&str, Value)], own: bool) -> String {
         let mut line = String::with_capacity(256);
         line.push_str("{\"time\":\"");
         line.push_str(&rfc3339_nanos(SystemTime::now()));
@@ -71,7 +94,8 @@ impl Logger {
         line.push_str(level.as_str());
         line.push_str("\",\"msg\":");
         push_json(&mut line, &Value::from(msg));
-        let own = self.fields.iter().map(|(k, v)| (k.as_str(), v));
+        let n = if own { self.fields.len() } else { 0 };
+        let own = self.fields[..n].iter().map(|(k, v)| (k.as_str(), v));
         for (k, v) in own.chain(extra.iter().map(|(k, v)| (*k, v))) {
             line.push(',');
             push_json(&mut line, &Value::from(k));
@@ -79,10 +103,7 @@ impl Logger {
             push_json(&mut line, v);
         }
         line.push_str("}\n");
-        if self.append(line.as_bytes()).is_err() {
-            // Last resort; there is nowhere else to report the failure.
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
+        line
     }
 
     /// Logs at debug level.
@@ -103,43 +124,83 @@ impl Logger {
     }
 
     fn open(&self) -> std::io::Result<File> {
-        let open = || {
-            OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o644)
-                .open(&self.path)
-        };
-        match open() {
+        use rustix::fs::{Mode, OFlags};
+        // `O_NOFOLLOW`: a symlink planted at the log path is not followed; `O_NONBLOCK`: a FIFO
+        // there does not block the open (nor the write); either is refused below.
+        let flags = OFlags::WRONLY
+            | OFlags::APPEND
+            | OFlags::CREATE
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC;
+        let open = || rustix::fs::open(&self.path, flags, Mode::from_raw_mode(LOG_MODE));
+        let fd = match open() {
             // Like upstream, create the log's directory on first use.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(rustix::io::Errno::NOENT) => {
                 if let Some(dir) = self.path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                open()
+                open()?
             }
-            other => other,
+            other => other?,
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(std::io::Error::other(format!(
+                "`{}` is not a regular file",
+                self.path.display()
+            )));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Takes the exclusive lock on `file` without blocking, retrying until `deadline`.
+    /// Returns false when another process still holds it then.
+    fn try_lock(file: &File, deadline: Instant) -> std::io::Result<bool> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(Duration::from_millis(8));
         }
     }
 
+    /// True when `file` is still the file at `path` (another hook may have rotated it).
+    fn is_current(&self, file: &File) -> std::io::Result<bool> {
+        Ok(match std::fs::symlink_metadata(&self.path) {
+            Ok(m) => {
+                let fm = file.metadata()?;
+                m.ino() == fm.ino() && m.dev() == fm.dev()
+            }
+            Err(_) => false,
+        })
+    }
+
     /// Opens (or reuses) the log file and locks it, making sure the locked file is still the
-    /// one at `path` (another hook may have rotated it meanwhile).
-    fn lock_current(&mut self) -> std::io::Result<&File> {
+    /// one at `path`. Waits for the lock until `deadline` at most; `Ok(false)` means the lock
+    /// stayed busy (the file is open, unlocked).
+    fn lock_current(&mut self, deadline: Instant) -> std::io::Result<bool> {
         for _ in 0..8 {
             let file = match self.file.take() {
                 Some(f) => f,
                 None => self.open()?,
             };
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-            let same = match std::fs::metadata(&self.path) {
-                Ok(m) => {
-                    let fm = file.metadata()?;
-                    m.ino() == fm.ino() && m.dev() == fm.dev()
-                }
-                Err(_) => false,
-            };
-            if same {
-                return Ok(self.file.insert(file));
+            if !Self::try_lock(&file, deadline)? {
+                self.file = Some(file);
+                return Ok(false);
+            }
+            if self.is_current(&file)? {
+                self.file = Some(file);
+                return Ok(true);
             }
             // Dropping the file releases its lock; reopen the new one.
             drop(file);
@@ -148,7 +209,25 @@ impl Logger {
     }
 
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let size = self.lock_current()?.metadata()?.len();
+        if self.lock_busy {
+            // The lock was busy once already: do not wait for it again in this process.
+            return self.append_unlocked(line);
+        }
+        if !self.lock_current(Instant::now() + LOCK_WAIT)? {
+            self.lock_busy = true;
+            let mut both = self.format_line(
+                Level::Warn,
+                LOCK_BUSY_MSG,
+                &[("lock-wait", format!("{}ms", LOCK_WAIT.as_millis()).into())],
+                false,
+            );
+            both.push_str(&String::from_utf8_lossy(line));
+            return self.append_unlocked(both.as_bytes());
+        }
+        let size = match self.file.as_ref() {
+            Some(f) => f.metadata()?.len(),
+            None => 0,
+        };
         let result = if size > 0 && size + line.len() as u64 > MAX_SIZE {
             self.rotate()
         } else {
@@ -165,13 +244,26 @@ impl Logger {
         result
     }
 
-    /// Renames the locked file to a timestamped backup, opens a fresh one (locked) and prunes
-    /// old backups. Called with the lock held.
+    /// Appends `line` without the lock, in one `O_APPEND` write (whole lines stay whole), and
+    /// without rotating.
+    fn append_unlocked(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let file = match self.file.take() {
+            Some(f) if self.is_current(&f)? => f,
+            _ => self.open()?,
+        };
+        let result = (&file).write_all(line);
+        self.file = Some(file);
+        result
+    }
+
+    /// Renames the locked file to a timestamped backup, opens a fresh one (locked if it can be
+    /// at once) and prunes old backups. Called with the lock held.
     fn rotate(&mut self) -> std::io::Result<()> {
         let backup = backup_path(&self.path, SystemTime::now());
         std::fs::rename(&self.path, &backup)?;
         let fresh = self.open()?;
-        rustix::fs::flock(&fresh, rustix::fs::FlockOperation::LockExclusive)?;
+        // Nobody else can have a fresh file's lock but a hook that just opened it.
+        let _ = Self::try_lock(&fresh, Instant::now() + LOCK_WAIT)?;
         // Dropping the old descriptor releases the old lock, so waiting writers recheck.
         self.file = Some(fresh);
         prune_backups(&self.path, SystemTime::now());
@@ -333,6 +425,44 @@ mod tests {
         );
         let backups = std::fs::read_dir(dir.path()).unwrap().count() - 1;
         assert_eq!(backups, MAX_BACKUPS);
+    }
+
+    #[test]
+    fn busy_lock_is_waited_for_once_then_lines_go_unlocked_without_rotating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        // At the size limit: a writer holding the lock would rotate it.
+        let holder = File::create(&path).unwrap();
+        holder.set_len(MAX_SIZE).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut log = Logger::new(p, Level::Info);
+            for msg in ["a", "b", "c"] {
+                log.info(msg, &[]);
+            }
+            let _ = tx.send(start.elapsed());
+        });
+        let elapsed = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the logger kept waiting for the lock");
+        // One wait of LOCK_WAIT for the whole process, not one per line.
+        assert!(elapsed < LOCK_WAIT * 2, "{elapsed:?}");
+        let bytes = std::fs::read(&path).unwrap();
+        let tail = String::from_utf8(bytes[MAX_SIZE as usize..].to_vec()).unwrap();
+        let msgs: Vec<String> = tail
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["msg"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(msgs, [LOCK_BUSY_MSG, "a", "b", "c"]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "rotated");
     }
 
     #[test]

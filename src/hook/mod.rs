@@ -15,6 +15,14 @@
 //! file is logged and the default kept). Exit status: 0 when the container may start (or nothing
 //! was to be done), 1 when the fail policy stops it (or `server-version` failed).
 //!
+//! A `createRuntime` run ends within `--grpc-timeout` + [`GRACE`] (1 s) whatever happens: reading
+//! stdin and the agent call leave room for the fail check (`--fail-cel-timeout`, default 200 ms,
+//! when a CEL expression is set) and the last log lines (the log lock is waited for at most
+//! [`log::LOCK_WAIT`]); a watchdog thread ends the process just before the bound in any case,
+//! failing the container unless the agent accepted it, the fail check allowed it, or gRPC is
+//! disabled. `config.json` is read only if it is a regular file of at most
+//! [`spec::CONFIG_LIMIT`] (16 MiB).
+//!
 //! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
 //! (as upstream does). `--disable-grpc` skips both the call and the policy.
@@ -27,7 +35,8 @@ pub mod proto;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -89,6 +98,15 @@ fn check_cel(cfg: &Config) -> Outcome {
 /// Runs the hook with `args` (without the program name), reading the OCI state from stdin.
 pub fn run(args: &[String]) -> Outcome {
     let start = SystemTime::now();
+    let started = Instant::now();
+    if args.len() == 1 && args[0] == policy::EVAL_CEL {
+        let mut stdout = policy::eval_cel_child();
+        stdout.push('\n');
+        return Outcome {
+            stdout,
+            ..Outcome::default()
+        };
+    }
     let parsed = parse_with_defaults(args, &binary_dir());
     if parsed.help {
         return Outcome {
@@ -140,7 +158,11 @@ pub fn run(args: &[String]) -> Outcome {
             log.warn("hook called without event, bailing out", &[]);
             Outcome::default()
         }
-        Some("createRuntime") => create_runtime(cfg, &mut log, start),
+        Some("createRuntime") => {
+            let budget = Budget::new(started, cfg);
+            budget.start_watchdog(cfg.disable_grpc);
+            create_runtime(cfg, &mut log, start, &budget)
+        }
         Some(hook @ ("createContainer" | "poststop")) => {
             log.info("nothing to do", &[("hook", hook.into())]);
             Outcome::default()
@@ -150,6 +172,111 @@ pub fn run(args: &[String]) -> Outcome {
             log.warn("unknown hook, nothing to do", &[("hook", other.into())]);
             Outcome::default()
         }
+    }
+}
+
+/// How long past `--grpc-timeout` a `createRuntime` hook may take, whatever happens (held log
+/// lock, slow CEL, huge spec, silent agent, stalled stdin).
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// Time kept at the end of the budget for logging (at most [`log::LOCK_WAIT`] on the lock) and
+/// exiting, after the fail check.
+const TAIL: Duration = Duration::from_millis(250);
+
+/// How long before the end of the budget the watchdog ends the process (room for the exit).
+const CUT_OFF_MARGIN: Duration = Duration::from_millis(100);
+
+/// The exit status if the watchdog has to end the process: 1 (fail the container) until the
+/// agent accepted the container or the fail check allowed it.
+static CUT_OFF_CODE: AtomicU8 = AtomicU8::new(1);
+
+/// The time budget of one `createRuntime` run: it ends at start + `--grpc-timeout` + [`GRACE`].
+/// Reading stdin and the agent call stop early enough to leave room for the fail check
+/// (`--fail-cel-timeout` when a CEL expression is set) and the final log lines.
+#[derive(Debug)]
+struct Budget {
+    end: Instant,
+    reserve: Duration,
+}
+
+impl Budget {
+    fn new(started: Instant, cfg: &Config) -> Self {
+        // A long `--fail-cel-timeout` does not eat into the agent call's time: the fail check
+        // gets what is left of the grace period then.
+        let cel = if cfg.fail_cel_expr.is_some() {
+            cfg.fail_cel_timeout.min(GRACE.saturating_sub(TAIL))
+        } else {
+            Duration::ZERO
+        };
+        let total = cfg.grpc_timeout.saturating_add(GRACE);
+        Self {
+            end: started
+                .checked_add(total)
+                .unwrap_or(started + Duration::from_secs(86_400)),
+            reserve: cel.saturating_add(TAIL),
+        }
+    }
+
+    /// Time left for the steps before the fail check.
+    fn until_reserve(&self) -> Duration {
+        self.end
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(self.reserve)
+    }
+
+    /// Time left for the fail check (all but [`TAIL`]).
+    fn until_end(&self) -> Duration {
+        self.end
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(TAIL)
+    }
+
+    /// Starts the backstop: a thread that ends the process just before the budget ends, with
+    /// [`CUT_OFF_CODE`] (0 when gRPC is disabled: then the hook never fails a container).
+    fn start_watchdog(&self, disable_grpc: bool) {
+        if disable_grpc {
+            CUT_OFF_CODE.store(0, Ordering::Relaxed);
+        }
+        let at = self.end.checked_sub(CUT_OFF_MARGIN).unwrap_or(self.end);
+        let spawned = std::thread::Builder::new()
+            .name("watchdog".to_owned())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                loop {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left);
+                }
+                let code = CUT_OFF_CODE.load(Ordering::Relaxed);
+                let msg = if code == 0 {
+                    "tetragon-oci-hook did not finish in time; letting the container start\n"
+                } else {
+                    "failing container: tetragon-oci-hook did not finish in time\n"
+                };
+                // One write, no lock, and only if it cannot block: stderr may be what is stuck
+                // (a pipe nobody reads). `POLLOUT` on a pipe means room for `PIPE_BUF` bytes,
+                // and a shorter write to it is all or nothing.
+                let stderr = std::io::stderr();
+                let fd = std::os::fd::AsFd::as_fd(&stderr);
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::OUT,
+                )];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                if rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n == 1)
+                    && fds[0].revents().contains(rustix::event::PollFlags::OUT)
+                {
+                    let _ = rustix::io::write(fd, msg.as_bytes());
+                }
+                std::process::exit(i32::from(code));
+            });
+        // Without the thread, the bounds on each step still hold.
+        drop(spawned);
     }
 }
 
@@ -177,12 +304,12 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     }
 }
 
-fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime) -> Outcome {
+fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
     log.with("hook", "createRuntime");
     log.with("start-time", log::rfc3339_nanos(start));
 
     let stdin = std::io::stdin();
-    let state = match spec::read_state(&stdin, spec::STDIN_DEADLINE) {
+    let state = match spec::read_state(&stdin, budget.until_reserve().min(spec::STDIN_DEADLINE)) {
         Ok(s) => s,
         Err(e) => {
             log.warn(
@@ -215,7 +342,7 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime) -> Outcome 
                 "hook request to the agent failed",
                 &[("err", err.clone().into())],
             );
-            return fail_check(cfg, log, &Default::default(), &err);
+            return fail_check(cfg, log, &Default::default(), &err, budget);
         }
     };
     let bundle_dir = bundle
@@ -260,8 +387,10 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime) -> Outcome 
         );
         return Outcome::default();
     }
-    match client::runtime_hook(&cfg.grpc_address, cfg.grpc_timeout, spec::request(cc)) {
+    let timeout = budget.until_reserve().min(cfg.grpc_timeout);
+    match client::runtime_hook(&cfg.grpc_address, timeout, spec::request(cc)) {
         Ok(()) => {
+            CUT_OFF_CODE.store(0, Ordering::Relaxed);
             log.info("hook request to agent succeeded", &[]);
             Outcome::default()
         }
@@ -271,7 +400,7 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime) -> Outcome 
                 "hook request to the agent failed",
                 &[("err", err.clone().into())],
             );
-            fail_check(cfg, log, &spec.annotations, &err)
+            fail_check(cfg, log, &spec.annotations, &err, budget)
         }
     }
 }
@@ -281,14 +410,20 @@ fn fail_check(
     log: &mut Logger,
     annotations: &std::collections::HashMap<String, String>,
     err: &str,
+    budget: &Budget,
 ) -> Outcome {
     let policy = policy::Policy {
         namespace_keys: cfg.annotations_namespace_keys.clone(),
         allow_namespaces: cfg.fail_allow_namespaces.clone(),
         allow_regexes: cfg.fail_allow_namespaces_regex.clone(),
         cel_expr: cfg.fail_cel_expr.clone(),
+        cel_eval: policy::CelEval::Isolated {
+            exe: PathBuf::from("/proc/self/exe"),
+            timeout: budget.until_end().min(cfg.fail_cel_timeout),
+        },
     };
     let decision = policy.check(annotations);
+    CUT_OFF_CODE.store(u8::from(decision.fail), Ordering::Relaxed);
     if let Some(pe) = &decision.policy_error {
         log.error("failCheck failed", &[("error", pe.clone().into())]);
     }

@@ -7,11 +7,24 @@
 //! namespace key present in the annotations has a value in the allow list or matched by one of the
 //! regexes (a substring match unless anchored); with no namespace key present it fails.
 //! This module does not log; the caller logs the [`Decision`].
+//!
+//! A CEL expression can run for minutes or allocate gigabytes (nested `.all()` / `.map()`), and
+//! an evaluation on a thread can be neither stopped nor capped in memory. So the hook evaluates
+//! it in a child process ([`eval_cel_isolated`]: the hook binary itself, hidden command
+//! [`EVAL_CEL`]) with an address-space cap ([`CEL_MEMORY`] beyond the evaluation thread's stack)
+//! and a CPU-time cap, killed at `--fail-cel-timeout`. Past either bound it is a CEL error: the
+//! namespace rules decide, and the [`Decision`] says which bound was hit. This runs only after a
+//! failed agent call, so the child's cost (about a millisecond) is not on the normal path.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
+use serde::{Deserialize, Serialize};
 
 /// The inputs of the fail check, taken from the hook's configuration.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +37,63 @@ pub struct Policy {
     pub allow_regexes: Vec<String>,
     /// CEL expression that replaces the namespace rules when set.
     pub cel_expr: Option<String>,
+    /// How to evaluate `cel_expr`: in this process, or in a bounded child process.
+    pub cel_eval: CelEval,
+}
+
+/// Where the CEL expression is evaluated.
+#[derive(Debug, Clone, Default)]
+pub enum CelEval {
+    /// In this process, unbounded (unit tests, and the child process itself).
+    #[default]
+    InProcess,
+    /// In a child process running `exe` with the hidden command [`EVAL_CEL`], stopped at
+    /// `timeout` or at the [`CEL_MEMORY`] cap.
+    Isolated {
+        /// The hook binary (`/proc/self/exe`).
+        exe: PathBuf,
+        /// Longest evaluation.
+        timeout: Duration,
+    },
+}
+
+/// The hidden command of the hook binary that evaluates a CEL expression read from stdin
+/// ([`eval_cel_child`]).
+pub const EVAL_CEL: &str = "eval-cel";
+
+/// Heap and other memory the CEL child may map beyond its evaluation thread's stack
+/// ([`CEL_STACK`]) and its own image (`RLIMIT_AS` is set to the sum plus [`CEL_BASE`]).
+pub const CEL_MEMORY: u64 = 256 << 20;
+
+/// Address space of the child before evaluation starts (binary, main stack, allocator arenas).
+const CEL_BASE: u64 = 128 << 20;
+
+/// Most bytes of input (expression, annotations) the child reads: a `config.json` is at most
+/// [`crate::hook::spec::CONFIG_LIMIT`].
+const CEL_INPUT_LIMIT: u64 = 2 * crate::hook::spec::CONFIG_LIMIT;
+
+/// Largest input written to the child without a writer thread (well under a pipe's buffer).
+const CEL_INLINE_INPUT: usize = 16 << 10;
+
+/// Most bytes of the child's answer read back.
+const CEL_OUTPUT_LIMIT: u64 = 64 << 10;
+
+/// What the parent sends the CEL child on its stdin.
+#[derive(Debug, Serialize, Deserialize)]
+struct CelInput {
+    expr: String,
+    annotations: HashMap<String, String>,
+    namespace_keys: Vec<String>,
+    timeout_ms: u64,
+}
+
+/// What the CEL child prints: the expression's value, or why there is none.
+#[derive(Debug, Serialize, Deserialize)]
+enum CelOutput {
+    #[serde(rename = "value")]
+    Value(bool),
+    #[serde(rename = "error")]
+    Error(String),
 }
 
 /// The outcome of the fail check.
@@ -73,6 +143,225 @@ pub fn check_cel(expr: &str) -> anyhow::Result<()> {
     on_big_stack(|| compile(expr).map(drop))
 }
 
+/// Evaluates `expr` in this process (on a big stack), without time or memory bounds.
+pub fn eval_cel(
+    expr: &str,
+    annotations: &HashMap<String, String>,
+    namespace_keys: &[String],
+) -> anyhow::Result<bool> {
+    on_big_stack(|| {
+        let program = compile(expr)?;
+        let mut ctx = cel::Context::default();
+        ctx.add_variable_from_value("annotations", annotations.clone());
+        let keys: Vec<cel::Value> = namespace_keys
+            .iter()
+            .map(|k| cel::Value::String(Arc::new(k.clone())))
+            .collect();
+        ctx.add_variable_from_value("annotations_namespace_keys", keys.clone());
+        ctx.add_variable_from_value("annotations_namespace_key", keys);
+        match program.execute(&ctx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(anyhow!("`--fail-cel-expr` gave {other:?}, not a boolean")),
+            Err(e) => Err(anyhow!("`--fail-cel-expr` failed to evaluate: {e}")),
+        }
+    })
+}
+
+/// Evaluates `expr` in a child process (`exe` [`EVAL_CEL`]), killed after `timeout`, with its
+/// memory capped ([`CEL_MEMORY`]). Returns within `timeout` plus the time to kill and reap it.
+pub fn eval_cel_isolated(
+    exe: &Path,
+    timeout: Duration,
+    expr: &str,
+    annotations: &HashMap<String, String>,
+    namespace_keys: &[String],
+) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    let input = serde_json::to_vec(&CelInput {
+        expr: expr.to_owned(),
+        annotations: annotations.clone(),
+        namespace_keys: namespace_keys.to_vec(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    })
+    .context("failed to encode the CEL input")?;
+    // One pipe for the child's stdout and stderr: the answer, or why it died (an allocation
+    // over the cap prints "memory allocation of N bytes failed" before aborting).
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .context("failed to create a pipe")?;
+    let writer = std::fs::File::from(writer);
+    let mut cmd = Command::new(exe);
+    cmd.arg(EVAL_CEL)
+        .stdin(Stdio::piped())
+        .stdout(writer.try_clone().context("failed to dup a pipe")?)
+        .stderr(writer);
+    let spawned = cmd.spawn();
+    // Our copies of the write end must be gone for the reader to see the end of the output.
+    drop(cmd);
+    let mut child =
+        spawned.with_context(|| format!("failed to start `{} {EVAL_CEL}`", exe.display()))?;
+    // A small input fits in the fresh pipe's buffer (64 KiB for root), so writing it cannot
+    // block. A bigger one is written from a thread, so that a child that stops reading cannot
+    // stall the deadline; once the child is gone the write fails (EPIPE) and the thread ends.
+    let writer = child.stdin.take().and_then(|mut w| {
+        if input.len() <= CEL_INLINE_INPUT {
+            let _ = w.write_all(&input);
+            None
+        } else {
+            Some(std::thread::spawn(move || {
+                let _ = w.write_all(&input);
+            }))
+        }
+    });
+    let answer = read_until(std::fs::File::from(reader), deadline, CEL_OUTPUT_LIMIT);
+    let status = wait_until(&mut child, deadline);
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let status = match status {
+        Some(s) => s,
+        None => {
+            return Err(anyhow!(
+                "`--fail-cel-expr` did not finish within {} (`--fail-cel-timeout`) and was stopped",
+                crate::hook::args::format_duration(timeout)
+            ));
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let bytes = answer.unwrap_or_default();
+    if let Some(sig) = status.signal() {
+        let said = String::from_utf8_lossy(&bytes);
+        let why = if said.contains("memory allocation of") {
+            format!(
+                "ran out of its memory cap ({} MiB) and was stopped",
+                CEL_MEMORY >> 20
+            )
+        } else if sig == 24 || sig == 9 {
+            // SIGXCPU, then SIGKILL: the CPU-time cap (a backstop of the deadline).
+            "hit its CPU-time cap and was stopped".to_owned()
+        } else {
+            format!("crashed (signal {sig}): {}", one_line(&said))
+        };
+        return Err(anyhow!("`--fail-cel-expr` {why}"));
+    }
+    match serde_json::from_slice::<CelOutput>(&bytes) {
+        Ok(CelOutput::Value(b)) => Ok(b),
+        Ok(CelOutput::Error(e)) => Err(anyhow!(e)),
+        Err(_) => Err(anyhow!(
+            "the CEL evaluator gave no result (exit status {status}): {}",
+            one_line(&String::from_utf8_lossy(&bytes))
+        )),
+    }
+}
+
+/// Reads `r` to its end, at most `limit` bytes, giving up at `deadline`.
+fn read_until(
+    mut r: impl Read + std::os::fd::AsFd,
+    deadline: Instant,
+    limit: u64,
+) -> anyhow::Result<Vec<u8>> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(anyhow!("no answer before the deadline"));
+        }
+        let ts = rustix::event::Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let fd = r.as_fd();
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+        let n = match r.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Ok(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() as u64 > limit {
+            return Err(anyhow!("more than {limit} bytes"));
+        }
+    }
+}
+
+/// Waits for `child` until `deadline`; past it, kills and reaps it and returns `None`.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The CEL child ([`EVAL_CEL`]): caps its own memory and CPU time, reads a [`CelInput`] from
+/// stdin, evaluates it and prints a [`CelOutput`] (JSON) on stdout.
+pub fn eval_cel_child() -> String {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let out = (|| -> anyhow::Result<bool> {
+        // Dies with the hook, whatever happens to it.
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+            .context("failed to set the parent death signal")?;
+        let cap = CEL_STACK as u64 + CEL_MEMORY + CEL_BASE;
+        setrlimit(
+            Resource::As,
+            Rlimit {
+                current: Some(cap),
+                maximum: Some(cap),
+            },
+        )
+        .context("failed to cap the memory")?;
+        let mut text = Vec::new();
+        std::io::stdin()
+            .take(CEL_INPUT_LIMIT + 1)
+            .read_to_end(&mut text)
+            .context("failed to read the CEL input")?;
+        if text.len() as u64 > CEL_INPUT_LIMIT {
+            return Err(anyhow!("more than {CEL_INPUT_LIMIT} bytes of CEL input"));
+        }
+        let input: CelInput = serde_json::from_slice(&text).context("invalid CEL input")?;
+        drop(text);
+        let cpu = input.timeout_ms.div_ceil(1000).max(1);
+        setrlimit(
+            Resource::Cpu,
+            Rlimit {
+                current: Some(cpu),
+                maximum: Some(cpu + 1),
+            },
+        )
+        .context("failed to cap the CPU time")?;
+        eval_cel(&input.expr, &input.annotations, &input.namespace_keys)
+    })();
+    let out = match out {
+        Ok(b) => CelOutput::Value(b),
+        Err(e) => CelOutput::Error(format!("{e:#}")),
+    };
+    serde_json::to_string(&out).unwrap_or_default()
+}
+
 fn one_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
@@ -107,23 +396,12 @@ impl Policy {
     }
 
     fn run_cel(&self, expr: &str, annotations: &HashMap<String, String>) -> anyhow::Result<bool> {
-        on_big_stack(|| {
-            let program = compile(expr)?;
-            let mut ctx = cel::Context::default();
-            ctx.add_variable_from_value("annotations", annotations.clone());
-            let keys: Vec<cel::Value> = self
-                .namespace_keys
-                .iter()
-                .map(|k| cel::Value::String(Arc::new(k.clone())))
-                .collect();
-            ctx.add_variable_from_value("annotations_namespace_keys", keys.clone());
-            ctx.add_variable_from_value("annotations_namespace_key", keys);
-            match program.execute(&ctx) {
-                Ok(cel::Value::Bool(b)) => Ok(b),
-                Ok(other) => Err(anyhow!("`--fail-cel-expr` gave {other:?}, not a boolean")),
-                Err(e) => Err(anyhow!("`--fail-cel-expr` failed to evaluate: {e}")),
+        match &self.cel_eval {
+            CelEval::InProcess => eval_cel(expr, annotations, &self.namespace_keys),
+            CelEval::Isolated { exe, timeout } => {
+                eval_cel_isolated(exe, *timeout, expr, annotations, &self.namespace_keys)
             }
-        })
+        }
     }
 
     fn check_namespaces(

@@ -19,6 +19,10 @@ use crate::hook::proto::{CreateContainer, Mount, RuntimeHookRequest, runtime_hoo
 /// Most bytes read from stdin: a state is a few hundred bytes, annotations included.
 pub const STDIN_LIMIT: usize = 1 << 20;
 
+/// Largest `config.json` read: real specs are under 200 KB; a bigger file is a read error (the
+/// fail policy decides) and is never read whole.
+pub const CONFIG_LIMIT: u64 = 16 << 20;
+
 /// Longest time spent waiting on stdin.
 pub const STDIN_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -158,23 +162,84 @@ pub fn config_candidates(bundle: Option<&Path>, cwd: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Finds and parses `config.json`; returns its path and the spec.
+/// Finds and parses `config.json`: the first candidate that exists must be a regular file (after
+/// its symlinks) of at most [`CONFIG_LIMIT`] bytes, checked with `fstat` on the descriptor opened
+/// `O_NONBLOCK` (a FIFO never blocks the hook). Returns its path and the spec.
 pub fn load_spec(candidates: &[PathBuf]) -> anyhow::Result<(PathBuf, Spec)> {
-    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
-        let tried: Vec<String> = candidates
-            .iter()
-            .map(|p| format!("`{}`", p.display()))
-            .collect();
-        bail!(
-            "failed to find the spec file (`config.json`); tried {}",
-            tried.join(", ")
-        );
-    };
-    let text =
-        std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-    let spec: Spec = serde_json::from_slice(&text)
-        .with_context(|| format!("failed to parse `{}`", path.display()))?;
-    Ok((path.clone(), spec))
+    for path in candidates {
+        let text = match read_config(path) {
+            Ok(t) => t,
+            Err(e)
+                if e.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                    == Some(std::io::ErrorKind::NotFound) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.context(format!("failed to read `{}`", path.display()))),
+        };
+        let spec: Spec = serde_json::from_slice(&text)
+            .with_context(|| format!("failed to parse `{}`", path.display()))?;
+        return Ok((path.clone(), spec));
+    }
+    let tried: Vec<String> = candidates
+        .iter()
+        .map(|p| format!("`{}`", p.display()))
+        .collect();
+    bail!(
+        "failed to find the spec file (`config.json`); tried {}",
+        tried.join(", ")
+    );
+}
+
+/// Reads one `config.json`: regular file, at most [`CONFIG_LIMIT`] bytes, bounded read.
+/// A missing file (or a directory) is an `std::io::Error` of kind `NotFound`.
+fn read_config(path: &Path) -> anyhow::Result<Vec<u8>> {
+    read_regular(path, CONFIG_LIMIT, "a spec").map_err(|e| {
+        match e.downcast_ref::<std::io::Error>().map(std::io::Error::kind) {
+            // As before: a directory named `config.json` is not the spec; try the next place.
+            Some(std::io::ErrorKind::IsADirectory) => {
+                std::io::Error::from(std::io::ErrorKind::NotFound).into()
+            }
+            _ => e,
+        }
+    })
+}
+
+/// Reads the regular file at `path` (symlinks followed), at most `limit` bytes: opened
+/// `O_NONBLOCK` (a FIFO never blocks), checked with `fstat` on the descriptor, and read with a
+/// bounded reader (never read whole when over). `what` names the content in the error ("a
+/// spec"). A missing file and a directory are plain `std::io::Error`s (`NotFound`,
+/// `IsADirectory`).
+pub fn read_regular(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let st = rustix::fs::fstat(&fd).map_err(std::io::Error::from)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind == FileType::Directory {
+        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory).into());
+    }
+    if kind != FileType::RegularFile {
+        bail!("not a regular file ({kind:?})");
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let mib = limit >> 20;
+    if size > limit {
+        bail!("{size} bytes, more than the {mib} MiB {what} may have");
+    }
+    let mut text = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // The file may grow after `fstat`: read one byte past the bound to notice.
+    std::fs::File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut text)?;
+    if text.len() as u64 > limit {
+        bail!("more than the {mib} MiB {what} may have");
+    }
+    Ok(text)
 }
 
 /// Expands a systemd `slice:prefix:name` cgroups path as runc's systemd driver does; any
