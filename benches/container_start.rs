@@ -23,6 +23,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::child::ChildGuard;
 use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
@@ -58,8 +59,8 @@ fn sample(cri: &mut Cri, logs: &Path, tag: &str, n: usize) -> Vec<Duration> {
     samples
 }
 
-fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> std::process::Child {
-    Command::new(SETUP)
+fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> ChildGuard {
+    let child = Command::new(SETUP)
         .args([
             "install",
             "--interface",
@@ -79,17 +80,16 @@ fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> std::
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    ChildGuard::new(child)
 }
 
 fn bench(release: Release) {
-    let (Some(bin_dir), Some(containerd)) = (
-        runtimes::bin_dir(release),
+    let bin_dir = require!(runtimes::bin_dir(release), runtimes::missing(release));
+    let containerd = require!(
         Containerd::start(release, cri::containerd_setup(release)),
-    ) else {
-        println!("{release}: skipped (not fetched: run scripts/fetch-containerd.sh)");
-        return;
-    };
+        runtimes::missing(release)
+    );
     let work = tempfile::tempdir().unwrap();
     let logs = work.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
@@ -106,7 +106,7 @@ fn bench(release: Release) {
     for round in 0..RUNS / BLOCK {
         without.extend(sample(&mut cri, &logs, &format!("without-{round}"), BLOCK));
         let from = containerd.log_len();
-        let mut plugin = start_plugin(&containerd, &install, &agent);
+        let plugin = start_plugin(&containerd, &install, &agent);
         containerd
             .wait_log_since(
                 from,
@@ -115,8 +115,7 @@ fn bench(release: Release) {
             )
             .unwrap();
         with.extend(sample(&mut cri, &logs, &format!("with-{round}"), BLOCK));
-        let _ = plugin.kill();
-        let _ = plugin.wait();
+        drop(plugin);
     }
     let calls = agent.requests().len();
     let (without, with) = (median(without), median(with));

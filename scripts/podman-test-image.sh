@@ -7,7 +7,7 @@
 # STORE_DIR holds podman's storage (root/, runroot/, tmp/), kept apart from the machine's own
 # (/var/lib/containers) and reused between runs; IMAGE defaults to localhost/rthooks-test:latest.
 # Idempotent: does nothing when the image already exists. The podman options below must match
-# those of tests/support_podman/mod.rs (`Podman::global_args`).
+# those of tests/support/podman.rs (`Podman::probe`), the one podman store of the tests.
 #
 # The static busybox comes from /bin/busybox when that binary is static (package busybox-static
 # installed), else from `apt-get download busybox-static` (cached in STORE_DIR/deb).

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -344,7 +346,7 @@ fn in_place_keeps_owner_and_mode() {
     if root {
         assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     } else {
-        eprintln!("skipped (owner part): not running as root");
+        support::skip::skip("not running as root (the owner part of this test)");
     }
 }
 
@@ -628,14 +630,10 @@ fn read_only_output_directory() {
     let ro = dir.path().join("ro");
     fs::create_dir(&ro).unwrap();
     let guard = ReadOnly::new(&ro);
-    let Some(_guard) = guard else {
-        eprintln!("skipped: cannot make a read-only directory here (not root, or mount refused)");
-        assert!(
-            std::env::var("E2E_REQUIRED").unwrap_or_default() != "1",
-            "read-only mount refused"
-        );
-        return;
-    };
+    let _guard = require!(
+        guard,
+        "cannot make a read-only directory here (not root, or mount refused)"
+    );
     let r = run(
         dir.path(),
         &[
@@ -668,8 +666,7 @@ struct ReadOnly(PathBuf, bool);
 
 impl ReadOnly {
     fn new(dir: &Path) -> Option<Self> {
-        let is_root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
-        if !is_root {
+        if !support::skip::is_root() {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).ok()?;
             return Some(Self(dir.to_owned(), false));
         }
@@ -825,14 +822,10 @@ fn run_bounded(dir: &Path, args: &[&str]) -> Run {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{}` still running after 20 s", args.join(" "));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if support::child::wait_timeout(&mut child, std::time::Duration::from_secs(20)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`{}` still running after 20 s", args.join(" "));
     }
     let out = child.wait_with_output().unwrap();
     let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&dir.display().to_string(), "[TMP]");

@@ -13,12 +13,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod support;
 mod support_agent;
 
+use support::child::ChildGuard;
 use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
@@ -31,7 +32,7 @@ const ALLOWED_NS: &str = "tetragon-allowed";
 
 /// `tetragon-oci-hook-setup install --interface nri-hook --daemonize`, as the DaemonSet runs it.
 struct Plugin {
-    child: Child,
+    child: ChildGuard,
     log: PathBuf,
 }
 
@@ -60,27 +61,15 @@ impl Plugin {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { child, log }
+        Self {
+            child: ChildGuard::new(child),
+            log,
+        }
     }
 
     fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.signal(libc::SIGTERM);
+        self.child.wait_for(WAIT)?.code()
     }
 }
 
@@ -124,11 +113,11 @@ fn step(release: Release, what: impl std::fmt::Display) {
 fn scenario(release: Release) {
     let ctr_bin = require!(
         runtimes::bin_dir(release).map(|d| d.join("ctr")),
-        format!("{release} not found")
+        runtimes::missing(release)
     );
     let containerd = require!(
         Containerd::start(release, cri::containerd_setup(release)),
-        format!("{release} not found")
+        runtimes::missing(release)
     );
     let work = tempfile::tempdir().unwrap();
     let logs = work.path().join("pod-logs");
