@@ -20,7 +20,7 @@ mod support_agent;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::child::ChildGuard;
@@ -29,7 +29,6 @@ use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
 
-const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const RUNS: usize = 20;
 
@@ -60,27 +59,12 @@ fn sample(cri: &mut Cri, logs: &Path, tag: &str, n: usize) -> Vec<Duration> {
 }
 
 fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> ChildGuard {
-    let child = Command::new(SETUP)
-        .args([
-            "install",
-            "--interface",
-            "nri-hook",
-            "--daemonize",
-            "--local-binary",
-            HOOK,
-        ])
-        .arg("--local-install-dir")
-        .arg(install)
-        .arg("--host-install-dir")
-        .arg(install)
-        .arg("--nri-hook.socket")
-        .arg(containerd.nri_socket())
-        .args(["hook-args", "--grpc-address", &agent.address()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child =
+        support::cmd::nri_plugin(Path::new(HOOK), install, install, containerd.nri_socket())
+            .args(["hook-args", "--grpc-address", &agent.address()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
     ChildGuard::new(child)
 }
 

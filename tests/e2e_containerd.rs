@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod support;
@@ -25,7 +24,6 @@ use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
 
-const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const WAIT: Duration = Duration::from_secs(20);
 const ALLOWED_NS: &str = "tetragon-allowed";
@@ -41,23 +39,12 @@ impl Plugin {
         let install = dir.join("install");
         fs::create_dir_all(&install).unwrap();
         let log = dir.join("plugin.log");
-        let child = Command::new(SETUP)
-            .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .args(["--local-binary", HOOK])
-            .arg("--local-install-dir")
-            .arg(&install)
-            .arg("--host-install-dir")
-            .arg(&install)
-            .arg("--nri-hook.socket")
-            .arg(nri_socket)
+        let child = support::cmd::nri_plugin(Path::new(HOOK), &install, &install, nri_socket)
             .args(["hook-args", "--grpc-address", agent, "--grpc-timeout", "5s"])
             .args([
                 "--fail-allow-namespaces",
                 &format!("kube-system,{ALLOWED_NS}"),
             ])
-            .env_remove("NRI_PLUGIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

@@ -7,7 +7,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
@@ -45,21 +44,15 @@ impl Plugin {
         fs::write(&src, b"#!/bin/sh\nexit 0\n").unwrap();
         fs::create_dir(dir.path().join("install")).unwrap();
         let log = dir.path().join("plugin.log");
-        let child = Command::new(BIN)
-            .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .arg("--local-binary")
-            .arg(&src)
-            .arg("--local-install-dir")
-            .arg(dir.path().join("install"))
-            .args(["--host-install-dir", "/opt/tetragon"])
-            .arg("--nri-hook.socket")
-            .arg(socket)
-            .env_remove("NRI_PLUGIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = support::cmd::nri_plugin(
+            &src,
+            &dir.path().join("install"),
+            Path::new("/opt/tetragon"),
+            socket,
+        )
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         Self {
             child: ChildGuard::new(child),
             log,

@@ -79,3 +79,29 @@ pub(crate) fn wait_for_line(r: &mut impl BufRead, needle: &str) -> String {
         }
     }
 }
+
+/// `tetragon-oci-hook-setup install --interface nri-hook --daemonize` as the DaemonSet runs it:
+/// copies `local_binary` into `install_dir` (`host_install_dir` on the host) and connects to the
+/// runtime's NRI socket `socket`; stdin and stdout null, no inherited `NRI_PLUGIN_SOCKET`. The
+/// caller adds its flags, `hook-args ...` and stderr, then spawns it.
+pub(crate) fn nri_plugin(
+    local_binary: &Path,
+    install_dir: &Path,
+    host_install_dir: &Path,
+    socket: &Path,
+) -> Command {
+    let mut cmd = bin();
+    cmd.args(["install", "--interface", "nri-hook", "--daemonize"])
+        .arg("--local-binary")
+        .arg(local_binary)
+        .arg("--local-install-dir")
+        .arg(install_dir)
+        .arg("--host-install-dir")
+        .arg(host_install_dir)
+        .arg("--nri-hook.socket")
+        .arg(socket)
+        .env_remove("NRI_PLUGIN_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    cmd
+}

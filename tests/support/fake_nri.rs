@@ -272,23 +272,17 @@ impl Setup {
         fs::create_dir_all(dir.join("install")).unwrap();
         fs::write(src.join("tetragon-oci-hook"), b"#!/bin/sh\nexit 0\n").unwrap();
         let log = fs::File::create(dir.join("plugin.log")).unwrap();
-        Command::new(BIN)
-            .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .arg("--local-binary")
-            .arg(src.join("tetragon-oci-hook"))
-            .arg("--local-install-dir")
-            .arg(dir.join("install"))
-            .args(["--host-install-dir", "/opt/tetragon"])
-            .arg("--nri-hook.socket")
-            .arg(Self::socket(dir))
-            .args(extra)
-            .args(["hook-args", "--grpc-address", "unix:///t.sock"])
-            .env_remove("NRI_PLUGIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        super::cmd::nri_plugin(
+            &src.join("tetragon-oci-hook"),
+            &dir.join("install"),
+            Path::new("/opt/tetragon"),
+            &Self::socket(dir),
+        )
+        .args(extra)
+        .args(["hook-args", "--grpc-address", "unix:///t.sock"])
+        .stderr(log)
+        .spawn()
+        .unwrap()
     }
 
     pub fn accept(&self) -> Conn {
