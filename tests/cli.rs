@@ -65,14 +65,7 @@ fn setup(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use support::cmd::names as entries;
 
 const DISABLED: &str = "version = 2\n\n[plugins]\n  [plugins.\"io.containerd.nri.v1.nri\"]\n    disable = true # off for now\n";
 

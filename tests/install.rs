@@ -878,18 +878,24 @@ fn print_config_prints_the_hook_file() {
 fn daemonize(node: &Node, signal: i32, between: impl FnOnce()) -> (Output, String) {
     let mut args = node.helm_args();
     args.insert(2, "--daemonize".into());
-    let mut child = bin()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
     between();
-    child::signal(&child, signal).unwrap();
+    child.signal(signal);
     std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
     (
         out,
         seen.replace(&node.root().display().to_string(), "[TMP]"),
@@ -1293,7 +1299,7 @@ fn install_refuses_a_local_binary_over_the_size_bound() {
 
 /// A `--daemonize` installer, started and waiting; its stderr so far.
 struct Daemon {
-    child: std::process::Child,
+    child: ChildGuard,
     stderr: BufReader<std::process::ChildStderr>,
     seen: String,
 }
@@ -1311,14 +1317,14 @@ impl Daemon {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
         Daemon {
-            child,
+            child: ChildGuard::new(child),
             stderr,
             seen,
         }
     }
 
     fn signal(&self, signal: i32) {
-        child::signal(&self.child, signal).unwrap();
+        self.child.signal(signal);
     }
 
     /// Waits for it to end (at most 20 s) and returns its status and whole stderr.
@@ -1484,7 +1490,7 @@ fn an_installer_starting_while_another_exits_keeps_its_files() {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
         let new = Daemon {
-            child,
+            child: ChildGuard::new(child),
             stderr,
             seen,
         };

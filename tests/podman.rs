@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use support::child;
+use support::child::ChildGuard;
 use support::cmd::{bin, run, wait_for_line};
 use support::podman::{self, Podman, RUN_OPTIONS, library_mounts, recording_hook};
 
@@ -166,17 +166,19 @@ fn podman_runs_installed_hook_at_create_runtime_until_uninstalled() {
 fn podman_stops_calling_hook_after_daemonized_install_gets_sigterm() {
     let Some(podman) = Podman::get() else { return };
     let node = Node::new();
-    let mut child = bin()
-        .args(node.install_args(true))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        bin()
+            .args(node.install_args(true))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
     node.assert_called(&podman);
 
-    child::signal(&child, libc::SIGTERM).unwrap();
+    child.signal(libc::SIGTERM);
     let status = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();

@@ -44,6 +44,16 @@ pub(crate) fn transcript(out: &Output, tmp: &Path) -> String {
     )
 }
 
+/// The sorted names of the entries of `dir` (not recursive).
+pub(crate) fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// The sorted names in `dir` (recursively, `sub/name`), to check that nothing was left behind.
 pub(crate) fn listing(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
