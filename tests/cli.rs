@@ -13,6 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use support::cmd::names as entries;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 
 struct Run {
@@ -64,8 +66,6 @@ fn setup(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
     fs::write(&path, content).unwrap();
     (dir, path)
 }
-
-use support::cmd::names as entries;
 
 const DISABLED: &str = "version = 2\n\n[plugins]\n  [plugins.\"io.containerd.nri.v1.nri\"]\n    disable = true # off for now\n";
 

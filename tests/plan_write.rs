@@ -13,10 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rthooks::patch::{Output, lock_for, plan_file};
+use support::cmd::names;
 
 const DISABLED: &str = "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n";
-
-use support::cmd::names;
 
 #[test]
 fn symlink_planted_at_the_output_after_the_check_is_replaced_not_followed() {

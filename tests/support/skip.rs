@@ -2,14 +2,16 @@
 //! a fetched containerd, podman, runc, root, `busybox-static`, `../shared/fixtures`, ...
 //!
 //! - `E2E_REQUIRED=1` (exactly `1`, as `.ci/run` sets it): the test fails with the reason.
-//! - Otherwise it writes ONE line `skipped: <reason> [<test name>]` to the process's real
-//!   stderr and returns.
+//! - Otherwise the test returns, and ONE line `skipped: <reason> [<test name>]` goes to the
+//!   process's real stderr when the test binary exits, so every skip of a test binary is listed
+//!   together right under its `test result:` line.
 //!
-//! The line is written to file descriptor 2 itself, not through `eprintln!`: libtest captures
+//! The lines are written to file descriptor 2 itself, not through `eprintln!`: libtest captures
 //! what the print macros write (and only shows it for a failed test), so a skipped test used to
-//! read `... ok` with nothing else in plain `cargo test`. A direct write is not captured, so the
-//! skip shows up in the normal output, just above the test's `... ok` line
-//! (`skip_line_reaches_the_real_stderr` in `tests/harness.rs` checks this).
+//! read `... ok` with nothing else in plain `cargo test`. A direct write is not captured. They
+//! are written at exit rather than at once because libtest writes `test name ... ` and `ok` in
+//! two writes, between which another test's line would land (`test a ... skipped: ... [b]`).
+//! `skip_line_reaches_the_real_stderr` in `tests/harness.rs` checks all this.
 //!
 //! ```ignore
 //! mod support;
@@ -26,6 +28,7 @@
 use std::fmt::Display;
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::sync::{Mutex, Once};
 
 /// Environment variable turning skips into failures (`E2E_REQUIRED=1`).
 pub const REQUIRED_ENV: &str = "E2E_REQUIRED";
@@ -42,7 +45,7 @@ pub fn skip(reason: impl Display) {
     if required() {
         panic!("{REQUIRED_ENV}=1 but {reason}");
     }
-    to_real_stderr(&skip_line(&reason.to_string()));
+    report_at_exit(skip_line(&reason.to_string()));
 }
 
 /// Returns `found`; when it is `None`, applies [`skip`] with `reason` first.
@@ -60,6 +63,32 @@ pub fn skip_line(reason: &str) -> String {
     match std::thread::current().name() {
         Some(test) if test != "main" => format!("skipped: {reason} [{test}]\n"),
         _ => format!("skipped: {reason}\n"),
+    }
+}
+
+/// The skip lines not written yet.
+static AT_EXIT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Queues `line` for [`write_at_exit`], registering that with `atexit(3)` on the first call.
+fn report_at_exit(line: String) {
+    static REGISTER: Once = Once::new();
+    AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    REGISTER.call_once(|| {
+        // SAFETY: `write_at_exit` is an `extern "C" fn()` that does not unwind (it only locks a
+        // mutex without blocking and writes to fd 2, ignoring errors).
+        if unsafe { libc::atexit(write_at_exit) } != 0 {
+            write_at_exit();
+        }
+    });
+}
+
+/// Writes the queued skip lines, sorted (at exit, after libtest's summary).
+extern "C" fn write_at_exit() {
+    // `try_lock`: a thread still running at exit could hold the lock; never block here.
+    if let Ok(mut lines) = AT_EXIT.try_lock() {
+        lines.sort();
+        to_real_stderr(&lines.concat());
+        lines.clear();
     }
 }
 
