@@ -69,15 +69,13 @@ fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> Child
 }
 
 fn bench(release: Release) {
-    let bin_dir = require!(runtimes::bin_dir(release), runtimes::missing(release));
+    let work = tempfile::tempdir().unwrap();
     let containerd = require!(
-        Containerd::start(release, cri::containerd_setup(release)),
+        cri::containerd_for_pods(release, work.path()),
         runtimes::missing(release)
     );
-    let work = tempfile::tempdir().unwrap();
     let logs = work.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
-    cri::import_image(&bin_dir.join("ctr"), containerd.grpc_socket(), work.path()).unwrap();
     let mut cri = Cri::connect(containerd.grpc_socket()).unwrap();
     let agent = Agent::start_at(&work.path().join("agent.sock"), Behavior::Accept);
     let install = work.path().join("install");

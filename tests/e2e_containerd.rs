@@ -19,7 +19,6 @@ mod support;
 mod support_agent;
 
 use support::child::ChildGuard;
-use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
@@ -98,18 +97,13 @@ fn step(release: Release, what: impl std::fmt::Display) {
 }
 
 fn scenario(release: Release) {
-    let ctr_bin = require!(
-        runtimes::bin_dir(release).map(|d| d.join("ctr")),
-        runtimes::missing(release)
-    );
-    let containerd = require!(
-        Containerd::start(release, cri::containerd_setup(release)),
-        runtimes::missing(release)
-    );
     let work = tempfile::tempdir().unwrap();
+    let containerd = require!(
+        cri::containerd_for_pods(release, work.path()),
+        runtimes::missing(release)
+    );
     let logs = work.path().join("pod-logs");
     fs::create_dir_all(&logs).unwrap();
-    cri::import_image(&ctr_bin, containerd.grpc_socket(), work.path()).unwrap();
     step(
         release,
         format_args!(
