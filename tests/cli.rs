@@ -970,18 +970,7 @@ fn concurrent_in_place_edits_of_one_file_never_lose_one() {
 
 /// A pipe whose read end is already closed: writing to it fails with EPIPE.
 fn broken_pipe() -> std::process::Stdio {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
-    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    // SAFETY: both descriptors were just created by pipe(2) and are owned by nothing else.
-    let (read, write) = unsafe {
-        use std::os::fd::FromRawFd;
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    };
+    let (read, write) = rustix::pipe::pipe().unwrap();
     drop(read);
     std::process::Stdio::from(write)
 }
