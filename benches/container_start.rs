@@ -20,15 +20,15 @@ mod support_agent;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::child::ChildGuard;
 use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
 
-const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const RUNS: usize = 20;
 
@@ -58,42 +58,24 @@ fn sample(cri: &mut Cri, logs: &Path, tag: &str, n: usize) -> Vec<Duration> {
     samples
 }
 
-fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> std::process::Child {
-    Command::new(SETUP)
-        .args([
-            "install",
-            "--interface",
-            "nri-hook",
-            "--daemonize",
-            "--local-binary",
-            HOOK,
-        ])
-        .arg("--local-install-dir")
-        .arg(install)
-        .arg("--host-install-dir")
-        .arg(install)
-        .arg("--nri-hook.socket")
-        .arg(containerd.nri_socket())
-        .args(["hook-args", "--grpc-address", &agent.address()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> ChildGuard {
+    let child =
+        support::cmd::nri_plugin(Path::new(HOOK), install, install, containerd.nri_socket())
+            .args(["hook-args", "--grpc-address", &agent.address()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    ChildGuard::new(child)
 }
 
 fn bench(release: Release) {
-    let (Some(bin_dir), Some(containerd)) = (
-        runtimes::bin_dir(release),
-        Containerd::start(release, cri::containerd_setup(release)),
-    ) else {
-        println!("{release}: skipped (not fetched: run scripts/fetch-containerd.sh)");
-        return;
-    };
     let work = tempfile::tempdir().unwrap();
+    let containerd = require!(
+        cri::containerd_for_pods(release, work.path()),
+        runtimes::missing(release)
+    );
     let logs = work.path().join("logs");
     fs::create_dir_all(&logs).unwrap();
-    cri::import_image(&bin_dir.join("ctr"), containerd.grpc_socket(), work.path()).unwrap();
     let mut cri = Cri::connect(containerd.grpc_socket()).unwrap();
     let agent = Agent::start_at(&work.path().join("agent.sock"), Behavior::Accept);
     let install = work.path().join("install");
@@ -106,7 +88,7 @@ fn bench(release: Release) {
     for round in 0..RUNS / BLOCK {
         without.extend(sample(&mut cri, &logs, &format!("without-{round}"), BLOCK));
         let from = containerd.log_len();
-        let mut plugin = start_plugin(&containerd, &install, &agent);
+        let plugin = start_plugin(&containerd, &install, &agent);
         containerd
             .wait_log_since(
                 from,
@@ -115,8 +97,7 @@ fn bench(release: Release) {
             )
             .unwrap();
         with.extend(sample(&mut cri, &logs, &format!("with-{round}"), BLOCK));
-        let _ = plugin.kill();
-        let _ = plugin.wait();
+        drop(plugin);
     }
     let calls = agent.requests().len();
     let (without, with) = (median(without), median(with));

@@ -5,6 +5,9 @@
 # Usage: scripts/oci-test-image.sh OUT.tar IMAGE-NAME [ENTRYPOINT-ARG...]
 #   e.g. scripts/oci-test-image.sh pause.tar localhost/rthooks-pause:latest /bin/sleep 2147483647
 #
+# The one test image: containerd imports it (`ctr images import`, tests/support/cri.rs) and
+# podman loads it (`podman load`, scripts/podman-test-image.sh).
+#
 # The static busybox comes from /bin/busybox when that binary is static (package busybox-static
 # installed), else from `apt-get download busybox-static` (cached next to OUT.tar). The archive is
 # reproducible: fixed file times and owners, so the same busybox gives the same digests.
@@ -58,10 +61,16 @@ blob() { # file -> prints "sha256:HEX SIZE" and stores the blob
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$work/layer.tar" .
 read -r layer_digest layer_size < <(blob "$work/layer.tar")
 
-entrypoint=$(printf '%s\n' "$@" | python3 -c 'import json,sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin if l.strip()]))')
-[ $# -gt 0 ] || entrypoint='["/bin/sh"]'
+# With ENTRYPOINT-ARGs the image runs them (a container's own command is appended); without,
+# its default command is /bin/sh and a container's command replaces it (`podman run IMAGE true`).
+if [ $# -gt 0 ]; then
+  entrypoint=$(printf '%s\n' "$@" | python3 -c 'import json,sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin if l.strip()]))')
+  command="\"Entrypoint\":$entrypoint"
+else
+  command='"Cmd":["/bin/sh"]'
+fi
 cat >"$work/config.json" <<JSON
-{"architecture":"amd64","os":"linux","config":{"Entrypoint":$entrypoint,"Env":["PATH=/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["$layer_digest"]}}
+{"architecture":"amd64","os":"linux","config":{$command,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["$layer_digest"]}}
 JSON
 read -r config_digest config_size < <(blob "$work/config.json")
 

@@ -6,10 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use support::cmd::names as entries;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 
@@ -61,15 +65,6 @@ fn setup(name: &str, content: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join(name);
     fs::write(&path, content).unwrap();
     (dir, path)
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 const DISABLED: &str = "version = 2\n\n[plugins]\n  [plugins.\"io.containerd.nri.v1.nri\"]\n    disable = true # off for now\n";
@@ -344,7 +339,7 @@ fn in_place_keeps_owner_and_mode() {
     if root {
         assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     } else {
-        eprintln!("skipped (owner part): not running as root");
+        support::skip::skip("not running as root (the owner part of this test)");
     }
 }
 
@@ -628,14 +623,10 @@ fn read_only_output_directory() {
     let ro = dir.path().join("ro");
     fs::create_dir(&ro).unwrap();
     let guard = ReadOnly::new(&ro);
-    let Some(_guard) = guard else {
-        eprintln!("skipped: cannot make a read-only directory here (not root, or mount refused)");
-        assert!(
-            std::env::var("E2E_REQUIRED").unwrap_or_default() != "1",
-            "read-only mount refused"
-        );
-        return;
-    };
+    let _guard = require!(
+        guard,
+        "cannot make a read-only directory here (not root, or mount refused)"
+    );
     let r = run(
         dir.path(),
         &[
@@ -668,8 +659,7 @@ struct ReadOnly(PathBuf, bool);
 
 impl ReadOnly {
     fn new(dir: &Path) -> Option<Self> {
-        let is_root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
-        if !is_root {
+        if !support::skip::is_root() {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).ok()?;
             return Some(Self(dir.to_owned(), false));
         }
@@ -789,6 +779,8 @@ fn output_fifo_socket_device_or_directory_is_refused_and_left_alone() {
     ];
     if dev {
         cases.push(("null", "is a character device"));
+    } else {
+        support::skip::skip("`mknod` refused (needs CAP_MKNOD): the character-device case");
     }
     for (name, says) in cases {
         let r = enable_nri_to(d, "--output", name);
@@ -825,14 +817,10 @@ fn run_bounded(dir: &Path, args: &[&str]) -> Run {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{}` still running after 20 s", args.join(" "));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if support::child::wait_timeout(&mut child, std::time::Duration::from_secs(20)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("`{}` still running after 20 s", args.join(" "));
     }
     let out = child.wait_with_output().unwrap();
     let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&dir.display().to_string(), "[TMP]");
@@ -982,18 +970,7 @@ fn concurrent_in_place_edits_of_one_file_never_lose_one() {
 
 /// A pipe whose read end is already closed: writing to it fails with EPIPE.
 fn broken_pipe() -> std::process::Stdio {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
-    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    // SAFETY: both descriptors were just created by pipe(2) and are owned by nothing else.
-    let (read, write) = unsafe {
-        use std::os::fd::FromRawFd;
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    };
+    let (read, write) = rustix::pipe::pipe().unwrap();
     drop(read);
     std::process::Stdio::from(write)
 }

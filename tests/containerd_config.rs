@@ -155,10 +155,7 @@ fn patched_runtimes(text: &str, release: Release, version: i64) -> Vec<String> {
 }
 
 fn check_release(release: Release) {
-    let bin = require!(
-        runtimes::containerd(release),
-        format!("{release} not found")
-    );
+    let bin = require!(runtimes::containerd(release), runtimes::missing(release));
     let tmp = tempfile::tempdir().unwrap();
     let (mut loaded, mut enabled_by_us, mut patched_specs) = (0, 0, 0);
     for (i, input) in fixtures().into_iter().enumerate() {
@@ -270,7 +267,7 @@ fn containerd_2_1_loads_every_patched_config_with_nri_enabled() {
 fn containerd_1_7_default_config_has_nri_off_until_patched() {
     let bin = require!(
         runtimes::containerd(Release::V1_7),
-        "containerd 1.7 not found"
+        runtimes::missing(Release::V1_7)
     );
     let tmp = tempfile::tempdir().unwrap();
     let default = tmp.path().join("config.toml");

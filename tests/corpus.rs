@@ -72,10 +72,10 @@ fn shared_fixtures() -> Option<PathBuf> {
 
 #[test]
 fn every_edit_over_shared_fixtures() {
-    let Some(root) = shared_fixtures() else {
-        eprintln!("skipped: ../shared/fixtures is not beside the checkout");
-        return;
-    };
+    let root = require!(
+        shared_fixtures(),
+        "../shared/fixtures is not beside the checkout"
+    );
     let mut checked = 0;
     let mut changed = 0;
     for dir in ["containerd", "crio"] {

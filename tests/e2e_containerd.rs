@@ -13,25 +13,23 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod support;
 mod support_agent;
 
-use support::containerd::Containerd;
+use support::child::ChildGuard;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
 use support_agent::{Agent, Behavior};
 
-const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const WAIT: Duration = Duration::from_secs(20);
 const ALLOWED_NS: &str = "tetragon-allowed";
 
 /// `tetragon-oci-hook-setup install --interface nri-hook --daemonize`, as the DaemonSet runs it.
 struct Plugin {
-    child: Child,
+    child: ChildGuard,
     log: PathBuf,
 }
 
@@ -40,47 +38,24 @@ impl Plugin {
         let install = dir.join("install");
         fs::create_dir_all(&install).unwrap();
         let log = dir.join("plugin.log");
-        let child = Command::new(SETUP)
-            .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .args(["--local-binary", HOOK])
-            .arg("--local-install-dir")
-            .arg(&install)
-            .arg("--host-install-dir")
-            .arg(&install)
-            .arg("--nri-hook.socket")
-            .arg(nri_socket)
+        let child = support::cmd::nri_plugin(Path::new(HOOK), &install, &install, nri_socket)
             .args(["hook-args", "--grpc-address", agent, "--grpc-timeout", "5s"])
             .args([
                 "--fail-allow-namespaces",
                 &format!("kube-system,{ALLOWED_NS}"),
             ])
-            .env_remove("NRI_PLUGIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self { child, log }
+        Self {
+            child: ChildGuard::new(child),
+            log,
+        }
     }
 
     fn terminate(&mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.signal(libc::SIGTERM);
+        self.child.wait_for(WAIT)?.code()
     }
 }
 
@@ -122,18 +97,13 @@ fn step(release: Release, what: impl std::fmt::Display) {
 }
 
 fn scenario(release: Release) {
-    let ctr_bin = require!(
-        runtimes::bin_dir(release).map(|d| d.join("ctr")),
-        format!("{release} not found")
-    );
-    let containerd = require!(
-        Containerd::start(release, cri::containerd_setup(release)),
-        format!("{release} not found")
-    );
     let work = tempfile::tempdir().unwrap();
+    let containerd = require!(
+        cri::containerd_for_pods(release, work.path()),
+        runtimes::missing(release)
+    );
     let logs = work.path().join("pod-logs");
     fs::create_dir_all(&logs).unwrap();
-    cri::import_image(&ctr_bin, containerd.grpc_socket(), work.path()).unwrap();
     step(
         release,
         format_args!(

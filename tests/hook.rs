@@ -4,6 +4,7 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
 mod support_agent;
 
 use std::io::Write;
@@ -985,14 +986,8 @@ fn tcp_address_reaches_the_agent() {
 #[test]
 fn terminal_stdin_is_not_read() {
     // `script` (util-linux) gives the hook a pseudo-terminal as stdin that never closes.
-    if Command::new("script").arg("--version").output().is_err() {
-        let required = std::env::var_os("E2E_REQUIRED").is_some_and(|v| v == "1");
-        assert!(
-            !required,
-            "E2E_REQUIRED=1 but `script` (util-linux) not found"
-        );
-        println!("skipped: `script` (util-linux) not found");
-        return;
+    if !support::skip::has_program("script") {
+        skip!("`script` (util-linux) not found");
     }
     let case = Case::new(Some(CRIO_SPEC));
     let cmd = format!(

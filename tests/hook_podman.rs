@@ -1,80 +1,57 @@
 //! End to end under a real runtime: podman (with runc) runs `tetragon-oci-hook` as a
 //! `createRuntime` OCI hook from a hooks dir, for containers from a local busybox image.
 //!
-//! Podman is used with private storage, run and hooks directories (`--root`, `--runroot`,
-//! `--tmpdir`, `--hooks-dir`), the `vfs` driver, the `cgroupfs` manager and no network, so that
-//! it works in a plain root sandbox without touching the machine's configuration.
-//! Needs (Debian 12): `podman`, `runc`, `busybox-static`; run as root.
+//! Podman is the tests' one podman (`tests/support/podman.rs`): private storage, run and temp
+//! directories, the `vfs` driver, the `cgroupfs` manager and no network, so that it works in a
+//! plain root sandbox without touching the machine's configuration; each test has its own
+//! `--hooks-dir`. Needs (Debian 12): `podman`, `runc`, `busybox-static`; run as root.
 
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
 mod support_agent;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::Value;
+use support::child;
+use support::podman::Podman;
+use support::skip::{is_root, skip};
 use support_agent::{Agent, Behavior};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
-const BUSYBOX: &str = "/bin/busybox";
-const IMAGE: &str = "localhost/rthooks-busybox:test";
 
-/// Returns `Some(reason)` when podman cannot be used here.
-fn missing() -> Option<String> {
-    for bin in ["podman", "runc"] {
-        let found = Command::new(bin)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!(
-                "`{bin}` not found (apt-get install -y podman runc)"
-            ));
-        }
-    }
-    if !Path::new(BUSYBOX).exists() {
-        return Some(format!(
-            "`{BUSYBOX}` not found (apt-get install -y busybox-static)"
-        ));
-    }
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| text(&o.stdout))
-        .unwrap_or_default();
-    if uid.trim() != "0" {
-        return Some("not root".to_owned());
-    }
-    None
-}
-
-macro_rules! require_podman {
-    () => {
-        if let Some(reason) = missing() {
-            if std::env::var_os("E2E_REQUIRED").is_some_and(|v| v == "1") {
-                panic!("E2E_REQUIRED=1 but {reason}");
-            }
-            println!("skipped: {reason}");
-            return;
-        }
-    };
-}
-
-/// A private podman setup: storage, state, hooks dir and a busybox image.
-struct Podman {
+/// One test's node: the shared podman store and image (`support::podman`), a hooks dir and an
+/// install dir of its own, and a label on its containers, which are removed at the end.
+struct Node {
+    podman: Podman,
     dir: tempfile::TempDir,
+    label: String,
 }
 
-impl Podman {
-    fn new() -> Self {
+impl Node {
+    /// `None` (after the skip policy) when not root or podman cannot run containers here.
+    fn new() -> Option<Self> {
+        if !is_root() {
+            skip("not root");
+            return None;
+        }
+        let podman = Podman::get()?;
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let label = format!(
+            "rthooks.test=hook-podman-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = tempfile::Builder::new().prefix("podman").tempdir().unwrap();
-        let p = Self { dir };
+        let p = Self { podman, dir, label };
         std::fs::create_dir(p.hooks_dir()).unwrap();
-        p.import_busybox();
-        p
+        Some(p)
     }
 
     fn path(&self) -> &Path {
@@ -93,51 +70,12 @@ impl Podman {
         self.install_dir().join("tetragon-oci-hook.log")
     }
 
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        let p = self.path();
-        c.arg("--root").arg(p.join("root"));
-        c.arg("--runroot").arg(p.join("runroot"));
-        c.arg("--tmpdir").arg(p.join("tmp"));
-        c.arg("--hooks-dir").arg(self.hooks_dir());
-        c.args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
-        c.args(["--events-backend", "file", "--runtime", "runc"]);
-        c
-    }
-
     fn podman(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn import_busybox(&self) {
-        let rootfs = self.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "echo", "sleep", "cat"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        let tar = self.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        // The first podman call on a fresh boot creates its shared-memory lock file
-        // (/dev/shm/libpod_lock); two stores doing that at once race ("failed to create 2048
-        // locks ... file exists"), so the tests of this binary take turns for this call.
-        static FIRST_CALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let turn = FIRST_CALL.lock().unwrap_or_else(|e| e.into_inner());
-        let out = self.podman(&["import", tar.to_str().unwrap(), IMAGE]);
-        drop(turn);
-        assert!(
-            out.status.success(),
-            "podman import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.podman
+            .command(&self.hooks_dir())
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Installs the hook for `createRuntime` with these extra flags, the way the DaemonSet
@@ -174,24 +112,18 @@ impl Podman {
         );
     }
 
-    /// `podman run` with the namespace annotation and the sandbox's ulimits.
-    fn run(&self, ns: &str, extra: &[&str], cmd: &[&str]) -> Output {
+    /// `podman run` of the shared image with the namespace annotation and this node's label,
+    /// unspawned.
+    fn run_command(&self, ns: &str, extra: &[&str], cmd: &[&str]) -> Command {
         let ann = format!("io.kubernetes.pod.namespace={ns}");
-        let mut args = vec![
-            "run",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--annotation",
-            &ann,
-        ];
+        let mut args = vec!["--annotation", &ann, "--label", &self.label];
         args.extend_from_slice(extra);
-        args.push(IMAGE);
-        args.extend_from_slice(cmd);
-        self.podman(&args)
+        self.podman.run_command(&self.hooks_dir(), &args, cmd)
+    }
+
+    /// `podman run` of the shared image with the namespace annotation and this node's label.
+    fn run(&self, ns: &str, extra: &[&str], cmd: &[&str]) -> Output {
+        self.run_command(ns, extra, cmd).output().unwrap()
     }
 
     fn log(&self) -> Vec<Value> {
@@ -202,10 +134,10 @@ impl Podman {
     }
 }
 
-impl Drop for Podman {
+impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.podman(&["rm", "-a", "-f", "-t", "0"]);
-        // vfs layers may hold read-only dirs; the temp dir removal copes with the rest.
+        let filter = format!("label={}", self.label);
+        let _ = self.podman(&["rm", "-f", "-t", "0", "--filter", &filter]);
     }
 }
 
@@ -215,8 +147,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn podman_without_agent_starts_allowed_namespace_and_refuses_others() {
-    require_podman!();
-    let pm = Podman::new();
+    let Some(pm) = Node::new() else { return };
     let missing = format!("unix://{}", pm.path().join("no-agent.sock").display());
     pm.install_hook(&[
         "--grpc-address",
@@ -274,19 +205,19 @@ fn podman_without_agent_starts_allowed_namespace_and_refuses_others() {
 
 #[test]
 fn podman_with_agent_reports_real_cgroup_and_root_dir() {
-    require_podman!();
-    let pm = Podman::new();
+    let Some(pm) = Node::new() else { return };
     let agent = Agent::start(Behavior::Accept);
     pm.install_hook(&["--grpc-address", &agent.address()]);
 
-    let out = pm.run("default", &["-d", "--name", "hooked"], &["sleep", "60"]);
+    let name = format!("hooked-{}", std::process::id());
+    let out = pm.run("default", &["-d", "--name", &name], &["sleep", "60"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pid = text(
-        &pm.podman(&["inspect", "--format", "{{.State.Pid}}", "hooked"])
+        &pm.podman(&["inspect", "--format", "{{.State.Pid}}", &name])
             .stdout,
     );
     let pid = pid.trim();
-    let mountpoint = text(&pm.podman(&["mount", "hooked"]).stdout);
+    let mountpoint = text(&pm.podman(&["mount", &name]).stdout);
     let mountpoint = mountpoint.trim();
     assert!(
         !pid.is_empty() && !mountpoint.is_empty(),
@@ -331,8 +262,7 @@ fn podman_with_agent_reports_real_cgroup_and_root_dir() {
 /// allowed namespace starts, another is refused, and neither `podman run` hangs.
 #[test]
 fn podman_slow_cel_is_stopped_and_namespace_rules_decide() {
-    require_podman!();
-    let pm = Podman::new();
+    let Some(pm) = Node::new() else { return };
     let missing = format!("unix://{}", pm.path().join("no-agent.sock").display());
     // 10^8 steps if let run.
     let ten = "[0,1,2,3,4,5,6,7,8,9]";
@@ -351,35 +281,16 @@ fn podman_slow_cel_is_stopped_and_namespace_rules_decide() {
         &expr,
     ]);
     let run_bounded = |ns: &str| {
-        let ann = format!("io.kubernetes.pod.namespace={ns}");
         let mut child = pm
-            .cmd()
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-                "--annotation",
-                &ann,
-                IMAGE,
-            ])
-            .args(["echo", "started"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .run_command(ns, &["--rm"], &["echo", "started"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let t0 = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if t0.elapsed() > std::time::Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("podman run in {ns} still running after 60 s");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if child::wait_timeout(&mut child, Duration::from_secs(60)).is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("podman run in {ns} still running after 60 s");
         }
         child.wait_with_output().unwrap()
     };

@@ -4,17 +4,19 @@
 // Helpers outside `#[test]` functions panic on a failed setup step, as a test body does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_podman;
+mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use rthooks::hook_json::{self, HookFile};
-use support_podman::{bin, listing, run, skip, transcript};
+use support::child::{self, ChildGuard};
+use support::cmd::{bin, listing, run, transcript, wait_for_line};
+use support::skip::{is_root, skip};
 
 const HOOK_BYTES: &[u8] = b"#!/bin/sh\nexit 0\n";
 
@@ -353,18 +355,16 @@ fn install_replaces_a_running_binary_without_text_file_busy() {
     let sleep = Path::new("/bin/sleep");
     let truebin = Path::new("/bin/true");
     if !sleep.exists() || !truebin.exists() {
-        skip("/bin/sleep or /bin/true missing");
-        return;
+        skip!("/bin/sleep or /bin/true missing");
     }
     fs::copy(sleep, node.source()).unwrap();
     assert!(node.install(&[]).status.success());
-    let mut running = Command::new(node.binary()).arg("30").spawn().unwrap();
+    let running = ChildGuard::new(Command::new(node.binary()).arg("30").spawn().unwrap());
     let old_inode = fs::metadata(node.binary()).unwrap().ino();
 
     fs::copy(truebin, node.source()).unwrap();
     let out = node.install(&[]);
-    let _ = running.kill();
-    let _ = running.wait();
+    drop(running);
     assert!(out.status.success(), "{}", node.t(&out));
     assert_eq!(fs::read(node.binary()).unwrap(), fs::read(truebin).unwrap());
     assert_ne!(fs::metadata(node.binary()).unwrap().ino(), old_inode);
@@ -629,9 +629,8 @@ fn install_missing_install_dir_writes_nothing() {
 /// Runs our binary with `args` in a private mount namespace after `mount_cmd` (a shell command)
 /// ran there, so the mount vanishes with the process. `None` when that is not possible here.
 fn with_mount(mount_cmd: &str, args: &[String]) -> Option<Output> {
-    let euid = unsafe { libc::geteuid() };
     let probe = Command::new("unshare").args(["-m", "true"]).output();
-    if euid != 0 || !probe.is_ok_and(|o| o.status.success()) {
+    if !is_root() || !probe.is_ok_and(|o| o.status.success()) {
         skip("mounting needs root and `unshare -m` (util-linux)");
         return None;
     }
@@ -644,7 +643,7 @@ fn with_mount(mount_cmd: &str, args: &[String]) -> Option<Output> {
         .output()
         .unwrap();
     if out.status.code() == Some(99) {
-        skip(&format!(
+        skip(format!(
             "`{mount_cmd}` failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
@@ -724,21 +723,20 @@ fn install_unwritable_install_dir_as_non_root_writes_nothing() {
     let node = Node::new();
     with_old_install(&node);
     // As root, run as `nobody` (root may write anywhere); otherwise as ourselves.
-    let euid = unsafe { libc::geteuid() };
+    let euid_root = is_root();
     fs::set_permissions(node.root(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(node.path("hostInstall"), fs::Permissions::from_mode(0o555)).unwrap();
     fs::set_permissions(node.path("hostHooks"), fs::Permissions::from_mode(0o777)).unwrap();
     let before = node.snapshot_files();
     let mut cmd = bin();
     cmd.args(node.helm_args());
-    if euid == 0 {
+    if euid_root {
         cmd.uid(65534).gid(65534);
     }
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            skip(&format!("cannot run the binary as nobody: {e}"));
-            return;
+            skip!(format!("cannot run the binary as nobody: {e}"));
         }
     };
     insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @r"
@@ -877,36 +875,27 @@ fn print_config_prints_the_hook_file() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-fn wait_for_line(r: &mut impl BufRead, needle: &str) -> String {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap() == 0 {
-            panic!("stderr ended before `{needle}`: {seen}");
-        }
-        seen.push_str(&line);
-        if line.contains(needle) {
-            return seen;
-        }
-    }
-}
-
 fn daemonize(node: &Node, signal: i32, between: impl FnOnce()) -> (Output, String) {
     let mut args = node.helm_args();
     args.insert(2, "--daemonize".into());
-    let mut child = bin()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
     between();
-    // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    child.signal(signal);
     std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = Output {
+        status: child.wait().unwrap(),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
     (
         out,
         seen.replace(&node.root().display().to_string(), "[TMP]"),
@@ -955,10 +944,13 @@ fn daemonize_keeps_a_file_changed_since_and_removes_the_other() {
 #[test]
 fn hook_json_round_trips_real_hook_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/hooks");
-    let Ok(entries) = fs::read_dir(&dir) else {
-        eprintln!("skipped: no `{}`", dir.display());
-        return;
-    };
+    let entries = require!(
+        fs::read_dir(&dir).ok(),
+        format!(
+            "no `{}` (the shared fixtures beside the checkout)",
+            dir.display()
+        )
+    );
     let mut seen = Vec::new();
     for entry in entries {
         let path = entry.unwrap().path();
@@ -1023,14 +1015,13 @@ fn install_unreadable_binary_as_non_root_writes_nothing() {
     let mut cmd = bin();
     cmd.args(node.helm_args());
     // Root reads any file: drop to `nobody` for the run.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         cmd.uid(65534).gid(65534);
     }
     let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            skip(&format!("cannot run the binary as nobody: {e}"));
-            return;
+            skip!(format!("cannot run the binary as nobody: {e}"));
         }
     };
     insta::assert_snapshot!(assert_fails_leaving_everything(&node, out), @"
@@ -1054,9 +1045,8 @@ fn daemonize_as_pid_1_uninstalls_on_sigterm_from_outside() {
     let probe = Command::new("unshare")
         .args(["--pid", "--fork", "true"])
         .output();
-    if unsafe { libc::geteuid() } != 0 || !probe.is_ok_and(|o| o.status.success()) {
-        skip("a PID namespace needs root and `unshare --pid` (util-linux)");
-        return;
+    if !is_root() || !probe.is_ok_and(|o| o.status.success()) {
+        skip!("a PID namespace needs root and `unshare --pid` (util-linux)");
     }
     let mut args = node.helm_args();
     args.insert(2, "--daemonize".into());
@@ -1081,20 +1071,12 @@ fn daemonize_as_pid_1_uninstalls_on_sigterm_from_outside() {
         "not PID 1 in its namespace: {nspid}"
     );
 
-    // SAFETY: signalling the installer we started, by its pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    child::signal_pid(pid, libc::SIGTERM).unwrap();
     // A PID 1 that neither blocks nor handles SIGTERM never sees it: do not hang on that.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let out = loop {
-        if let Some(status) = unshare.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = unshare.wait();
-            panic!("the installer (PID 1) did not exit after SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let Some(out) = child::wait_timeout(&mut unshare, std::time::Duration::from_secs(20)) else {
+        let _ = child::signal_pid(pid, libc::SIGKILL);
+        let _ = unshare.wait();
+        panic!("the installer (PID 1) did not exit after SIGTERM");
     };
     std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
     assert!(out.success(), "{out:?}: {seen}");
@@ -1114,25 +1096,20 @@ fn output_within(mut cmd: Command, secs: u64) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "still running after {secs}s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if child::wait_timeout(&mut child, std::time::Duration::from_secs(secs)).is_none() {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "still running after {secs}s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     child.wait_with_output().unwrap()
 }
 
 fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    mknodat(CWD, p, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
 }
 
 /// `install --interface nri-hook` checks the hook's arguments exactly as oci-hooks does, before
@@ -1321,7 +1298,7 @@ fn install_refuses_a_local_binary_over_the_size_bound() {
 
 /// A `--daemonize` installer, started and waiting; its stderr so far.
 struct Daemon {
-    child: std::process::Child,
+    child: ChildGuard,
     stderr: BufReader<std::process::ChildStderr>,
     seen: String,
 }
@@ -1339,32 +1316,25 @@ impl Daemon {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
         Daemon {
-            child,
+            child: ChildGuard::new(child),
             stderr,
             seen,
         }
     }
 
     fn signal(&self, signal: i32) {
-        // SAFETY: signalling our own child by its pid.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+        self.child.signal(signal);
     }
 
     /// Waits for it to end (at most 20 s) and returns its status and whole stderr.
     fn finish(mut self, node: &Node) -> (std::process::ExitStatus, String) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "installer still running 20 s after the signal: {}",
-                    self.seen
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        let Some(status) = child::wait_timeout(&mut self.child, std::time::Duration::from_secs(20))
+        else {
+            let _ = self.child.kill();
+            panic!(
+                "installer still running 20 s after the signal: {}",
+                self.seen
+            );
         };
         std::io::Read::read_to_string(&mut self.stderr, &mut self.seen).unwrap();
         (
@@ -1519,7 +1489,7 @@ fn an_installer_starting_while_another_exits_keeps_its_files() {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let seen = wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
         let new = Daemon {
-            child,
+            child: ChildGuard::new(child),
             stderr,
             seen,
         };

@@ -4,210 +4,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod support;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rthooks::nri::mux::{self, Demux};
+use rthooks::nri::mux;
 use rthooks::nri::proto::nri::{
-    ConfigureRequest, ConfigureResponse, Container, CreateContainerRequest,
-    CreateContainerResponse, PodSandbox, RegisterPluginRequest, SynchronizeRequest,
-    SynchronizeResponse,
+    ConfigureResponse, Container, CreateContainerRequest, CreateContainerResponse,
+    SynchronizeRequest, SynchronizeResponse,
 };
-use rthooks::nri::proto::ttrpc::{Request, Response};
-use rthooks::nri::ttrpc::{self, Assembler, Message};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
-const PLUGIN: &str = "nri.pkg.api.v1alpha1.Plugin";
-const WAIT: Duration = Duration::from_secs(10);
-
-/// The runtime's end of one plugin connection.
-struct Conn {
-    stream: UnixStream,
-    demux: Demux,
-    responses: Assembler,
-    requests: Assembler,
-    got_responses: Vec<Message>,
-    got_requests: Vec<Message>,
-    next_stream: u32,
-}
-
-impl Conn {
-    fn new(stream: UnixStream) -> Self {
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        Self {
-            stream,
-            demux: Demux::new(),
-            responses: Assembler::new(),
-            requests: Assembler::new(),
-            got_responses: Vec::new(),
-            got_requests: Vec::new(),
-            next_stream: 1,
-        }
-    }
-
-    /// Reads one chunk; false on EOF.
-    fn read_some(&mut self) -> bool {
-        let mut buf = [0u8; 65536];
-        let n = match self.stream.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
-            Err(e) => panic!("reading from the plugin: {e}"),
-        };
-        let (r, q) = (&mut self.responses, &mut self.requests);
-        let (gr, gq) = (&mut self.got_responses, &mut self.got_requests);
-        self.demux
-            .feed(&buf[..n], |conn, f| match conn {
-                1 => r.feed(f, gr),
-                2 => q.feed(f, gq),
-                other => panic!("plugin wrote to connection {other}"),
-            })
-            .unwrap();
-        n > 0
-    }
-
-    /// Whether the plugin closed the connection (reads until EOF).
-    fn closed_by_plugin(&mut self) -> bool {
-        while self.read_some() {}
-        true
-    }
-
-    /// The next request the plugin sends on connection 2.
-    fn next_request(&mut self) -> (u32, Request) {
-        while self.got_requests.is_empty() {
-            assert!(self.read_some(), "plugin closed the connection");
-        }
-        match self.got_requests.remove(0) {
-            Message::Complete {
-                stream_id,
-                kind: ttrpc::TYPE_REQUEST,
-                payload,
-                ..
-            } => (stream_id, Request::decode(payload.as_slice()).unwrap()),
-            other => panic!("not a request: {other:?}"),
-        }
-    }
-
-    fn register_request(&mut self) -> (u32, RegisterPluginRequest) {
-        let (id, req) = self.next_request();
-        assert_eq!(
-            (req.service.as_str(), req.method.as_str()),
-            ("nri.pkg.api.v1alpha1.Runtime", "RegisterPlugin")
-        );
-        (
-            id,
-            RegisterPluginRequest::decode(req.payload.as_slice()).unwrap(),
-        )
-    }
-
-    fn reply_register(&mut self, stream_id: u32) {
-        let msg = ttrpc::ok_response(stream_id, Vec::new());
-        mux::write_frames(&mut self.stream, 2, &msg).unwrap();
-    }
-
-    /// Sends raw bytes on the trunk.
-    fn raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// A ttrpc request message for `Plugin/method`, with the next stream id.
-    fn request_bytes(&mut self, method: &str, payload: Vec<u8>) -> (u32, Vec<u8>) {
-        let id = self.next_stream;
-        self.next_stream += 2;
-        (id, ttrpc::request(id, PLUGIN, method, payload))
-    }
-
-    /// Waits for the response to `stream_id`.
-    fn response(&mut self, stream_id: u32) -> Response {
-        loop {
-            if let Some(i) = self.got_responses.iter().position(
-                |m| matches!(m, Message::Complete { stream_id: s, .. } if *s == stream_id),
-            ) {
-                let Message::Complete { kind, payload, .. } = self.got_responses.remove(i) else {
-                    unreachable!()
-                };
-                assert_eq!(kind, ttrpc::TYPE_RESPONSE);
-                return Response::decode(payload.as_slice()).unwrap();
-            }
-            assert!(self.read_some(), "plugin closed the connection");
-        }
-    }
-
-    /// Calls `Plugin/method`, each frame at most `frame` bytes.
-    fn call_framed(&mut self, method: &str, payload: Vec<u8>, frame: usize) -> Response {
-        let (id, msg) = self.request_bytes(method, payload);
-        let mut wire = Vec::new();
-        for chunk in msg.chunks(frame) {
-            wire.extend_from_slice(&1u32.to_be_bytes());
-            wire.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-            wire.extend_from_slice(chunk);
-        }
-        self.raw(&wire);
-        self.response(id)
-    }
-
-    fn call(&mut self, method: &str, payload: Vec<u8>) -> Response {
-        self.call_framed(method, payload, 4096)
-    }
-
-    fn configure(&mut self, config: &str) -> Response {
-        let req = ConfigureRequest {
-            config: config.to_owned(),
-            runtime_name: "fake".into(),
-            runtime_version: "0".into(),
-            registration_timeout: 0,
-            request_timeout: 0,
-        };
-        self.call("Configure", req.encode_to_vec())
-    }
-}
-
-fn ok_payload(resp: Response) -> Vec<u8> {
-    assert!(
-        resp.status.as_ref().is_none_or(|s| s.code == 0),
-        "error status: {:?}",
-        resp.status
-    );
-    resp.payload
-}
-
-/// A CreateContainer request as containerd sends it: the fields the plugin reads plus about
-/// 13 KB of labels, annotations, env and mounts (unknown to the plugin's trimmed proto).
-fn create_request(name: &str, id: &str) -> Vec<u8> {
-    let mut container = Container {
-        id: id.into(),
-        pod_sandbox_id: "pod-1".into(),
-        name: name.into(),
-    }
-    .encode_to_vec();
-    for i in 0..135 {
-        // field 8 (env), length-delimited: tag 0x42
-        let env = format!("ENV_VARIABLE_NUMBER_{i:03}=some-value-that-is-long-enough-{i:040}");
-        container.push(0x42);
-        prost::encoding::encode_varint(env.len() as u64, &mut container);
-        container.extend_from_slice(env.as_bytes());
-    }
-    let req = CreateContainerRequest {
-        pod: Some(PodSandbox {
-            id: "pod-1".into(),
-            name: "web-0".into(),
-            uid: "uid".into(),
-            namespace: "default".into(),
-        }),
-        container: None,
-    };
-    let mut out = req.encode_to_vec();
-    out.push(0x12); // field 2 (container), length-delimited
-    prost::encoding::encode_varint(container.len() as u64, &mut out);
-    out.extend_from_slice(&container);
-    out
-}
+use rthooks::nri::proto::ttrpc::Response;
+use rthooks::nri::ttrpc;
+use support::child::ChildGuard;
+use support::fake_nri::{BIN, Conn, PLUGIN, Setup, WAIT, create_request, ok_payload};
 
 fn expected_hook_args(dir: &str, extra: &[&str]) -> Vec<String> {
     let mut v = vec![
@@ -228,136 +44,6 @@ fn assert_adds_hook(resp: Response, dir: &str, extra: &[&str]) {
     let hook = &hooks.create_runtime[0];
     assert_eq!(hook.path, format!("{dir}/tetragon-oci-hook"));
     assert_eq!(hook.args, expected_hook_args(dir, extra));
-}
-
-/// A plugin process and the fake runtime's listening socket.
-struct Setup {
-    dir: tempfile::TempDir,
-    listener: Option<UnixListener>,
-    child: Child,
-}
-
-impl Setup {
-    fn socket(dir: &Path) -> PathBuf {
-        dir.join("nri.sock")
-    }
-
-    /// Starts `install --interface nri-hook --daemonize` against a fresh socket.
-    fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = UnixListener::bind(Self::socket(dir.path())).unwrap();
-        let child = Self::spawn(dir.path(), extra);
-        Self {
-            dir,
-            listener: Some(listener),
-            child,
-        }
-    }
-
-    fn spawn(dir: &Path, extra: &[&str]) -> Child {
-        let src = dir.join("src");
-        fs::create_dir_all(&src).unwrap();
-        fs::create_dir_all(dir.join("install")).unwrap();
-        fs::write(src.join("tetragon-oci-hook"), b"#!/bin/sh\nexit 0\n").unwrap();
-        let log = fs::File::create(dir.join("plugin.log")).unwrap();
-        Command::new(BIN)
-            .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .arg("--local-binary")
-            .arg(src.join("tetragon-oci-hook"))
-            .arg("--local-install-dir")
-            .arg(dir.join("install"))
-            .args(["--host-install-dir", "/opt/tetragon"])
-            .arg("--nri-hook.socket")
-            .arg(Self::socket(dir))
-            .args(extra)
-            .args(["hook-args", "--grpc-address", "unix:///t.sock"])
-            .env_remove("NRI_PLUGIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn accept(&self) -> Conn {
-        let listener = self.listener.as_ref().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match listener.accept() {
-                Ok((s, _)) => {
-                    s.set_nonblocking(false).unwrap();
-                    return Conn::new(s);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "plugin did not connect\n{}",
-                        self.log()
-                    );
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-
-    /// Accepts, checks RegisterPlugin, configures and confirms the registration.
-    fn registered(&self) -> Conn {
-        let mut c = self.accept();
-        let (id, reg) = c.register_request();
-        assert_eq!(
-            (reg.plugin_name.as_str(), reg.plugin_idx.as_str()),
-            ("tetragon", "01")
-        );
-        let events = ConfigureResponse::decode(ok_payload(c.configure("")).as_slice()).unwrap();
-        assert_eq!(events.events, 8);
-        c.reply_register(id);
-        c
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("plugin.log")).unwrap_or_default()
-    }
-
-    fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + WAIT;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{needle}` in log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-
-    fn wait_exit(&mut self) -> i32 {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plugin did not exit\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -574,7 +260,7 @@ fn refused_registration_is_retried() {
 
 /// Runs the binary as containerd runs a plugin from `plugin_path`: no arguments, the socket as
 /// fd 3, name and index in the environment.
-fn prelaunch(args: &[&str], stderr: Stdio) -> (Child, Conn) {
+fn prelaunch(args: &[&str], stderr: Stdio) -> (ChildGuard, Conn) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(BIN);
@@ -597,18 +283,12 @@ fn prelaunch(args: &[&str], stderr: Stdio) -> (Child, Conn) {
     }
     let child = cmd.spawn().unwrap();
     drop(theirs);
-    (child, Conn::new(ours))
+    (ChildGuard::new(child), Conn::new(ours))
 }
 
-fn wait_child(child: &mut Child) -> i32 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "plugin did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_child(child: &mut ChildGuard) -> i32 {
+    let st = child.wait_for(WAIT).expect("plugin did not exit");
+    st.code().unwrap_or(-1)
 }
 
 #[test]
@@ -837,18 +517,14 @@ fn sigterm_ends_the_plugin_within_1s_while_the_runtime_does_not_read() {
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     s.signal(libc::SIGTERM);
-    loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            assert_eq!(st.code(), Some(0), "{}", s.log());
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "the plugin did not end within 1 s of SIGTERM\n{}",
+    let Some(st) = s.child.wait_for(Duration::from_secs(1)) else {
+        panic!(
+            "the plugin did not end within 1 s of SIGTERM ({:?})\n{}",
+            start.elapsed(),
             s.log()
         );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    assert_eq!(st.code(), Some(0), "{}", s.log());
     // It really was stuck with replies the runtime had not read.
     let got = responses_until_eof(&mut c);
     assert!(
@@ -1054,7 +730,7 @@ fn a_runtime_that_accepts_no_connections_never_blocks_the_plugin() {
     let mut s = Setup {
         dir,
         listener: None,
-        child,
+        child: ChildGuard::new(child),
     };
     // It gives up on time (exit 2) instead of hanging in connect(2).
     assert_eq!(s.wait_exit(), 2, "{}", s.log());

@@ -7,10 +7,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
+use support::child::ChildGuard;
 use support::containerd::{BOOTED, Containerd, Setup};
 use support::runtimes::Release;
 
@@ -23,16 +23,16 @@ fn connected(name: &str) -> String {
 }
 
 fn start(release: Release, setup: Setup) -> Option<Containerd> {
-    support::runtimes::require(
-        &format!("{release} not found"),
+    support::skip::require(
         support::runtimes::containerd(release),
+        support::runtimes::missing(release),
     )?;
     Containerd::start(release, setup)
 }
 
 /// `install --interface nri-hook --daemonize` against containerd's NRI socket.
 struct Plugin {
-    child: Child,
+    child: ChildGuard,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -44,23 +44,17 @@ impl Plugin {
         fs::write(&src, b"#!/bin/sh\nexit 0\n").unwrap();
         fs::create_dir(dir.path().join("install")).unwrap();
         let log = dir.path().join("plugin.log");
-        let child = Command::new(BIN)
-            .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .arg("--local-binary")
-            .arg(&src)
-            .arg("--local-install-dir")
-            .arg(dir.path().join("install"))
-            .args(["--host-install-dir", "/opt/tetragon"])
-            .arg("--nri-hook.socket")
-            .arg(socket)
-            .env_remove("NRI_PLUGIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = support::cmd::nri_plugin(
+            &src,
+            &dir.path().join("install"),
+            Path::new("/opt/tetragon"),
+            socket,
+        )
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         Self {
-            child,
+            child: ChildGuard::new(child),
             log,
             _dir: dir,
         }
@@ -88,23 +82,9 @@ impl Plugin {
     }
 
     fn terminate(&mut self) -> i32 {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "plugin ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.signal(libc::SIGTERM);
+        let st = self.child.wait_for(WAIT).expect("plugin ignored SIGTERM");
+        st.code().unwrap_or(-1)
     }
 }
 
@@ -185,14 +165,10 @@ fn registers_again_after_restart_and_exits_zero_on_sigterm_2_1() {
 }
 
 fn prelaunched_from_plugin_path(release: Release) {
-    if support::runtimes::require(
-        &format!("{release} not found"),
+    require!(
         support::runtimes::containerd(release),
-    )
-    .is_none()
-    {
-        return;
-    }
+        support::runtimes::missing(release)
+    );
     let ctrd = Containerd::configure(release, Setup::enable_nri()).unwrap();
     let plugin_log = ctrd.paths.base.join("prelaunched.log");
     fs::copy(BIN, ctrd.paths.plugin_path.join("01-tetragon")).unwrap();

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,17 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rthooks::patch::{Output, lock_for, plan_file};
+use support::cmd::names;
 
 const DISABLED: &str = "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n";
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn symlink_planted_at_the_output_after_the_check_is_replaced_not_followed() {

@@ -4,14 +4,16 @@
 // Helpers outside `#[test]` functions panic on a failed setup step, as a test body does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_podman;
+mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use support_podman::{Podman, bin, library_mounts, recording_hook, run};
+use support::child::ChildGuard;
+use support::cmd::{bin, run, wait_for_line};
+use support::podman::{self, Podman, RUN_OPTIONS, library_mounts, recording_hook};
 
 /// Directories of one test: the hook program's source, the install and hooks dirs, and where
 /// the hook records its calls.
@@ -164,18 +166,19 @@ fn podman_runs_installed_hook_at_create_runtime_until_uninstalled() {
 fn podman_stops_calling_hook_after_daemonized_install_gets_sigterm() {
     let Some(podman) = Podman::get() else { return };
     let node = Node::new();
-    let mut child = bin()
-        .args(node.install_args(true))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::new(
+        bin()
+            .args(node.install_args(true))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
     node.assert_called(&podman);
 
-    // SAFETY: signalling our own child by its pid.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    child.signal(libc::SIGTERM);
     let status = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
@@ -200,13 +203,8 @@ fn podman_installer_container_writes_host_paths_and_cleans_up_on_stop() {
     let setup = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
     let name = format!("rthooks-installer-{}", std::process::id());
     let mut run = podman.command(no_hooks.path());
-    run.args(["run", "-d", "--name", &name, "--network", "none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ])
+    run.args(["run", "-d", "--name", &name])
+        .args(RUN_OPTIONS)
         .args(library_mounts(std::path::Path::new(setup)))
         .arg("-v")
         .arg(format!("{setup}:/usr/bin/tetragon-oci-hook-setup:ro"))
@@ -219,7 +217,7 @@ fn podman_installer_container_writes_host_paths_and_cleans_up_on_stop() {
         .arg(format!("{}:/hostInstall", node.install.display()))
         .arg("-v")
         .arg(format!("{}:/hostHooks", node.hooks.display()))
-        .arg(support_podman::IMAGE)
+        .arg(podman::IMAGE)
         .args([
             "tetragon-oci-hook-setup",
             "install",
@@ -291,18 +289,4 @@ fn podman_installer_container_writes_host_paths_and_cleans_up_on_stop() {
         node.run_container(&podman).is_none(),
         "podman still ran the hook after the installer container stopped"
     );
-}
-
-fn wait_for_line(r: &mut impl BufRead, needle: &str) {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap() == 0 {
-            panic!("stderr ended before `{needle}`: {seen}");
-        }
-        if line.contains(needle) {
-            return;
-        }
-        seen.push_str(&line);
-    }
 }

@@ -29,7 +29,7 @@ use super::runtimes::{self, Release};
 /// How long containerd may take to boot.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long containerd may take to exit after SIGTERM.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::child::STOP_TIMEOUT;
 /// The line containerd logs once every plugin is loaded and it serves.
 pub const BOOTED: &str = "containerd successfully booted";
 
@@ -311,17 +311,7 @@ impl Containerd {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.wait();
+        super::child::stop(&mut child, STOP_TIMEOUT);
     }
 
     /// Stops and starts again with the same config and state; returns when booted.

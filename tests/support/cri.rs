@@ -14,7 +14,7 @@ use rthooks::hook::client::{H2, handshake};
 use toml_edit::{DocumentMut, Item, Table, value};
 use tonic::codegen::http;
 
-use super::containerd::Setup;
+use super::containerd::{Containerd, Setup};
 use super::runtimes::Release;
 
 /// The generated CRI messages and client (`runtime.v1`).
@@ -217,6 +217,16 @@ fn set(doc: &mut DocumentMut, path: &[&str], v: Item) {
             .expect("a table");
     }
     t.insert(path[path.len() - 1], v);
+}
+
+/// A private containerd of `release` ready for pods: [`containerd_setup`]'s config, and the
+/// local image built into `work` and imported. `None` when the release is not fetched (use
+/// `require!` with `runtimes::missing`).
+pub fn containerd_for_pods(release: Release, work: &Path) -> Option<Containerd> {
+    let ctr = super::runtimes::bin_dir(release)?.join("ctr");
+    let containerd = Containerd::start(release, containerd_setup(release))?;
+    import_image(&ctr, containerd.grpc_socket(), work).unwrap();
+    Some(containerd)
 }
 
 /// containerd's config for running pods here: NRI enabled by our `enable-nri`, negative

@@ -1,7 +1,8 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests (and benches): the one test harness.
 //!
-//! Entry point: put `mod support;` at the top (crate root) of a test file in
-//! `tests/`, then use `support::runtimes::...` and the `require!` macro:
+//! Entry point: put `mod support;` at the top (crate root) of a test file in `tests/` (a bench
+//! uses `#[path = "../tests/support/mod.rs"] mod support;`), then use the modules and the
+//! `require!` / `skip!` macros of [`skip`]:
 //!
 //! ```ignore
 //! mod support;
@@ -9,15 +10,23 @@
 //!
 //! #[test]
 //! fn nri_enabled_in_dump() {
-//!     let bin = require!(runtimes::containerd(Release::V2_1), "containerd 2.1 not found");
+//!     let bin = require!(runtimes::containerd(Release::V2_1), runtimes::missing(Release::V2_1));
 //!     let dump = runtimes::config_dump(&bin, config_path).unwrap();
 //!     // ...
 //! }
 //! ```
 //!
-//! `mod support;` must be declared at the crate root of the test binary:
-//! `require!` refers to `$crate::support::runtimes`.  (Cargo does not treat
-//! `tests/support/` as a test target of its own.)
+//! - [`skip`]: the one skip policy (`E2E_REQUIRED=1` fails, else one visible `skipped:` line).
+//! - [`child`]: the one way to stop a child process (SIGTERM, bounded wait, SIGKILL).
+//! - [`cmd`]: running our setup binary, transcripts for snapshots, listings.
+//! - [`podman`]: the one podman store and image.
+//! - [`runtimes`], [`containerd`], [`cri`]: fetched containerd releases, a private containerd,
+//!   a CRI client.
+//! - [`fake_nri`]: the runtime side of NRI, for our plugin (tests and the `nri` bench).
+//! - [`values`]: TOML values reduced to what they mean.
+//!
+//! `mod support;` must be declared at the crate root of the test binary: the macros refer to
+//! `$crate::support::skip`. (Cargo does not treat `tests/support/` as a test target of its own.)
 #![allow(
     dead_code,
     unused_macros,
@@ -28,7 +37,12 @@
     clippy::expect_used
 )]
 
+pub mod child;
+pub mod cmd;
 pub mod containerd;
 pub mod cri;
+pub mod fake_nri;
+pub mod podman;
 pub mod runtimes;
+pub mod skip;
 pub mod values;

@@ -1,5 +1,5 @@
 //! Locating the real container runtimes fetched by `scripts/fetch-containerd.sh`,
-//! the skip/require policy for tests that need them, and `containerd config dump`.
+//! the skip reason for tests that need them, and `containerd config dump`.
 //!
 //! Cache layout (same env var / default as the script):
 //! `${TETRAGON_RTHOOKS_CACHE:-$HOME/.cache/tetragon-rthooks}/containerd-<1.7|2.1>/`
@@ -7,9 +7,8 @@
 //! the binaries are `<dir>/usr/bin/containerd` and `<dir>/usr/bin/runc`.  The
 //! script writes `<dir>/.complete` last; a directory without it is ignored.
 //!
-//! Policy: a test whose real component is missing prints one line
-//! `skipped: <reason> (run scripts/fetch-containerd.sh)` to stderr and returns;
-//! with `E2E_REQUIRED=1` it panics with the same reason instead.
+//! A test whose release is missing follows the one skip policy (`super::skip`), with the
+//! reason [`missing`]: `require!(runtimes::containerd(release), runtimes::missing(release))`.
 #![allow(dead_code, unused_macros)]
 
 use std::fmt;
@@ -20,9 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Environment variable overriding the cache root.
 pub const CACHE_ENV: &str = "TETRAGON_RTHOOKS_CACHE";
-/// Environment variable turning skips into failures (`E2E_REQUIRED=1`).
-pub const REQUIRED_ENV: &str = "E2E_REQUIRED";
-/// Hint appended to every skip/failure message.
+/// Hint in the skip reason [`missing`].
 pub const FETCH_HINT: &str = "run scripts/fetch-containerd.sh";
 /// Upper bound for one `containerd config ...` invocation.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -106,51 +103,10 @@ pub fn bin_dir(release: Release) -> Option<PathBuf> {
     containerd(release).and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-/// Whether `E2E_REQUIRED` asks for missing components to fail the test.
-/// Set and not empty/"0" counts as required (`E2E_REQUIRED=1` is the
-/// documented spelling).
-pub fn e2e_required() -> bool {
-    match std::env::var(REQUIRED_ENV) {
-        Ok(v) => !v.is_empty() && v != "0",
-        Err(_) => false,
-    }
-}
-
-/// Project policy for a missing real component.  Returns `found` unchanged;
-/// when it is `None`, prints `skipped: <what> (run scripts/fetch-containerd.sh)`
-/// to stderr, or panics with the same reason under `E2E_REQUIRED=1`.
-/// The caller then returns early (the `require!` macro does this).
-#[track_caller]
-pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
-    if found.is_none() {
-        if e2e_required() {
-            panic!("{what} ({FETCH_HINT}) [required: {REQUIRED_ENV}=1]");
-        }
-        eprintln!("skipped: {what} ({FETCH_HINT})");
-    }
-    found
-}
-
-/// `let bin = require!(runtimes::containerd(Release::V2_1), "containerd 2.1 not found");`
-///
-/// Evaluates to the `Some` value, or applies [`require`]'s policy and
-/// `return`s from the enclosing function.  For tests returning a value, give
-/// it as third argument: `require!(opt, "reason", Ok(()))`.
-/// The reason may be any `Display` value (`&str`, `String`, `format!(..)`).
-#[macro_export]
-macro_rules! require {
-    ($found:expr, $reason:expr $(,)?) => {
-        $crate::require!($found, $reason, ())
-    };
-    ($found:expr, $reason:expr, $ret:expr $(,)?) => {
-        match $crate::support::runtimes::require(
-            &::std::string::ToString::to_string(&$reason),
-            $found,
-        ) {
-            ::std::option::Option::Some(v) => v,
-            ::std::option::Option::None => return $ret,
-        }
-    };
+/// The skip reason for a release that is not fetched:
+/// `containerd 1.7 not found (run scripts/fetch-containerd.sh)`.
+pub fn missing(release: Release) -> String {
+    format!("{release} not found ({FETCH_HINT})")
 }
 
 /// Output of a `containerd ... config dump` run that succeeded.
@@ -242,18 +198,10 @@ fn run(mut cmd: Command) -> Result<(bool, String, String, String), String> {
     };
     let out = reader(Box::new(child.stdout.take().expect("piped stdout")));
     let err = reader(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{desc} timed out after {COMMAND_TIMEOUT:?}"));
-            }
-            Err(e) => return Err(format!("waiting for {desc}: {e}")),
-        }
+    let status = match super::child::wait_or_kill(&mut child, COMMAND_TIMEOUT) {
+        (Some(status), false) => status,
+        (_, true) => return Err(format!("{desc} timed out after {COMMAND_TIMEOUT:?}")),
+        (None, false) => return Err(format!("waiting for {desc} failed")),
     };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();

@@ -1,12 +1,11 @@
-//! Helpers for the `install` tests: running our binary, a recording hook program, and a real
-//! podman kept apart from the machine's own storage.
+//! The one podman of the tests (`tests/podman.rs`, `tests/hook_podman.rs`): the podman found on
+//! `PATH`, with a store of its own (storage, run and temp dirs, `vfs` driver, `cgroupfs`
+//! manager, file events, runc when installed), kept apart from the machine's
+//! `/var/lib/containers` and `containers.conf`, and ONE image built into it by
+//! `scripts/podman-test-image.sh`: a static busybox with all its applet links.
 //!
-//! Use with `mod support_podman;` at the top of a test file. A test that needs a component that
-//! is missing calls [`skip`], which prints one `skipped: <reason>` line, or panics under
-//! `E2E_REQUIRED=1` (as CI runs).
-#![allow(dead_code)]
-// Test helpers: a failed setup step panics, as in a test body.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+//! [`Podman::get`] applies the skip policy (`super::skip`) when podman is missing or cannot run
+//! a container here. Each test passes its own hooks dir ([`Podman::command`]).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,82 +13,19 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// Environment variable turning skips into failures.
-pub(crate) const REQUIRED_ENV: &str = "E2E_REQUIRED";
-
 /// The image the podman tests run (built by `scripts/podman-test-image.sh`).
 pub(crate) const IMAGE: &str = "localhost/rthooks-test:latest";
 
-/// Whether missing components must fail the test.
-pub(crate) fn e2e_required() -> bool {
-    std::env::var(REQUIRED_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// Reports a missing component: one `skipped:` line, or a panic under `E2E_REQUIRED=1`.
-pub(crate) fn skip(reason: &str) {
-    if e2e_required() {
-        panic!("{REQUIRED_ENV} is set but {reason}");
-    }
-    eprintln!("skipped: {reason}");
-}
-
-/// Our binary.
-pub(crate) fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tetragon-oci-hook-setup"));
-    // anyhow appends a backtrace to `{:?}` when this is set; outputs are compared verbatim.
-    cmd.env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE");
-    cmd
-}
-
-/// Runs our binary with `args` and returns its output.
-pub(crate) fn run(args: &[&str]) -> Output {
-    bin()
-        .args(args)
-        .output()
-        .expect("run tetragon-oci-hook-setup")
-}
-
-/// The output in one string (`exit_code`, stdout, stderr), with `tmp` shown as `[TMP]`.
-pub(crate) fn transcript(out: &Output, tmp: &Path) -> String {
-    let t = tmp.display().to_string();
-    // Diff headers show paths without their leading `/` (`a/tmp/...`).
-    let bare = t.trim_start_matches('/');
-    let hide = |s: &[u8]| {
-        String::from_utf8_lossy(s)
-            .replace(&format!("--- a/{bare}"), "--- a/[TMP]")
-            .replace(&format!("+++ b/{bare}"), "+++ b/[TMP]")
-            .replace(&t, "[TMP]")
-    };
-    format!(
-        "exit_code: {}\n----- stdout -----\n{}----- stderr -----\n{}",
-        out.status
-            .code()
-            .map_or("signal".to_owned(), |c| c.to_string()),
-        hide(&out.stdout),
-        hide(&out.stderr),
-    )
-}
-
-/// The sorted names in `dir` (recursively, `sub/name`), to check that nothing was left behind.
-pub(crate) fn listing(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(base).unwrap().display().to_string());
-            if e.file_type().unwrap().is_dir() {
-                walk(base, &p, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
+/// Options of `podman run` the sandboxes need: no network, and the rlimits as they are (raising
+/// them is refused on the CI machines).
+pub(crate) const RUN_OPTIONS: [&str; 6] = [
+    "--network",
+    "none",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
 
 /// `-v` options that make a dynamically linked host binary run in the busybox image: each
 /// shared library `ldd` lists, bind-mounted read-only at the same path.
@@ -135,23 +71,26 @@ pub(crate) struct Podman {
 
 impl Podman {
     /// The podman found on PATH, with the test image built, after one successful run; `None`
-    /// (after [`skip`]) when podman is missing or cannot run containers here.
+    /// (after the skip policy) when podman is missing or cannot run containers here.
+    ///
+    /// The first call of a test binary does the work while the other tests wait for it: this
+    /// also keeps the first podman call on a fresh boot, which creates the shared-memory lock
+    /// file (`/dev/shm/libpod_lock`), to one at a time (two at once race: "failed to create
+    /// 2048 locks ... file exists").
     pub(crate) fn get() -> Option<Podman> {
         static PODMAN: OnceLock<Result<Podman, String>> = OnceLock::new();
         match PODMAN.get_or_init(Podman::probe) {
             Ok(p) => Some(p.clone()),
             Err(reason) => {
-                skip(reason);
+                super::skip::skip(reason);
                 None
             }
         }
     }
 
     fn probe() -> Result<Podman, String> {
-        let version = Command::new("podman").arg("--version").output();
-        match version {
-            Ok(o) if o.status.success() => {}
-            _ => return Err("podman not found (apt-get install podman)".to_owned()),
+        if !super::skip::has_program("podman") {
+            return Err("podman not found (apt-get install podman runc busybox-static)".to_owned());
         }
         // podman refuses a runroot longer than 50 characters, which a path under `target/`
         // easily is: keep the store under the system temp dir, one per checkout.
@@ -194,11 +133,7 @@ impl Podman {
             "file".into(),
         ];
         // crun (podman's default in Debian 12) refuses hosts with hybrid cgroups; runc works.
-        if Command::new("runc")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
+        if super::skip::has_program("runc") {
             global.extend(["--runtime".into(), "runc".into()]);
         }
         let podman = Podman { global };
@@ -220,21 +155,25 @@ impl Podman {
         cmd
     }
 
-    /// `podman --hooks-dir HOOKS run --rm --network none IMAGE true`.
+    /// `podman --hooks-dir HOOKS run --rm [RUN_OPTIONS] IMAGE true`.
     pub(crate) fn run_true(&self, hooks_dir: &Path) -> Output {
-        Command::new("podman")
-            .args(&self.global)
-            .arg("--hooks-dir")
-            .arg(hooks_dir)
-            .args(["run", "--rm", "--network", "none"])
-            // Raising rlimits is refused on the CI machines.
-            .args([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ])
-            .args([IMAGE, "true"])
+        self.run(hooks_dir, &["--rm"], &["true"])
+    }
+
+    /// `podman --hooks-dir HOOKS run [RUN_OPTIONS] EXTRA... IMAGE CMD...`, unspawned.
+    pub(crate) fn run_command(&self, hooks_dir: &Path, extra: &[&str], cmd: &[&str]) -> Command {
+        let mut c = self.command(hooks_dir);
+        c.arg("run")
+            .args(RUN_OPTIONS)
+            .args(extra)
+            .arg(IMAGE)
+            .args(cmd);
+        c
+    }
+
+    /// `podman --hooks-dir HOOKS run [RUN_OPTIONS] EXTRA... IMAGE CMD...`, its output.
+    pub(crate) fn run(&self, hooks_dir: &Path, extra: &[&str], cmd: &[&str]) -> Output {
+        self.run_command(hooks_dir, extra, cmd)
             .output()
             .expect("run podman")
     }
