@@ -17,14 +17,11 @@
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
 //! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
 //! each hold an [`InstallerLease`]; the last one out removes the files, serialized by the
-//! [`InstallersGuard`]. [`TerminationSignals`] is the wait for
-//! SIGINT/SIGTERM that `--daemonize` needs. This module prints nothing and knows nothing about
+//! [`InstallersGuard`]. This module prints nothing and knows nothing about
 //! argument parsing. For the `nri-hook` interface it only copies the binary
 //! ([`plan_install_binary`]); the plugin itself is [`crate::nri`].
 
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -405,34 +402,8 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// What the file system says about a directory.
-struct DirState {
-    read_only: bool,
-    noexec: bool,
-    /// `access(W_OK)` failed with this error.
-    not_writable: Option<std::io::Error>,
-}
-
-fn dir_state(dir: &Path) -> anyhow::Result<DirState> {
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .with_context(|| format!("`{}` contains a NUL byte", dir.display()))?;
-    // SAFETY: `c` is a valid NUL-terminated string and `buf` a properly sized out-parameter.
-    let mut buf: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut buf) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("failed to statvfs `{}`", dir.display()));
-    }
-    // SAFETY: `c` is a valid NUL-terminated string.
-    let not_writable = if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-        Some(std::io::Error::last_os_error())
-    } else {
-        None
-    };
-    Ok(DirState {
-        read_only: buf.f_flag & libc::ST_RDONLY != 0,
-        noexec: buf.f_flag & libc::ST_NOEXEC != 0,
-        not_writable,
-    })
+fn dir_state(dir: &Path) -> anyhow::Result<crate::sys::DirState> {
+    crate::sys::dir_state(dir).with_context(|| format!("failed to statvfs `{}`", dir.display()))
 }
 
 fn require_dir(dir: &Path, what: &str, help: &str) -> anyhow::Result<()> {
@@ -551,22 +522,19 @@ impl InstallersGuard {
             let file = open_lock_file(&path, true)?
                 .with_context(|| format!("lock file `{}` disappeared", path.display()))?;
             loop {
-                match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                {
-                    Ok(()) => break,
-                    Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR)
-                        if std::time::Instant::now() < deadline =>
-                    {
+                match crate::sys::try_lock_exclusive(&file) {
+                    Ok(true) => break,
+                    Ok(false) if std::time::Instant::now() < deadline => {
                         std::thread::sleep(std::time::Duration::from_millis(10));
                     }
-                    Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+                    Ok(false) => bail!(
                         "another installer has held `{}` for over {}s\nhelp: look for a stuck \
                          `tetragon-oci-hook-setup install` on this node",
                         path.display(),
                         wait.as_secs()
                     ),
                     Err(e) => {
-                        return Err(std::io::Error::from(e))
+                        return Err(e)
                             .with_context(|| format!("failed to lock `{}`", path.display()));
                     }
                 }
@@ -625,8 +593,7 @@ fn open_lock_file(path: &Path, create: bool) -> anyhow::Result<Option<fs::File>>
     let meta = file
         .metadata()
         .with_context(|| format!("failed to stat lock file `{}`", path.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = crate::sys::euid();
     if !meta.is_file() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
         bail!(
             "lock file `{}` is not a regular file owned by this user with mode 0600 (mode \
@@ -670,9 +637,11 @@ impl InstallerLease {
             .tempfile_in(dir)
             .and_then(|t| t.keep().map_err(|e| e.error))
             .with_context(|| format!("failed to create a lease file in `{}`", dir.display()))?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("failed to lock `{}`", path.display()))?;
+        if !crate::sys::try_lock_exclusive(&file)
+            .with_context(|| format!("failed to lock `{}`", path.display()))?
+        {
+            bail!("failed to lock `{}`: it is locked already", path.display());
+        }
         Ok(Self {
             dir: dir.to_owned(),
             name: name.to_owned(),
@@ -722,12 +691,12 @@ pub fn scan_leases(
         let Ok(Some(file)) = open_lock_file(&path, false) else {
             continue;
         };
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {
+        match crate::sys::try_lock_exclusive(&file) {
+            Ok(true) => {
                 let _ = fs::remove_file(&path);
                 out.stale.push(path);
             }
-            Err(_) => out.live.push(path),
+            Ok(false) | Err(_) => out.live.push(path),
         }
     }
     out.live.sort();
@@ -752,60 +721,4 @@ pub fn clean_up_installer_files(dir: &Path, name: &str) -> anyhow::Result<Releas
         guard.remove();
     }
     Ok(release)
-}
-
-/// SIGINT and SIGTERM, blocked so that they can be waited for.
-///
-/// Create it before doing the work the signals should not interrupt (a signal arriving meanwhile
-/// stays pending), and before any thread is started: threads inherit the mask.
-#[derive(Debug)]
-pub struct TerminationSignals {
-    set: libc::sigset_t,
-}
-
-impl TerminationSignals {
-    /// Blocks SIGINT and SIGTERM for this thread.
-    pub fn block() -> anyhow::Result<Self> {
-        // SAFETY: plain libc calls on a sigset_t owned here.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            if rc != 0 {
-                return Err(std::io::Error::from_raw_os_error(rc))
-                    .context("failed to block SIGINT and SIGTERM");
-            }
-            Ok(Self { set })
-        }
-    }
-
-    /// A signalfd that becomes readable when SIGINT or SIGTERM is pending, for `poll`.
-    pub fn signalfd(&self) -> anyhow::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: `self.set` is an initialised sigset_t.
-        let fd = unsafe { libc::signalfd(-1, &self.set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("failed to create a signalfd");
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// Waits for SIGINT or SIGTERM and returns its name.
-    pub fn wait(&self) -> anyhow::Result<&'static str> {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `self.set` is an initialised sigset_t and `sig` a valid out-parameter.
-        let rc = unsafe { libc::sigwait(&self.set, &mut sig) };
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc))
-                .context("failed to wait for SIGINT or SIGTERM");
-        }
-        Ok(if sig == libc::SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        })
-    }
 }

@@ -29,4 +29,5 @@ pub mod nri;
 pub mod patch;
 pub mod plan;
 pub mod style;
+pub mod sys;
 pub mod text;

@@ -10,12 +10,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use rthooks::edit::{Edit, EditError};
-use rthooks::install::{self, InstallOptions, TerminationSignals, UninstallOptions};
+use rthooks::install::{self, InstallOptions, UninstallOptions};
 use rthooks::nri::{self, ExternalOptions, Prelaunched, plugin::HookSpec};
 use rthooks::patch::{self, Output};
 use rthooks::plan::{Applied, Plan};
+use rthooks::sys::TerminationSignals;
 use toml_edit::DocumentMut;
 
 // Printing must never panic (a panic in the release build aborts with 134): a closed or broken
@@ -472,8 +474,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_prelaunched_from_config(fd: &str) -> anyhow::Result<ExitCode> {
-    let signals = TerminationSignals::block()?;
-    let sfd = signals.signalfd()?;
+    let signals = TerminationSignals::block().context("failed to block SIGINT and SIGTERM")?;
+    let sfd = signals.signalfd().context("failed to create a signalfd")?;
     rthooks::nri::run_prelaunched(
         fd,
         "tetragon",
@@ -519,7 +521,7 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
     let signals = if args.dry_run {
         None
     } else {
-        Some(TerminationSignals::block()?)
+        Some(TerminationSignals::block().context("failed to block SIGINT and SIGTERM")?)
     };
     let install = install::plan_install_binary(
         &args.local_binary,
@@ -537,7 +539,7 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
         binary_name: install.binary_name,
         args: hook_args,
     };
-    let sfd = signals.signalfd()?;
+    let sfd = signals.signalfd().context("failed to create a signalfd")?;
     // The binary stays installed on exit: a container whose creation got the hook may still run
     // it (containerd starts the task later), and a missing hook binary would fail that start.
     if let Some(fd) = std::env::var_os(nri::SOCKET_ENV) {
@@ -569,7 +571,7 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     // Block the signals before installing: one that arrives meanwhile waits until we can
     // uninstall, instead of killing the process between the two files.
     let signals = if args.daemonize && !args.dry_run {
-        Some(TerminationSignals::block()?)
+        Some(TerminationSignals::block().context("failed to block SIGINT and SIGTERM")?)
     } else {
         None
     };
@@ -628,7 +630,9 @@ fn run_install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let lease = install::InstallerLease::take(&opts.local_install_dir, name, &guard)?;
     drop(guard);
     eprintln!("waiting for SIGINT or SIGTERM to uninstall");
-    let signal = signals.wait()?;
+    let signal = signals
+        .wait()
+        .context("failed to wait for SIGINT or SIGTERM")?;
     eprintln!("received {signal}: uninstalling");
     // Bounded: past the wait, decide without the guard rather than leave a hook with no agent.
     let guard =

@@ -19,7 +19,7 @@
 //!
 //! Copying the hook binary is done by the caller ([`crate::install::plan_install_binary`]).
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -231,18 +231,11 @@ fn inherited_socket(text: &str) -> anyhow::Result<OwnedFd> {
         .ok()
         .filter(|fd| *fd > 2)
         .with_context(|| format!("`{SOCKET_ENV}={text}` is not a file descriptor\n{help}"))?;
-    // SAFETY: fstat on any integer is safe; it fails with EBADF for a closed fd.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("`{SOCKET_ENV}={text}` is not an open file\n{help}"));
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        bail!("`{SOCKET_ENV}={text}` is not a socket\n{help}");
-    }
-    // SAFETY: the fd is open, was inherited for this purpose, and nothing else owns it.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        Ok(OwnedFd::from_raw_fd(fd))
+    match crate::sys::inherited_socket(fd) {
+        crate::sys::Inherited::Socket(owned) => Ok(owned),
+        crate::sys::Inherited::NotSocket => bail!("`{SOCKET_ENV}={text}` is not a socket\n{help}"),
+        crate::sys::Inherited::NotOpen(e) => {
+            Err(e).with_context(|| format!("`{SOCKET_ENV}={text}` is not an open file\n{help}"))
+        }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// What the name of a temporary file of ours holds after the target's name: `.NAME` + this +
@@ -287,7 +287,7 @@ pub(crate) fn remove_stale(
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let me = rustix::process::geteuid().as_raw();
+    let me = crate::sys::euid();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -409,15 +409,12 @@ pub struct EditLock {
 fn lock_dir() -> PathBuf {
     // /run is root's alone (unlike /run/lock or /tmp, where any user could create the
     // directory first: that is refused below, but would stop every edit).
-    if rustix::process::geteuid().is_root() && Path::new("/run").is_dir() {
+    if crate::sys::is_root() && Path::new("/run").is_dir() {
         return PathBuf::from("/run/tetragon-oci-hook-setup");
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join("tetragon-oci-hook-setup"),
-        _ => std::env::temp_dir().join(format!(
-            "tetragon-oci-hook-setup-{}",
-            rustix::process::geteuid().as_raw()
-        )),
+        _ => std::env::temp_dir().join(format!("tetragon-oci-hook-setup-{}", crate::sys::euid())),
     }
 }
 
@@ -455,7 +452,7 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
             help(&dir)
         )
     })?;
-    let me = rustix::process::geteuid().as_raw();
+    let me = crate::sys::euid();
     let st = rustix::fs::fstat(&dir_fd)
         .map_err(std::io::Error::from)
         .with_context(|| format!("cannot read lock directory `{}`", dir.display()))?;
@@ -497,12 +494,12 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
     }
     let start = Instant::now();
     loop {
-        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => break,
-            Err(Errno::WOULDBLOCK | Errno::INTR) if start.elapsed() < wait => {
+        match crate::sys::try_lock_exclusive(&fd) {
+            Ok(true) => break,
+            Ok(false) if start.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(Errno::WOULDBLOCK) => bail!(
+            Ok(false) => bail!(
                 "another run is still editing `{}` after {} s (lock `{}`); nothing written\n\
                  help: wait for it to finish, then run again",
                 target.display(),
@@ -510,8 +507,7 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
                 lock_path.display()
             ),
             Err(e) => {
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("cannot lock `{}`", lock_path.display()));
+                return Err(e).with_context(|| format!("cannot lock `{}`", lock_path.display()));
             }
         }
     }
