@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use crate::error::{WithHelp, help_error};
+
 use crate::hook_json::{self, HookFile};
 use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
@@ -190,10 +192,13 @@ pub struct UninstallOptions {
 pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
     let name = opts.binary_name.as_str();
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        bail!(
-            "--binary-name `{name}` is not a file name\nhelp: pass the name of the installed \
+        return Err(help_error(
+            format!("--binary-name `{name}` is not a file name"),
+            format!(
+                "pass the name of the installed \
              binary, e.g. `--binary-name {DEFAULT_BINARY_NAME}`"
-        );
+            ),
+        ));
     }
     Ok(Plan {
         steps: vec![
@@ -227,10 +232,13 @@ pub fn plan_uninstall_binary(local_install_dir: &Path, binary_name: &str) -> any
 pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
     let path = path_str(binary, "--binary")?;
     if !binary.is_absolute() {
-        bail!(
-            "--binary `{path}` is not an absolute path\nhelp: the runtime runs the hook by this \
+        return Err(help_error(
+            format!("--binary `{path}` is not an absolute path"),
+            format!(
+                "the runtime runs the hook by this \
              path on the host, e.g. `/opt/tetragon/{DEFAULT_BINARY_NAME}`"
-        );
+            ),
+        ));
     }
     // The binary is absolute and valid UTF-8, so its parent is too (`/` for `/hook`).
     let dir = binary.parent().and_then(Path::to_str).unwrap_or("/");
@@ -313,39 +321,47 @@ fn run_check_cel(binary: &Path, expr: &str) -> std::io::Result<CheckCel> {
 }
 
 fn binary_name(local_binary: &Path) -> anyhow::Result<&str> {
-    let name = local_binary.file_name().with_context(|| {
-        format!(
-            "--local-binary `{}` has no file name\nhelp: name the hook binary itself, e.g. \
-             `/usr/bin/{DEFAULT_BINARY_NAME}`",
-            local_binary.display()
-        )
-    })?;
-    name.to_str().with_context(|| {
-        format!(
-            "--local-binary `{}`: the file name is not valid UTF-8 and cannot go into the hook \
-             file\nhelp: rename the binary",
-            local_binary.display()
-        )
-    })
+    let name = local_binary.file_name().with_help(
+        || {
+            format!(
+                "--local-binary `{}` has no file name",
+                local_binary.display()
+            )
+        },
+        format!("name the hook binary itself, e.g. `/usr/bin/{DEFAULT_BINARY_NAME}`"),
+    )?;
+    name.to_str().with_help(
+        || {
+            format!(
+                "--local-binary `{}`: the file name is not valid UTF-8 and cannot go into the \
+                 hook file",
+                local_binary.display()
+            )
+        },
+        "rename the binary",
+    )
 }
 
 fn path_str<'a>(path: &'a Path, flag: &str) -> anyhow::Result<&'a str> {
-    path.to_str().with_context(|| {
-        format!(
-            "{flag} `{}` is not valid UTF-8 and cannot go into the hook file\nhelp: choose \
-             another directory",
-            path.display()
-        )
-    })
+    path.to_str().with_help(
+        || {
+            format!(
+                "{flag} `{}` is not valid UTF-8 and cannot go into the hook file",
+                path.display()
+            )
+        },
+        "choose another directory",
+    )
 }
 
 fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
     let s = path_str(host_dir, "--host-install-dir")?;
     if !host_dir.is_absolute() {
-        bail!(
-            "--host-install-dir `{s}` is not an absolute path\nhelp: the runtime runs the hook by \
-             this path on the host, e.g. `--host-install-dir=/opt/tetragon`"
-        );
+        return Err(help_error(
+            format!("--host-install-dir `{s}` is not an absolute path"),
+            "the runtime runs the hook by \
+             this path on the host, e.g. `--host-install-dir=/opt/tetragon`",
+        ));
     }
     Ok(s)
 }
@@ -357,47 +373,51 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
-        "help: --local-binary names the hook binary to install (default \
+        "--local-binary names the hook binary to install (default \
          `/usr/bin/{DEFAULT_BINARY_NAME}`); nothing was written"
     );
-    let ctx = || {
-        format!(
-            "failed to read the hook binary `{}`\n{help}",
-            path.display()
-        )
-    };
+    let ctx = || format!("failed to read the hook binary `{}`", path.display());
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-        .with_context(ctx)?;
-    let meta = file.metadata().with_context(ctx)?;
+        .with_help(ctx, &help)?;
+    let meta = file.metadata().with_help(ctx, &help)?;
     if !meta.is_file() {
-        bail!(
-            "the hook binary `{}` is not a regular file\n{help}",
-            path.display()
-        );
+        return Err(help_error(
+            format!("the hook binary `{}` is not a regular file", path.display()),
+            help,
+        ));
     }
     if meta.len() > MAX_BINARY_FILE {
-        bail!(
-            "the hook binary `{}` is {} bytes, over the {MAX_BINARY_FILE}-byte bound\n{help}",
-            path.display(),
-            meta.len()
-        );
+        return Err(help_error(
+            format!(
+                "the hook binary `{}` is {} bytes, over the {MAX_BINARY_FILE}-byte bound",
+                path.display(),
+                meta.len()
+            ),
+            help,
+        ));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_BINARY_FILE + 1)
         .read_to_end(&mut bytes)
-        .with_context(ctx)?;
+        .with_help(ctx, &help)?;
     if bytes.len() as u64 > MAX_BINARY_FILE {
-        bail!(
-            "the hook binary `{}` grew over the {MAX_BINARY_FILE}-byte bound while it was \
-             read\n{help}",
-            path.display()
-        );
+        return Err(help_error(
+            format!(
+                "the hook binary `{}` grew over the {MAX_BINARY_FILE}-byte bound while it was \
+             read",
+                path.display()
+            ),
+            help,
+        ));
     }
     if bytes.is_empty() {
-        bail!("the hook binary `{}` is empty\n{help}", path.display());
+        return Err(help_error(
+            format!("the hook binary `{}` is empty", path.display()),
+            help,
+        ));
     }
     Ok(bytes)
 }
@@ -409,18 +429,23 @@ fn dir_state(dir: &Path) -> anyhow::Result<crate::sys::DirState> {
 fn require_dir(dir: &Path, what: &str, help: &str) -> anyhow::Result<()> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => bail!("{what} `{}` is not a directory\n{help}", dir.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("{what} `{}` does not exist\n{help}", dir.display())
-        }
-        Err(e) => {
-            Err(e).with_context(|| format!("failed to read {what} `{}`\n{help}", dir.display()))
-        }
+        Ok(_) => Err(help_error(
+            format!("{what} `{}` is not a directory", dir.display()),
+            help,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(help_error(
+            format!("{what} `{}` does not exist", dir.display()),
+            help,
+        )),
+        Err(e) => Err(e).with_help(
+            || format!("failed to read {what} `{}`", dir.display()),
+            help,
+        ),
     }
 }
 
 fn check_install_dir(local: &Path, host: &Path) -> anyhow::Result<()> {
-    let help = "help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` \
+    let help = "choose another host directory, e.g. `--host-install-dir=/run/tetragon` \
                 (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and \
                 its log are gone after a reboot until this installer runs again";
     let where_ = if local == host {
@@ -430,46 +455,69 @@ fn check_install_dir(local: &Path, host: &Path) -> anyhow::Result<()> {
     };
     match fs::metadata(local) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => bail!("install dir {where_} is not a directory\n{help}"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "install dir {where_} does not exist\nhelp: `--local-install-dir` is the host's \
-             install dir as mounted here; mount it (the Helm chart does), or create it"
-        ),
+        Ok(_) => {
+            return Err(help_error(
+                format!("install dir {where_} is not a directory"),
+                help,
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(help_error(
+                format!("install dir {where_} does not exist"),
+                "`--local-install-dir` is the host's \
+             install dir as mounted here; mount it (the Helm chart does), or create it",
+            ));
+        }
         Err(e) => {
-            return Err(e).with_context(|| format!("failed to read install dir {where_}\n{help}"));
+            return Err(e).with_help(|| format!("failed to read install dir {where_}"), help);
         }
     }
     let state = dir_state(local)?;
     if state.read_only {
-        bail!("cannot install into {where_}: read-only file system\n{help}");
+        return Err(help_error(
+            format!("cannot install into {where_}: read-only file system"),
+            help,
+        ));
     }
     if state.noexec {
-        bail!(
-            "cannot install into {where_}: it is mounted `noexec`, so the runtime could never \
-             run the hook from there\n{help}"
-        );
+        return Err(help_error(
+            format!(
+                "cannot install into {where_}: it is mounted `noexec`, so the runtime could never \
+             run the hook from there"
+            ),
+            help,
+        ));
     }
     if let Some(e) = state.not_writable {
-        bail!("cannot install into {where_}: {e}\n{help}");
+        return Err(help_error(
+            format!("cannot install into {where_}: {e}"),
+            help,
+        ));
     }
     Ok(())
 }
 
 fn check_hooks_dir(dir: &Path) -> anyhow::Result<()> {
-    let help = "help: pass the directory the runtime reads hook files from with \
+    let help = "pass the directory the runtime reads hook files from with \
                 `--oci-hooks.local-dir` (as mounted here); for cri-o it is the `hooks_dir` \
                 setting in crio.conf. `/etc/containers/oci/hooks.d` is read by cri-o and podman \
                 (`/usr/share/containers/oci/hooks.d` is read-only on RHCOS)";
     require_dir(dir, "hooks dir", help)?;
     let state = dir_state(dir)?;
     if state.read_only {
-        bail!(
-            "cannot write to hooks dir `{}`: read-only file system\n{help}",
-            dir.display()
-        );
+        return Err(help_error(
+            format!(
+                "cannot write to hooks dir `{}`: read-only file system",
+                dir.display()
+            ),
+            help,
+        ));
     }
     if let Some(e) = state.not_writable {
-        bail!("cannot write to hooks dir `{}`: {e}\n{help}", dir.display());
+        return Err(help_error(
+            format!("cannot write to hooks dir `{}`: {e}", dir.display()),
+            help,
+        ));
     }
     Ok(())
 }
@@ -527,12 +575,17 @@ impl InstallersGuard {
                     Ok(false) if std::time::Instant::now() < deadline => {
                         std::thread::sleep(std::time::Duration::from_millis(10));
                     }
-                    Ok(false) => bail!(
-                        "another installer has held `{}` for over {}s\nhelp: look for a stuck \
+                    Ok(false) => {
+                        return Err(help_error(
+                            format!(
+                                "another installer has held `{}` for over {}s",
+                                path.display(),
+                                wait.as_secs()
+                            ),
+                            "look for a stuck \
                          `tetragon-oci-hook-setup install` on this node",
-                        path.display(),
-                        wait.as_secs()
-                    ),
+                        ));
+                    }
                     Err(e) => {
                         return Err(e)
                             .with_context(|| format!("failed to lock `{}`", path.display()));
@@ -549,12 +602,13 @@ impl InstallersGuard {
                 // Removed (or replaced) by the last installer out while we waited: lock the
                 // file now at the path.
                 _ if std::time::Instant::now() < deadline => continue,
-                _ => bail!(
-                    "`{}` kept changing for {}s\nhelp: look for a stuck \
+                _ => {
+                    return Err(help_error(
+                        format!("`{}` kept changing for {}s", path.display(), wait.as_secs()),
+                        "look for a stuck \
                      `tetragon-oci-hook-setup install` on this node",
-                    path.display(),
-                    wait.as_secs()
-                ),
+                    ));
+                }
             }
         }
     }
@@ -570,7 +624,7 @@ impl InstallersGuard {
 /// (only when `create` is false).
 fn open_lock_file(path: &Path, create: bool) -> anyhow::Result<Option<fs::File>> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let help = "help: it is not one this tool made (a regular file owned by root, mode 0600); \
+    let help = "it is not one this tool made (a regular file owned by root, mode 0600); \
                 remove it";
     let file = fs::OpenOptions::new()
         .read(true)
@@ -583,7 +637,10 @@ fn open_lock_file(path: &Path, create: bool) -> anyhow::Result<Option<fs::File>>
         Ok(f) => f,
         Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            bail!("lock file `{}` is a symlink\n{help}", path.display())
+            return Err(help_error(
+                format!("lock file `{}` is a symlink", path.display()),
+                help,
+            ));
         }
         Err(e) => {
             return Err(e)
@@ -595,13 +652,16 @@ fn open_lock_file(path: &Path, create: bool) -> anyhow::Result<Option<fs::File>>
         .with_context(|| format!("failed to stat lock file `{}`", path.display()))?;
     let euid = crate::sys::euid();
     if !meta.is_file() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
-        bail!(
-            "lock file `{}` is not a regular file owned by this user with mode 0600 (mode \
-             {:04o}, owner {})\n{help}",
-            path.display(),
-            meta.mode() & 0o7777,
-            meta.uid()
-        );
+        return Err(help_error(
+            format!(
+                "lock file `{}` is not a regular file owned by this user with mode 0600 (mode \
+             {:04o}, owner {})",
+                path.display(),
+                meta.mode() & 0o7777,
+                meta.uid()
+            ),
+            help,
+        ));
     }
     Ok(Some(file))
 }

@@ -22,6 +22,7 @@
 pub mod containerd;
 pub mod crio;
 pub mod edit;
+pub mod error;
 pub mod hook;
 pub mod hook_json;
 pub mod install;

@@ -303,7 +303,7 @@ fn main() -> ExitCode {
             return match run_prelaunched_from_config(&fd.to_string_lossy()) {
                 Ok(code) => code,
                 Err(err) => {
-                    eprintln!("{}", render_error(&err));
+                    eprintln!("{}", rthooks::error::render(&err));
                     ExitCode::from(2)
                 }
             };
@@ -312,7 +312,7 @@ fn main() -> ExitCode {
     let cli = match parse_cli(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(err) => {
-            eprintln!("{}", render_error(&err));
+            eprintln!("{}", rthooks::error::render(&err));
             return ExitCode::from(2);
         }
     };
@@ -320,28 +320,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             let _ = std::io::stdout().flush();
-            eprintln!("{}", render_error(&err));
+            eprintln!("{}", rthooks::error::render(&err));
             ExitCode::from(2)
         }
     }
-}
-
-/// `error: ...` then one `Caused by:` block per source, as anyhow's `{:?}` but without the
-/// backtrace it appends when `RUST_BACKTRACE` is set in the caller's shell.
-fn render_error(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}");
-    let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
-    if !causes.is_empty() {
-        out.push_str("\n\nCaused by:");
-        for cause in causes {
-            for (i, line) in cause.lines().enumerate() {
-                let lead = if i == 0 { "\n  - " } else { "\n    " };
-                out.push_str(lead);
-                out.push_str(line);
-            }
-        }
-    }
-    out
 }
 
 /// Parses the command line. Everything after `install ... hook-args` is taken verbatim: clap
@@ -441,10 +423,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ContainerdAction::AddOciHook { runtime_spec } => {
                     let spec = runtime_spec.to_string_lossy().into_owned();
                     if !runtime_spec.is_absolute() {
-                        anyhow::bail!(
-                            "--runtime-spec `{spec}` is not an absolute path\nhelp: containerd \
-                             resolves it on the node, e.g. `/etc/containerd/base-spec.json`"
-                        );
+                        return Err(rthooks::error::help_error(
+                            format!("--runtime-spec `{spec}` is not an absolute path"),
+                            "containerd \
+                             resolves it on the node, e.g. `/etc/containerd/base-spec.json`",
+                        ));
                     }
                     run_patch(&args.config_file, &output, &args.mode, verbose, |doc| {
                         rthooks::containerd::add_oci_hook(doc, &spec)
@@ -459,10 +442,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let annotations: Vec<String> =
                         annotations.iter().map(|a| a.trim().to_owned()).collect();
                     if annotations.iter().any(String::is_empty) {
-                        anyhow::bail!(
-                            "--annotations has an empty name\nhelp: pass names separated by \
-                             commas, e.g. `--annotations io.kubernetes.cri-o.Devices,foo`"
-                        );
+                        return Err(rthooks::error::help_error(
+                            "--annotations has an empty name",
+                            "pass names separated by \
+                             commas, e.g. `--annotations io.kubernetes.cri-o.Devices,foo`",
+                        ));
                     }
                     run_patch(&args.config_file, &output, &args.mode, verbose, |doc| {
                         rthooks::crio::enable_annotations(doc, &annotations)
@@ -492,19 +476,23 @@ fn run_install_nri(args: InstallArgs, log_level: nri::log::Level) -> anyhow::Res
     nri::plugin::check_index(&args.nri_hook_index)?;
     nri::plugin::check_name(&args.nri_hook_name)?;
     if !args.daemonize && !args.dry_run {
-        anyhow::bail!(
+        return Err(rthooks::error::help_error(
             "`install --interface nri-hook` needs `--daemonize`: the NRI plugin must stay up to \
-             add the hook to new containers\nhelp: add `--daemonize` (the Helm chart does)"
-        );
+             add the hook to new containers",
+            "add `--daemonize` (the Helm chart does)",
+        ));
     }
     let give_up_after = Duration::try_from_secs_f64(args.nri_hook_give_up_after)
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| {
-            anyhow::anyhow!(
-                "--nri-hook.give-up-after `{}` is not a positive number of seconds\nhelp: e.g. \
+            rthooks::error::help_error(
+                format!(
+                    "--nri-hook.give-up-after `{}` is not a positive number of seconds",
+                    args.nri_hook_give_up_after
+                ),
+                "e.g. \
                  `--nri-hook.give-up-after 60`",
-                args.nri_hook_give_up_after
             )
         })?;
     // Validated exactly as for oci-hooks, before anything is written: a typo in the hook's flags
@@ -746,10 +734,13 @@ fn report(applied: &[Applied], verbose: bool) {
 
 fn output_of(mode: &ModeArgs, output: Option<PathBuf>, flag: &str) -> anyhow::Result<Output> {
     match (mode.in_place, output) {
-        (true, Some(p)) => anyhow::bail!(
-            "--in-place and {flag} `{}` both name where to write\nhelp: use one of them",
-            p.display()
-        ),
+        (true, Some(p)) => Err(rthooks::error::help_error(
+            format!(
+                "--in-place and {flag} `{}` both name where to write",
+                p.display()
+            ),
+            "use one of them",
+        )),
         (true, None) => Ok(Output::InPlace),
         (false, Some(p)) => Ok(Output::Path(p)),
         (false, None) => Ok(Output::NewTempFile),
@@ -762,9 +753,10 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot print the diff to stdout ({e}); nothing written\nhelp: let the diff be \
-                 read to the end, or pass `--quiet` to print none"
+            rthooks::error::help_error(
+                format!("cannot print the diff to stdout ({e}); nothing written"),
+                "let the diff be \
+                 read to the end, or pass `--quiet` to print none",
             )
         })
 }

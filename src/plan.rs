@@ -153,16 +153,23 @@ impl FileInstall {
         let limit = if text { MAX_TEXT_FILE } else { MAX_BINARY_FILE };
         let before = read_current(&path, limit)?;
         match &before {
-            Current::Special { kind } => bail!(
-                "`{}` is {kind}, not a regular file\nhelp: remove it (this tool writes a \
+            Current::Special { kind } => {
+                return Err(crate::error::help_error(
+                    format!("`{}` is {kind}, not a regular file", path.display()),
+                    "remove it (this tool writes a \
                  regular file there); nothing was written",
-                path.display()
-            ),
-            Current::Large { size } => bail!(
-                "`{}` is a {size}-byte file, over the {limit}-byte bound this tool reads back\n\
-                 help: remove it (this tool writes a regular file there); nothing was written",
-                path.display()
-            ),
+                ));
+            }
+            Current::Large { size } => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is a {size}-byte file, over the {limit}-byte bound this tool reads \
+                         back",
+                        path.display()
+                    ),
+                    "remove it (this tool writes a regular file there); nothing was written",
+                ));
+            }
             Current::Absent | Current::File { .. } | Current::Symlink { .. } => {}
         }
         Ok(Self {
@@ -491,11 +498,14 @@ pub fn read_current(path: &Path, limit: u64) -> anyhow::Result<Current> {
     };
     let ft = meta.file_type();
     if ft.is_dir() {
-        bail!(
-            "`{}` is a directory, expected a file path to write\nhelp: remove or move the \
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` is a directory, expected a file path to write",
+                path.display()
+            ),
+            "remove or move the \
              directory; nothing was written",
-            path.display()
-        );
+        ));
     }
     if ft.is_symlink() {
         let target = fs::read_link(path).with_context(ctx)?;
@@ -538,10 +548,13 @@ pub fn read_current(path: &Path, limit: u64) -> anyhow::Result<Current> {
     };
     let fmeta = file.metadata().with_context(ctx)?;
     if !fmeta.is_file() {
-        bail!(
-            "`{}` changed while it was read (it is no longer a regular file)\nhelp: run again",
-            path.display()
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` changed while it was read (it is no longer a regular file)",
+                path.display()
+            ),
+            "run again",
+        ));
     }
     if fmeta.len() > limit {
         return Ok(Current::Large { size: fmeta.len() });
@@ -701,29 +714,44 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
         None => {}
         Some(st) => match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {}
-            FileType::Directory => bail!(
-                "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. \
+            FileType::Directory => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is a directory, expected a file path to write",
+                        path.display()
+                    ),
+                    format!(
+                        "name the file, e.g. \
                  `{}`",
-                path.display(),
-                path.join("config.toml").display()
-            ),
+                        path.join("config.toml").display()
+                    ),
+                ));
+            }
             FileType::Symlink => {
                 let to = fs::read_link(path)
                     .map(|t| format!(" (to `{}`)", t.display()))
                     .unwrap_or_default();
-                bail!(
-                    "`{}` is a symlink{to}; an output path is never followed\nhelp: remove the \
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is a symlink{to}; an output path is never followed",
+                        path.display()
+                    ),
+                    "remove the \
                      link, or name a regular file (only `--in-place` edits a symlinked config \
                      where it lives)",
-                    path.display()
-                )
+                ));
             }
-            kind => bail!(
-                "`{}` is {}, not a file to write\nhelp: name a regular file (or a new one) as \
+            kind => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is {}, not a file to write",
+                        path.display(),
+                        safe_write::describe_kind(kind)
+                    ),
+                    "name a regular file (or a new one) as \
                  the output",
-                path.display(),
-                safe_write::describe_kind(kind)
-            ),
+                ));
+            }
         },
     }
     ensure_dir(&parent_dir(path), path)
@@ -731,22 +759,27 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
 
 fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
-        bail!(
-            "cannot write `{}`: directory `{}` does not exist\nhelp: create it first, or choose \
+        return Err(crate::error::help_error(
+            format!(
+                "cannot write `{}`: directory `{}` does not exist",
+                target.display(),
+                dir.display()
+            ),
+            "create it first, or choose \
              another output path",
-            target.display(),
-            dir.display()
-        );
+        ));
     }
     Ok(())
 }
 
 fn file_name_of(path: &Path) -> anyhow::Result<&std::ffi::OsStr> {
     path.file_name().ok_or_else(|| {
-        anyhow::anyhow!(
-            "cannot write `{}`: it names no file\nhelp: name the file, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
+        crate::error::help_error(
+            format!("cannot write `{}`: it names no file", path.display()),
+            format!(
+                "name the file, e.g. `{}`",
+                path.join("config.toml").display()
+            ),
         )
     })
 }
@@ -855,10 +888,13 @@ fn check_unchanged(
 ) -> anyhow::Result<()> {
     use rustix::fs::{Mode, OFlags};
     let changed = || {
-        anyhow::anyhow!(
-            "`{}` changed while we were editing it; nothing written\nhelp: run again (another \
+        crate::error::help_error(
+            format!(
+                "`{}` changed while we were editing it; nothing written",
+                target.display()
+            ),
+            "run again (another \
              program wrote the file meanwhile)",
-            target.display()
         )
     };
     let fd = match rustix::fs::openat(

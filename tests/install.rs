@@ -560,10 +560,11 @@ fn install_missing_binary_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: failed to read the hook binary `[TMP]/src/nope`
-    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
 
     Caused by:
       - No such file or directory (os error 2)
+
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
     ");
     assert_eq!(node.snapshot_files(), before);
 }
@@ -1038,10 +1039,11 @@ fn install_unreadable_binary_as_non_root_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: failed to read the hook binary `[TMP]/src/tetragon-oci-hook`
-    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
 
     Caused by:
       - Permission denied (os error 13)
+
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
     ");
     assert_eq!(node.snapshot_files(), before);
 }

@@ -24,7 +24,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::error::WithHelp;
 
 pub mod log;
 pub mod mux;
@@ -145,13 +147,16 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
             )),
         }
         if down_since.elapsed() >= opts.give_up_after {
-            bail!(
-                "not registered with the runtime at `{socket}` for {:?}; giving up\nhelp: check \
+            return Err(crate::error::help_error(
+                format!(
+                    "not registered with the runtime at `{socket}` for {:?}; giving up",
+                    opts.give_up_after
+                ),
+                "check \
                  that containerd runs with NRI enabled (`patch-containerd-conf enable-nri`) and \
                  that the socket is mounted as a directory, not as a file (a file mount keeps a \
                  stale socket after containerd restarts)",
-                opts.give_up_after
-            );
+            ));
         }
         let interval = if down_since.elapsed() < FAST_RETRY_FOR {
             FAST_RETRY_INTERVAL
@@ -216,7 +221,9 @@ pub fn run_prelaunched(
             Ok(Some(sig))
         }
         Err(e) => {
-            plugin.log.error(format_args!("{full}: {e:#}"));
+            plugin
+                .log
+                .error(format_args!("{full}: {}", crate::error::Report(&e)));
             Err(e)
         }
     }
@@ -224,18 +231,21 @@ pub fn run_prelaunched(
 
 /// Takes ownership of the socket fd named by `NRI_PLUGIN_SOCKET`, after checking that it is one.
 fn inherited_socket(text: &str) -> anyhow::Result<OwnedFd> {
-    let help = "help: containerd sets `NRI_PLUGIN_SOCKET` for plugins it launches from \
+    let help = "containerd sets `NRI_PLUGIN_SOCKET` for plugins it launches from \
                 `plugin_path`; unset it to connect to the NRI socket instead";
-    let fd: i32 = text
-        .parse()
-        .ok()
-        .filter(|fd| *fd > 2)
-        .with_context(|| format!("`{SOCKET_ENV}={text}` is not a file descriptor\n{help}"))?;
+    let fd: i32 = text.parse().ok().filter(|fd| *fd > 2).with_help(
+        || format!("`{SOCKET_ENV}={text}` is not a file descriptor"),
+        help,
+    )?;
     match crate::sys::inherited_socket(fd) {
         crate::sys::Inherited::Socket(owned) => Ok(owned),
-        crate::sys::Inherited::NotSocket => bail!("`{SOCKET_ENV}={text}` is not a socket\n{help}"),
-        crate::sys::Inherited::NotOpen(e) => {
-            Err(e).with_context(|| format!("`{SOCKET_ENV}={text}` is not an open file\n{help}"))
-        }
+        crate::sys::Inherited::NotSocket => Err(crate::error::help_error(
+            format!("`{SOCKET_ENV}={text}` is not a socket"),
+            help,
+        )),
+        crate::sys::Inherited::NotOpen(e) => Err(e).with_help(
+            || format!("`{SOCKET_ENV}={text}` is not an open file"),
+            help,
+        ),
     }
 }

@@ -93,38 +93,56 @@ pub const PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
 impl PrelaunchConfig {
     /// Parses the configuration text; errors name the key and end with a `help:` line.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let help = "help: the pre-launched plugin reads its `.conf` file from containerd's NRI \
+        let help = "the pre-launched plugin reads its `.conf` file from containerd's NRI \
                     `plugin_config_path` (`NN-name.conf`), TOML with `host_install_dir = \
                     \"/opt/tetragon\"` and optional `hook_args = [...]` and `log_file`";
         if text.trim().is_empty() {
-            anyhow::bail!("the plugin configuration is empty\n{help}");
+            return Err(crate::error::help_error(
+                "the plugin configuration is empty",
+                help,
+            ));
         }
-        let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
-            anyhow::anyhow!("the plugin configuration is not valid TOML: {e}{help}")
+        let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+            crate::error::help_error(
+                format!(
+                    "the plugin configuration is not valid TOML: {}",
+                    e.to_string().trim_end()
+                ),
+                help,
+            )
         })?;
         for (key, _) in doc.iter() {
             if !["host_install_dir", "hook_args", "log_file"].contains(&key) {
-                anyhow::bail!("the plugin configuration has an unknown key `{key}`\n{help}");
+                return Err(crate::error::help_error(
+                    format!("the plugin configuration has an unknown key `{key}`"),
+                    help,
+                ));
             }
         }
         let string = |key: &str| -> anyhow::Result<Option<String>> {
             match doc.get(key) {
                 None => Ok(None),
                 Some(item) => item.as_str().map(|s| Some(s.to_owned())).ok_or_else(|| {
-                    anyhow::anyhow!("`{key}` in the plugin configuration is not a string\n{help}")
+                    crate::error::help_error(
+                        format!("`{key}` in the plugin configuration is not a string"),
+                        help,
+                    )
                 }),
             }
         };
         let dir = string("host_install_dir")?.ok_or_else(|| {
-            anyhow::anyhow!("the plugin configuration has no `host_install_dir`\n{help}")
+            crate::error::help_error("the plugin configuration has no `host_install_dir`", help)
         })?;
         if !Path::new(&dir).is_absolute() {
-            anyhow::bail!("`host_install_dir` `{dir}` is not an absolute path\n{help}");
+            return Err(crate::error::help_error(
+                format!("`host_install_dir` `{dir}` is not an absolute path"),
+                help,
+            ));
         }
         let args = match doc.get("hook_args") {
             None => Vec::new(),
             Some(item) => {
-                let bad = || anyhow::anyhow!("`hook_args` is not a list of strings\n{help}");
+                let bad = || crate::error::help_error("`hook_args` is not a list of strings", help);
                 let array = item.as_array().ok_or_else(bad)?;
                 array
                     .iter()
@@ -235,7 +253,7 @@ impl Plugin {
         ));
         if self.from_config {
             let config = PrelaunchConfig::parse(&req.config).map_err(|e| {
-                let msg = format!("{}: {e:#}", self.full_name);
+                let msg = format!("{}: {}", self.full_name, crate::error::Report(&e));
                 self.log.error(format_args!("{msg}"));
                 (code::INVALID_ARGUMENT, msg)
             })?;
@@ -299,20 +317,22 @@ pub fn check_index(index: &str) -> anyhow::Result<()> {
     if index.len() == 2 && index.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        anyhow::bail!(
-            "--nri-hook.index `{index}` is not two digits\nhelp: NRI orders plugins by a \
-             two-digit index, e.g. `--nri-hook.index 01`"
-        )
+        Err(crate::error::help_error(
+            format!("--nri-hook.index `{index}` is not two digits"),
+            "NRI orders plugins by a \
+             two-digit index, e.g. `--nri-hook.index 01`",
+        ))
     }
 }
 
 /// Checks `--nri-hook.name`: non-empty, no `/` or whitespace.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.chars().any(|c| c == '/' || c.is_whitespace()) {
-        anyhow::bail!(
-            "--nri-hook.name `{name}` is not a plugin name\nhelp: use letters, digits and `-`, \
-             e.g. `--nri-hook.name tetragon`"
-        );
+        return Err(crate::error::help_error(
+            format!("--nri-hook.name `{name}` is not a plugin name"),
+            "use letters, digits and `-`, \
+             e.g. `--nri-hook.name tetragon`",
+        ));
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+
+use crate::error::WithHelp;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -349,23 +351,31 @@ pub(crate) fn open_regular(
         .with_context(|| format!("failed to read `{}`", path.display()))?;
     let kind = FileType::from_raw_mode(st.st_mode);
     if kind == FileType::Directory {
-        bail!(
-            "`{}` is a directory, expected a config file\nhelp: pass the file itself, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` is a directory, expected a config file",
+                path.display()
+            ),
+            format!(
+                "pass the file itself, e.g. `{}`",
+                path.join("config.toml").display()
+            ),
+        ));
     }
     if kind != FileType::RegularFile {
         not_regular(path, kind)?;
     }
     let size = u64::try_from(st.st_size).unwrap_or(0);
     if size > max {
-        bail!(
-            "`{}` is {size} bytes, more than the {} MiB a config file may have\nhelp: check that \
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` is {size} bytes, more than the {} MiB a config file may have",
+                path.display(),
+                max >> 20
+            ),
+            "check that \
              this is the runtime's config file",
-            path.display(),
-            max >> 20
-        );
+        ));
     }
     // Regular file: reads block no more, but keep a plain blocking descriptor anyway.
     let file = File::from(fd);
@@ -373,12 +383,15 @@ pub(crate) fn open_regular(
 }
 
 fn not_regular(path: &Path, kind: FileType) -> anyhow::Result<()> {
-    bail!(
-        "`{}` is {}, expected a regular config file\nhelp: pass the config file itself (a FIFO, \
+    Err(crate::error::help_error(
+        format!(
+            "`{}` is {}, expected a regular config file",
+            path.display(),
+            describe_kind(kind)
+        ),
+        "pass the config file itself (a FIFO, \
          device or socket is not read)",
-        path.display(),
-        describe_kind(kind)
-    )
+    ))
 }
 
 /// Reads at most `max` bytes from `file` (a file that grew past it is an error).
@@ -428,7 +441,7 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
     let dir = lock_dir();
     let help = |dir: &Path| {
         format!(
-            "help: remove `{}` (this tool re-creates it, owned by the user running it, mode 0700)",
+            "remove `{}` (this tool re-creates it, owned by the user running it, mode 0700)",
             dir.display()
         )
     };
@@ -445,26 +458,30 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
         Mode::empty(),
     )
     .map_err(std::io::Error::from)
-    .with_context(|| {
-        format!(
-            "cannot open lock directory `{}` (is it a symlink?)\n{}",
-            dir.display(),
-            help(&dir)
-        )
-    })?;
+    .with_help(
+        || {
+            format!(
+                "cannot open lock directory `{}` (is it a symlink?)",
+                dir.display()
+            )
+        },
+        help(&dir),
+    )?;
     let me = crate::sys::euid();
     let st = rustix::fs::fstat(&dir_fd)
         .map_err(std::io::Error::from)
         .with_context(|| format!("cannot read lock directory `{}`", dir.display()))?;
     if st.st_uid != me || st.st_mode & 0o077 != 0 {
-        bail!(
-            "lock directory `{}` is not private (owner uid {}, mode {:04o}; expected uid {me}, \
-             mode 0700)\n{}",
-            dir.display(),
-            st.st_uid,
-            st.st_mode & 0o7777,
-            help(&dir)
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "lock directory `{}` is not private (owner uid {}, mode {:04o}; expected uid \
+                 {me}, mode 0700)",
+                dir.display(),
+                st.st_uid,
+                st.st_mode & 0o7777,
+            ),
+            help(&dir),
+        ));
     }
     let name = format!(
         "{}.lock",
@@ -486,11 +503,13 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
         || st.st_uid != me
         || st.st_mode & 0o077 != 0
     {
-        bail!(
-            "lock file `{}` is not a private regular file of ours\n{}",
-            lock_path.display(),
-            help(&dir)
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "lock file `{}` is not a private regular file of ours",
+                lock_path.display()
+            ),
+            help(&dir),
+        ));
     }
     let start = Instant::now();
     loop {
@@ -499,13 +518,18 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
             Ok(false) if start.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Ok(false) => bail!(
-                "another run is still editing `{}` after {} s (lock `{}`); nothing written\n\
-                 help: wait for it to finish, then run again",
-                target.display(),
-                wait.as_secs_f64(),
-                lock_path.display()
-            ),
+            Ok(false) => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "another run is still editing `{}` after {} s (lock `{}`); nothing \
+                         written",
+                        target.display(),
+                        wait.as_secs_f64(),
+                        lock_path.display()
+                    ),
+                    "wait for it to finish, then run again",
+                ));
+            }
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot lock `{}`", lock_path.display()));
             }
