@@ -28,6 +28,8 @@ use anyhow::{Context, bail};
 
 use crate::error::{WithHelp, help_error};
 
+use crate::defaults::BINARY_NAME;
+use crate::hook_invocation::HookInvocation;
 use crate::hook_json::{self, HookFile};
 use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
@@ -35,8 +37,6 @@ use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 pub const BINARY_MODE: u32 = 0o755;
 /// Mode of the hook file.
 pub const HOOK_FILE_MODE: u32 = 0o644;
-/// Default name of the hook binary.
-pub const DEFAULT_BINARY_NAME: &str = "tetragon-oci-hook";
 
 /// What `install --interface oci-hooks` needs.
 #[derive(Debug, Clone)]
@@ -65,6 +65,8 @@ pub struct Installation {
     pub hook_path: PathBuf,
     /// Remarks about what is on disk now (an existing legacy or unreadable hook file).
     pub notes: Vec<String>,
+    /// How the runtime runs the hook (what the hook file says).
+    pub invocation: HookInvocation,
     binary: Vec<u8>,
     hook_json: Vec<u8>,
 }
@@ -100,9 +102,8 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
     check_install_dir(&opts.local_install_dir, &opts.host_install_dir)?;
     check_hooks_dir(&opts.hooks_dir)?;
 
-    let host_binary = format!("{}/{name}", host_dir.trim_end_matches('/'));
-    let hook = hook_json::tetragon_hook(&host_binary, host_dir, &opts.hook_args);
-    let hook_json = hook_json::render(&hook).into_bytes();
+    let invocation = HookInvocation::in_dir(host_dir, name, opts.hook_args.clone());
+    let hook_json = hook_json::render(&hook_json::tetragon_hook(&invocation)).into_bytes();
 
     let binary_path = opts.local_install_dir.join(name);
     let hook_path = opts.hooks_dir.join(format!("{name}.json"));
@@ -129,6 +130,7 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
         binary_path,
         hook_path,
         notes,
+        invocation,
         binary,
         hook_json,
     })
@@ -142,10 +144,8 @@ pub struct BinaryInstall {
     pub plan: Plan,
     /// Where the binary goes (local path).
     pub binary_path: PathBuf,
-    /// Its file name.
-    pub binary_name: String,
-    /// The install dir as the host sees it.
-    pub host_install_dir: String,
+    /// How the runtime runs the installed hook (what the NRI plugin adds to containers).
+    pub invocation: HookInvocation,
 }
 
 /// Plans copying `local_binary` into `local_install_dir`; errors before anything is written.
@@ -153,6 +153,7 @@ pub fn plan_install_binary(
     local_binary: &Path,
     local_install_dir: &Path,
     host_install_dir: &Path,
+    hook_args: Vec<String>,
 ) -> anyhow::Result<BinaryInstall> {
     let name = binary_name(local_binary)?;
     let host_dir = host_dir_str(host_install_dir)?;
@@ -171,8 +172,7 @@ pub fn plan_install_binary(
             steps: vec![Step::Install(copy)],
         },
         binary_path,
-        binary_name: name.to_owned(),
-        host_install_dir: host_dir.to_owned(),
+        invocation: HookInvocation::in_dir(host_dir, name, hook_args),
     })
 }
 
@@ -196,7 +196,7 @@ pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
             format!("--binary-name `{name}` is not a file name"),
             format!(
                 "pass the name of the installed \
-             binary, e.g. `--binary-name {DEFAULT_BINARY_NAME}`"
+             binary, e.g. `--binary-name {BINARY_NAME}`"
             ),
         ));
     }
@@ -236,14 +236,12 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
             format!("--binary `{path}` is not an absolute path"),
             format!(
                 "the runtime runs the hook by this \
-             path on the host, e.g. `/opt/tetragon/{DEFAULT_BINARY_NAME}`"
+             path on the host, e.g. `/opt/tetragon/{BINARY_NAME}`"
             ),
         ));
     }
-    // The binary is absolute and valid UTF-8, so its parent is too (`/` for `/hook`).
-    let dir = binary.parent().and_then(Path::to_str).unwrap_or("/");
     Ok(hook_json::render(&hook_json::tetragon_hook(
-        path, dir, args,
+        &HookInvocation::new(path, args.to_vec()),
     )))
 }
 
@@ -328,7 +326,7 @@ fn binary_name(local_binary: &Path) -> anyhow::Result<&str> {
                 local_binary.display()
             )
         },
-        format!("name the hook binary itself, e.g. `/usr/bin/{DEFAULT_BINARY_NAME}`"),
+        format!("name the hook binary itself, e.g. `/usr/bin/{BINARY_NAME}`"),
     )?;
     name.to_str().with_help(
         || {
@@ -374,7 +372,7 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
         "--local-binary names the hook binary to install (default \
-         `/usr/bin/{DEFAULT_BINARY_NAME}`); nothing was written"
+         `/usr/bin/{BINARY_NAME}`); nothing was written"
     );
     let ctx = || format!("failed to read the hook binary `{}`", path.display());
     let file = fs::OpenOptions::new()

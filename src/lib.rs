@@ -21,9 +21,11 @@
 
 pub mod containerd;
 pub mod crio;
+pub mod defaults;
 pub mod edit;
 pub mod error;
 pub mod hook;
+pub mod hook_invocation;
 pub mod hook_json;
 pub mod install;
 pub mod nri;

@@ -13,6 +13,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use rthooks::hook_invocation::HookInvocation;
 use rthooks::hook_json::{self, HookFile};
 use support_podman::{bin, listing, run, skip, transcript};
 
@@ -379,11 +380,10 @@ fn install_replaces_a_running_binary_without_text_file_busy() {
 fn install_dry_run_shows_diff_and_copy_and_writes_nothing() {
     let node = Node::new();
     // An older hook file is on disk: the dry run shows the diff against it.
-    let old = hook_json::render(&hook_json::tetragon_hook(
+    let old = hook_json::render(&hook_json::tetragon_hook(&HookInvocation::new(
         "/opt/tetragon/tetragon-oci-hook",
-        "/opt/tetragon",
-        &["--grpc-address=unix:///old.sock".to_owned()],
-    ));
+        vec!["--grpc-address=unix:///old.sock".to_owned()],
+    )));
     fs::write(node.hook_file(), &old).unwrap();
     let before = node.snapshot_files();
     let out = node.install(&["--dry-run"]);

@@ -210,8 +210,9 @@ fn create_request(name: &str, id: &str) -> Vec<u8> {
 }
 
 fn expected_hook_args(dir: &str, extra: &[&str]) -> Vec<String> {
+    // `args[0]` is the hook's full host path, as in the hooks.d file.
     let mut v = vec![
-        "tetragon-oci-hook".to_owned(),
+        format!("{dir}/tetragon-oci-hook"),
         "createRuntime".to_owned(),
         "--log-fname".to_owned(),
         format!("{dir}/tetragon-oci-hook.log"),

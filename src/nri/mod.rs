@@ -48,11 +48,10 @@ pub mod proto {
 }
 
 use self::log::{Level, Log};
-use self::plugin::{HookSpec, Plugin};
+use self::plugin::Plugin;
 use self::session::End;
+use crate::hook_invocation::HookInvocation;
 
-/// Default NRI socket.
-pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
 /// Time between two connection attempts during the first [`FAST_RETRY_FOR`] of an outage:
 /// containerd usually serves again within a few hundred milliseconds of a restart, and every
 /// container it creates before we are back gets no hook.
@@ -78,7 +77,7 @@ pub struct ExternalOptions {
     /// Two-digit plugin index.
     pub index: String,
     /// The hook to add.
-    pub hook: HookSpec,
+    pub hook: HookInvocation,
     /// Give up (error) after this long without a registration.
     pub give_up_after: Duration,
     /// The least severe level logged.
@@ -97,7 +96,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         Log::stderr(opts.log_level),
     );
     let full = plugin.full_name.clone();
-    let hook = opts.hook.hook();
+    let hook = plugin::nri_hook(&opts.hook);
     plugin.log.info(format_args!(
         "{full}: adding hook `{}` {:?} to every new container",
         hook.path, hook.args
@@ -176,7 +175,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
 #[derive(Debug, Clone)]
 pub enum Prelaunched {
     /// From the command line; log to stderr.
-    Fixed(HookSpec),
+    Fixed(HookInvocation),
     /// From the `.conf` text in `Configure`; log to the file it names.
     FromConfig,
 }

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use prost::Message as _;
 
+use crate::defaults::{BINARY_NAME, NRI_PLUGIN_LOG_NAME};
+use crate::hook_invocation::HookInvocation;
 use crate::nri::log::Log;
 use crate::nri::proto::nri::{
     ConfigureRequest, ConfigureResponse, ContainerAdjustment, CreateContainerRequest,
@@ -20,55 +22,30 @@ use crate::nri::ttrpc::code;
 pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
 /// The NRI runtime service name.
 pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
-/// The hook's stage, as in the hooks.d file.
-pub const STAGE: &str = "createRuntime";
-/// The hook's log file name, next to the binary.
-pub const HOOK_LOG_NAME: &str = "tetragon-oci-hook.log";
 /// The event mask sent in `Configure`: `CreateContainer` only.
 pub const EVENT_MASK: i32 = 1 << (Event::CreateContainer as i32 - 1);
 
-/// The hook every container gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookSpec {
-    /// The install dir as the host sees it.
-    pub host_install_dir: String,
-    /// File name of the hook binary in that dir.
-    pub binary_name: String,
-    /// Extra arguments after the fixed ones.
-    pub args: Vec<String>,
+/// The hook every container gets, as NRI's `Hook` (for the adjustment's `createRuntime` list:
+/// the invocation's stage).
+pub fn nri_hook(invocation: &HookInvocation) -> Hook {
+    Hook {
+        path: invocation.path.clone(),
+        args: invocation.args(),
+        env: Vec::new(),
+    }
 }
 
-impl HookSpec {
-    /// The OCI hook: path `H/<binary>`, args `[<binary>, createRuntime, --log-fname,
-    /// H/tetragon-oci-hook.log, ARGS...]`.
-    pub fn hook(&self) -> Hook {
-        let dir = self.host_install_dir.trim_end_matches('/');
-        let mut args = vec![
-            self.binary_name.clone(),
-            STAGE.to_owned(),
-            "--log-fname".to_owned(),
-            format!("{dir}/{HOOK_LOG_NAME}"),
-        ];
-        args.extend(self.args.iter().cloned());
-        Hook {
-            path: format!("{dir}/{}", self.binary_name),
-            args,
-            env: Vec::new(),
-        }
-    }
-
-    /// The encoded `CreateContainerResponse` that adds the hook.
-    pub fn encoded_response(&self) -> Vec<u8> {
-        CreateContainerResponse {
-            adjust: Some(ContainerAdjustment {
-                hooks: Some(Hooks {
-                    create_runtime: vec![self.hook()],
-                    ..Hooks::default()
-                }),
+/// The encoded `CreateContainerResponse` that adds the hook.
+pub fn encoded_response(invocation: &HookInvocation) -> Vec<u8> {
+    CreateContainerResponse {
+        adjust: Some(ContainerAdjustment {
+            hooks: Some(Hooks {
+                create_runtime: vec![nri_hook(invocation)],
+                ..Hooks::default()
             }),
-        }
-        .encode_to_vec()
+        }),
     }
+    .encode_to_vec()
 }
 
 /// The `.conf` file of a pre-launched plugin (`plugin_config_path/NN-name.conf`), which the
@@ -82,13 +59,10 @@ impl HookSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrelaunchConfig {
     /// The hook to add.
-    pub hook: HookSpec,
+    pub hook: HookInvocation,
     /// Where the plugin logs.
     pub log_file: String,
 }
-
-/// File name of the plugin's own log in pre-launched mode (default, under the install dir).
-pub const PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
 
 impl PrelaunchConfig {
     /// Parses the configuration text; errors name the key and end with a `help:` line.
@@ -151,13 +125,9 @@ impl PrelaunchConfig {
             }
         };
         let log_file = string("log_file")?
-            .unwrap_or_else(|| format!("{}/{PLUGIN_LOG_NAME}", dir.trim_end_matches('/')));
+            .unwrap_or_else(|| format!("{}/{NRI_PLUGIN_LOG_NAME}", dir.trim_end_matches('/')));
         Ok(Self {
-            hook: HookSpec {
-                host_install_dir: dir,
-                binary_name: crate::install::DEFAULT_BINARY_NAME.to_owned(),
-                args,
-            },
+            hook: HookInvocation::in_dir(&dir, BINARY_NAME, args),
             log_file,
         })
     }
@@ -185,12 +155,12 @@ pub struct Plugin {
 
 impl Plugin {
     /// A plugin that adds `hook` to every container.
-    pub fn new(name: &str, index: &str, hook: &HookSpec, log: Log) -> Self {
+    pub fn new(name: &str, index: &str, hook: &HookInvocation, log: Log) -> Self {
         Self {
             name: name.to_owned(),
             index: index.to_owned(),
             full_name: format!("{index}-{name}"),
-            adjustment: Some(hook.encoded_response()),
+            adjustment: Some(encoded_response(hook)),
             from_config: false,
             log,
         }
@@ -258,10 +228,11 @@ impl Plugin {
                 (code::INVALID_ARGUMENT, msg)
             })?;
             self.log.open_file(Path::new(&config.log_file));
-            let hook = config.hook.hook();
+            let hook = &config.hook;
             // As `install` checks its `hook-args`: a typo here would reach every container.
             // The plugin runs on the host, so the hook binary is at its host path.
-            match crate::install::validate_hook_args(Path::new(&hook.path), &config.hook.args) {
+            match crate::install::validate_hook_args(Path::new(&hook.path), &config.hook.extra_args)
+            {
                 Ok(None) => {}
                 Ok(Some(warning)) => self.log.warn(format_args!("{}: {warning}", self.full_name)),
                 Err(e) => {
@@ -277,7 +248,7 @@ impl Plugin {
             }
             self.log
                 .info(format_args!("{}: hook `{}`", self.full_name, hook.path));
-            self.adjustment = Some(config.hook.encoded_response());
+            self.adjustment = Some(encoded_response(&config.hook));
         }
         Ok(ConfigureResponse { events: EVENT_MASK }.encode_to_vec())
     }
@@ -341,22 +312,22 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn spec() -> HookSpec {
-        HookSpec {
-            host_install_dir: "/opt/tetragon/".into(),
-            binary_name: "tetragon-oci-hook".into(),
-            args: vec!["--fail-allow-namespaces".into(), "kube-system".into()],
-        }
+    fn spec() -> HookInvocation {
+        HookInvocation::in_dir(
+            "/opt/tetragon/",
+            "tetragon-oci-hook",
+            vec!["--fail-allow-namespaces".into(), "kube-system".into()],
+        )
     }
 
     #[test]
     fn hook_has_path_stage_log_and_args() {
-        let h = spec().hook();
+        let h = nri_hook(&spec());
         assert_eq!(h.path, "/opt/tetragon/tetragon-oci-hook");
         assert_eq!(
             h.args,
             [
-                "tetragon-oci-hook",
+                "/opt/tetragon/tetragon-oci-hook",
                 "createRuntime",
                 "--log-fname",
                 "/opt/tetragon/tetragon-oci-hook.log",
@@ -387,7 +358,7 @@ mod tests {
             PrelaunchConfig::parse("host_install_dir = \"/opt/t\"\nhook_args = [\"-a\", \"b\"]\n")
                 .unwrap();
         assert_eq!(c.log_file, "/opt/t/tetragon-nri-hook.log");
-        assert_eq!(c.hook.args, ["-a", "b"]);
+        assert_eq!(c.hook.extra_args, ["-a", "b"]);
         let err = |t: &str| format!("{:#}", PrelaunchConfig::parse(t).unwrap_err());
         assert!(err("").contains("is empty"));
         assert!(err("hook_args = []").contains("no `host_install_dir`"));
