@@ -194,10 +194,7 @@ pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(help_error(
             format!("--binary-name `{name}` is not a file name"),
-            format!(
-                "pass the name of the installed \
-             binary, e.g. `--binary-name {BINARY_NAME}`"
-            ),
+            format!("pass the name of the installed binary, e.g. `--binary-name {BINARY_NAME}`"),
         ));
     }
     Ok(Plan {
@@ -580,8 +577,7 @@ impl InstallersGuard {
                                 path.display(),
                                 wait.as_secs()
                             ),
-                            "look for a stuck \
-                         `tetragon-oci-hook-setup install` on this node",
+                            "look for a stuck `tetragon-oci-hook-setup install` on this node",
                         ));
                     }
                     Err(e) => {
@@ -603,8 +599,7 @@ impl InstallersGuard {
                 _ => {
                     return Err(help_error(
                         format!("`{}` kept changing for {}s", path.display(), wait.as_secs()),
-                        "look for a stuck \
-                     `tetragon-oci-hook-setup install` on this node",
+                        "look for a stuck `tetragon-oci-hook-setup install` on this node",
                     ));
                 }
             }

@@ -290,8 +290,7 @@ pub fn check_index(index: &str) -> anyhow::Result<()> {
     } else {
         Err(crate::error::help_error(
             format!("--nri-hook.index `{index}` is not two digits"),
-            "NRI orders plugins by a \
-             two-digit index, e.g. `--nri-hook.index 01`",
+            "NRI orders plugins by a two-digit index, e.g. `--nri-hook.index 01`",
         ))
     }
 }
@@ -301,8 +300,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.chars().any(|c| c == '/' || c.is_whitespace()) {
         return Err(crate::error::help_error(
             format!("--nri-hook.name `{name}` is not a plugin name"),
-            "use letters, digits and `-`, \
-             e.g. `--nri-hook.name tetragon`",
+            "use letters, digits and `-`, e.g. `--nri-hook.name tetragon`",
         ));
     }
     Ok(())

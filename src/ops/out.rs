@@ -30,8 +30,7 @@ pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
         .map_err(|e| {
             help_error(
                 format!("cannot print the diff to stdout ({e}); nothing written"),
-                "let the diff be \
-                 read to the end, or pass `--quiet` to print none",
+                "let the diff be read to the end, or pass `--quiet` to print none",
             )
         })
 }

@@ -166,8 +166,7 @@ impl FileInstall {
             Current::Special { kind } => {
                 return Err(crate::error::help_error(
                     format!("`{}` is {kind}, not a regular file", path.display()),
-                    "remove it (this tool writes a \
-                 regular file there); nothing was written",
+                    "remove it (this tool writes a regular file there); nothing was written",
                 ));
             }
             Current::Large { size } => {

@@ -24,8 +24,7 @@ pub fn read_current(path: &Path, limit: u64) -> anyhow::Result<Current> {
                 "`{}` is a directory, expected a file path to write",
                 path.display()
             ),
-            "remove or move the \
-             directory; nothing was written",
+            "remove or move the directory; nothing was written",
         ));
     }
     if ft.is_symlink() {

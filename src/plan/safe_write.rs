@@ -374,8 +374,7 @@ pub(crate) fn open_regular(
                 path.display(),
                 max >> 20
             ),
-            "check that \
-             this is the runtime's config file",
+            "check that this is the runtime's config file",
         ));
     }
     // Regular file: reads block no more, but keep a plain blocking descriptor anyway.
@@ -390,8 +389,7 @@ fn not_regular(path: &Path, kind: FileType) -> anyhow::Result<()> {
             path.display(),
             describe_kind(kind)
         ),
-        "pass the config file itself (a FIFO, \
-         device or socket is not read)",
+        "pass the config file itself (a FIFO, device or socket is not read)",
     ))
 }
 
@@ -594,8 +592,7 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
                         path.display()
                     ),
                     format!(
-                        "name the file, e.g. \
-                 `{}`",
+                        "name the file, e.g. `{}`",
                         path.join("config.toml").display()
                     ),
                 ));
@@ -621,8 +618,7 @@ pub fn check_target(path: &Path) -> anyhow::Result<()> {
                         path.display(),
                         safe_write::describe_kind(kind)
                     ),
-                    "name a regular file (or a new one) as \
-                 the output",
+                    "name a regular file (or a new one) as the output",
                 ));
             }
         },
@@ -638,8 +634,7 @@ pub(super) fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
                 target.display(),
                 dir.display()
             ),
-            "create it first, or choose \
-             another output path",
+            "create it first, or choose another output path",
         ));
     }
     Ok(())
@@ -766,8 +761,7 @@ pub(super) fn check_unchanged(
                 "`{}` changed while we were editing it; nothing written",
                 target.display()
             ),
-            "run again (another \
-             program wrote the file meanwhile)",
+            "run again (another program wrote the file meanwhile)",
         )
     };
     let fd = match rustix::fs::openat(
