@@ -1,5 +1,6 @@
 //! The OS calls of the setup package: termination signals (block, signalfd, wait), file system
-//! state (`statvfs`, `access`), `flock`, the effective user, and a socket inherited by number.
+//! state (`statvfs`, `access`), `flock`, the effective user, a socket inherited by number, and
+//! a child process run with a bounded wait.
 //!
 //! Everything goes through `rustix` where it has the call; the rest (signal masks and
 //! `signalfd`, which `rustix` only offers through its unsafe `runtime` API, and taking an
@@ -143,4 +144,41 @@ pub fn inherited_socket(fd: RawFd) -> Inherited {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC);
     Inherited::Socket(owned)
+}
+
+/// How much of a bounded child's stderr [`run_bounded`] keeps.
+pub const CHILD_STDERR_MAX: u64 = 16 * 1024;
+
+/// Runs `command` (stdin and stdout to `/dev/null`) and waits at most `timeout` for it:
+/// `Ok(None)` when it did not exit in time (it is killed and reaped), else its exit status and
+/// the first [`CHILD_STDERR_MAX`] bytes of its stderr. The stderr goes to an unnamed file, not a
+/// pipe, so a child writing much to it cannot block on a reader that only reads at the end.
+pub fn run_bounded(
+    command: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
+    use std::io::{Read, Seek};
+    use std::process::Stdio;
+    let mut err_file = tempfile::tempfile()?;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err_file.try_clone()?)
+        .spawn()?;
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let mut stderr = Vec::new();
+    err_file.rewind()?;
+    err_file.take(CHILD_STDERR_MAX).read_to_end(&mut stderr)?;
+    Ok(Some((status, stderr)))
 }
