@@ -336,6 +336,14 @@ mod tests {
     }
 
     #[test]
+    fn nri_hook_and_hooks_d_file_run_the_hook_alike() {
+        let file = crate::hook_json::tetragon_hook(&spec());
+        let nri = nri_hook(&spec());
+        assert_eq!((nri.path, nri.args), (file.hook.path, file.hook.args));
+        assert_eq!(file.stages, [crate::defaults::STAGE]);
+    }
+
+    #[test]
     fn event_mask_is_create_container_only() {
         assert_eq!(EVENT_MASK, 8);
     }

@@ -2,7 +2,7 @@
 //! edit ([`rthooks::patch::plan_file`]), print the diff, then apply it unless `--check` or
 //! `--dry-run` stops there.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rthooks::edit::{Edit, EditError};
@@ -61,6 +61,8 @@ pub(super) fn crio(args: CrioArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where the patched config goes: `--in-place`, `--output`/`--output-file`, or a new temporary
+/// file (upstream's default); both flags at once is an error.
 fn output_of(mode: &ModeArgs, output: Option<PathBuf>, flag: &str) -> anyhow::Result<Output> {
     match (mode.in_place, output) {
         (true, Some(p)) => Err(help_error(
@@ -76,8 +78,11 @@ fn output_of(mode: &ModeArgs, output: Option<PathBuf>, flag: &str) -> anyhow::Re
     }
 }
 
+/// The check/dry-run policy of both patch commands: lock (unless nothing is written), plan the
+/// edit, print the diff (failing if it cannot be printed), then stop (`--check`: exit 1 when
+/// changes are pending; `--dry-run`) or apply.
 fn run_patch(
-    config: &std::path::Path,
+    config: &Path,
     output: &Output,
     mode: &ModeArgs,
     verbose: bool,
