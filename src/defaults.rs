@@ -13,7 +13,7 @@ pub const NRI_PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
 pub const STAGE: &str = "createRuntime";
 /// The hooks dir as the installer's pod mounts it (`--oci-hooks.local-dir`).
 pub const HOOKS_LOCAL_DIR: &str = "/hostHooks";
-/// containerd's NRI socket (`--nri-hook.socket`).
+/// containerd's NRI socket (`--nri-hook.socket`, and the `socket_path` `enable-nri` writes).
 pub const NRI_SOCKET: &str = "/var/run/nri/nri.sock";
 /// Name of the NRI plugin (`--nri-hook.name`; also of a pre-launched plugin).
 pub const NRI_PLUGIN_NAME: &str = "tetragon";
@@ -25,3 +25,5 @@ pub const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 pub const CONTAINERD_BASE_SPEC: &str = "/etc/containerd/base-spec.json";
 /// cri-o's configuration file.
 pub const CRIO_CONFIG: &str = "/etc/crio/crio.conf";
+/// Name of the edit locks' directory (under `/run` for root).
+pub const LOCK_DIR_NAME: &str = "tetragon-oci-hook-setup";

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 
 use super::*;
+use crate::defaults::LOCK_DIR_NAME;
 use crate::error::WithHelp;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -422,11 +423,11 @@ fn lock_dir() -> PathBuf {
     // /run is root's alone (unlike /run/lock or /tmp, where any user could create the
     // directory first: that is refused below, but would stop every edit).
     if crate::sys::is_root() && Path::new("/run").is_dir() {
-        return PathBuf::from("/run/tetragon-oci-hook-setup");
+        return Path::new("/run").join(LOCK_DIR_NAME);
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join("tetragon-oci-hook-setup"),
-        _ => std::env::temp_dir().join(format!("tetragon-oci-hook-setup-{}", crate::sys::euid())),
+        Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join(LOCK_DIR_NAME),
+        _ => std::env::temp_dir().join(format!("{LOCK_DIR_NAME}-{}", crate::sys::euid())),
     }
 }
 
