@@ -68,7 +68,7 @@ const NRI_DEFAULTS: [(&str, NriDefault); 7] = [
     ("plugin_path", NriDefault::Str("/opt/nri/plugins")),
     ("plugin_registration_timeout", NriDefault::Str("5s")),
     ("plugin_request_timeout", NriDefault::Str("2s")),
-    ("socket_path", NriDefault::Str("/var/run/nri/nri.sock")),
+    ("socket_path", NriDefault::Str(crate::defaults::NRI_SOCKET)),
 ];
 
 #[derive(Clone, Copy)]

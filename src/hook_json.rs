@@ -11,14 +11,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hook_invocation::HookInvocation;
+
 /// The schema version written by this tool.
 pub const VERSION: &str = "1.0.0";
-
-/// The OCI stage the Tetragon hook runs at.
-pub const STAGE: &str = "createRuntime";
-
-/// File name of the hook's log, next to the installed binary.
-pub const LOG_FILE_NAME: &str = "tetragon-oci-hook.log";
 
 /// A hooks.d file in schema 1.0.0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,31 +189,21 @@ pub fn render(hook: &HookConfig) -> String {
     out
 }
 
-/// The hook this tool installs: `binary` (a path on the host) run at `createRuntime` for every
-/// container, with argv `[binary, createRuntime, --log-fname, <log_dir>/tetragon-oci-hook.log,
-/// extra...]`.
-pub fn tetragon_hook(binary: &str, log_dir: &str, extra: &[String]) -> HookConfig {
-    let log = format!("{}/{LOG_FILE_NAME}", log_dir.trim_end_matches('/'));
-    let mut args = vec![
-        binary.to_owned(),
-        STAGE.to_owned(),
-        "--log-fname".to_owned(),
-        log,
-    ];
-    args.extend(extra.iter().cloned());
+/// The hooks.d file of the Tetragon hook: `invocation` at its stage, always.
+pub fn tetragon_hook(invocation: &HookInvocation) -> HookConfig {
     HookConfig {
         version: VERSION.to_owned(),
         hook: Command {
-            path: binary.to_owned(),
-            args,
+            path: invocation.path.clone(),
+            args: invocation.args(),
             env: Vec::new(),
-            timeout: None,
+            timeout: invocation.timeout,
         },
         when: When {
             always: Some(true),
             ..When::default()
         },
-        stages: vec![STAGE.to_owned()],
+        stages: vec![invocation.stage.to_owned()],
     }
 }
 
@@ -227,11 +213,10 @@ mod tests {
 
     #[test]
     fn tetragon_hook_renders_schema_1_0_0() {
-        let hook = tetragon_hook(
+        let hook = tetragon_hook(&HookInvocation::new(
             "/opt/tetragon/tetragon-oci-hook",
-            "/opt/tetragon",
-            &["--grpc-address=unix:///var/run/tetragon/tetragon.sock".to_owned()],
-        );
+            vec!["--grpc-address=unix:///var/run/tetragon/tetragon.sock".to_owned()],
+        ));
         insta::assert_snapshot!(render(&hook), @r#"
         {
           "version": "1.0.0",
@@ -257,7 +242,7 @@ mod tests {
 
     #[test]
     fn parse_reads_what_render_writes() {
-        let hook = tetragon_hook("/run/tetragon/h", "/run/tetragon/", &[]);
+        let hook = tetragon_hook(&HookInvocation::in_dir("/run/tetragon/", "h", vec![]));
         assert_eq!(parse(&render(&hook)).unwrap(), HookFile::Current(hook));
     }
 

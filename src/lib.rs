@@ -1,32 +1,41 @@
-//! Node-side tooling for Tetragon's runtime hooks.
+//! Node-side tooling for Tetragon's runtime hooks: the core of `tetragon-oci-hook-setup`.
 //!
-//! The library holds everything the `tetragon-oci-hook-setup` binary does, so that tests can
-//! drive it without a process in between:
+//! The binary's `cli` parses the arguments and its `ops` (one module per command) orchestrate
+//! this library, which knows no command line and prints nothing:
 //!
 //! - [`containerd`] and [`crio`]: pure, format-preserving edits of runtime configuration
 //!   (`&mut DocumentMut` in, [`edit::Edit`] out, no I/O);
 //! - [`text`]: the text-level pieces those edits need (line endings, line lookup);
 //! - [`patch`]: reads a config, runs one edit, checks the result and turns it into a [`plan::Plan`];
-//! - [`plan`]: a plan of file changes, its unified diff, and its atomic application;
-//! - [`hook_json`]: the OCI hooks.d file format (schema 1.0.0, legacy 0.1.0 read only);
-//! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface;
+//! - [`plan`]: a plan of file changes, its unified diff, its atomic application and undo;
+//! - [`hook_invocation`]: how the runtime runs the hook, rendered by [`hook_json`] (the OCI
+//!   hooks.d file format) and by the [`nri`] plugin's adjustment;
+//! - [`install`]: planning `install`/`uninstall` (checks, binary copy, hook file, installer
+//!   leases) and `print-config`;
+//! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd;
+//! - [`defaults`]: every default name and path, once; [`error`]: errors with a `help:` fix;
+//! - [`sys`]: the OS calls (signals, `statvfs`, `flock`, ...), the only `unsafe` code;
 //! - [`hook`]: the `tetragon-oci-hook` binary's logic (arguments, OCI spec, agent call, fail
-//!   policy, log);
-//! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd.
+//!   policy, log).
 //!
-//! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
-//! caller stops there) an atomic apply.
+//! Data flows one way: arguments -> ops -> (read, edit, verify) -> plan -> diff -> apply. Core
+//! modules do no I/O except [`plan`] and [`sys`] (and the reads and checks [`patch`] and
+//! [`install`] make through them).
 
 #![warn(missing_docs)]
 
 pub mod containerd;
 pub mod crio;
+pub mod defaults;
 pub mod edit;
+pub mod error;
 pub mod hook;
+pub mod hook_invocation;
 pub mod hook_json;
 pub mod install;
 pub mod nri;
 pub mod patch;
 pub mod plan;
 pub mod style;
+pub mod sys;
 pub mod text;

@@ -85,12 +85,17 @@ pub fn patch_text(
         // The parser reports a key with too many parts with neither a line nor a hint.
         if e.span().is_none() && e.message().contains("recursion limit") {
             let line = text::deepest_key_line(body);
-            return anyhow::anyhow!(
-                "failed to parse `{}` as TOML\n`{}`:{line}: a key has too many dotted parts \
-                 (nested too deeply for the TOML parser)\nhelp: a runtime config nests a few \
-                 levels deep; fix or remove line {line} (it looks generated or corrupted)",
-                path.display(),
-                path.display()
+            return crate::error::help_error(
+                format!(
+                    "failed to parse `{}` as TOML\n`{}`:{line}: a key has too many dotted parts \
+                 (nested too deeply for the TOML parser)",
+                    path.display(),
+                    path.display()
+                ),
+                format!(
+                    "a runtime config nests a few \
+                 levels deep; fix or remove line {line} (it looks generated or corrupted)"
+                ),
             );
         }
         anyhow::Error::new(e).context(format!("failed to parse `{}` as TOML", path.display()))

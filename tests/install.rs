@@ -13,6 +13,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use rthooks::hook_invocation::HookInvocation;
 use rthooks::hook_json::{self, HookFile};
 use support::child::{self, ChildGuard};
 use support::cmd::{bin, listing, run, transcript, wait_for_line};
@@ -379,11 +380,10 @@ fn install_replaces_a_running_binary_without_text_file_busy() {
 fn install_dry_run_shows_diff_and_copy_and_writes_nothing() {
     let node = Node::new();
     // An older hook file is on disk: the dry run shows the diff against it.
-    let old = hook_json::render(&hook_json::tetragon_hook(
+    let old = hook_json::render(&hook_json::tetragon_hook(&HookInvocation::new(
         "/opt/tetragon/tetragon-oci-hook",
-        "/opt/tetragon",
-        &["--grpc-address=unix:///old.sock".to_owned()],
-    ));
+        vec!["--grpc-address=unix:///old.sock".to_owned()],
+    )));
     fs::write(node.hook_file(), &old).unwrap();
     let before = node.snapshot_files();
     let out = node.install(&["--dry-run"]);
@@ -560,10 +560,11 @@ fn install_missing_binary_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: failed to read the hook binary `[TMP]/src/nope`
-    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
 
     Caused by:
       - No such file or directory (os error 2)
+
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
     ");
     assert_eq!(node.snapshot_files(), before);
 }
@@ -1029,10 +1030,11 @@ fn install_unreadable_binary_as_non_root_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: failed to read the hook binary `[TMP]/src/tetragon-oci-hook`
-    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
 
     Caused by:
       - Permission denied (os error 13)
+
+    help: --local-binary names the hook binary to install (default `/usr/bin/tetragon-oci-hook`); nothing was written
     ");
     assert_eq!(node.snapshot_files(), before);
 }

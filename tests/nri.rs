@@ -26,8 +26,9 @@ use support::child::ChildGuard;
 use support::fake_nri::{BIN, Conn, PLUGIN, Setup, WAIT, create_request, ok_payload};
 
 fn expected_hook_args(dir: &str, extra: &[&str]) -> Vec<String> {
+    // `args[0]` is the hook's full host path, as in the hooks.d file.
     let mut v = vec![
-        "tetragon-oci-hook".to_owned(),
+        format!("{dir}/tetragon-oci-hook"),
         "createRuntime".to_owned(),
         "--log-fname".to_owned(),
         format!("{dir}/tetragon-oci-hook.log"),

@@ -52,7 +52,7 @@ fn in_place_edit_of_a_file_changed_meanwhile_writes_nothing() {
     let theirs = format!("{DISABLED}# edited by someone else\n");
     fs::write(&config, &theirs).unwrap();
     let err = plan.apply().unwrap_err();
-    let msg = format!("{err:#}");
+    let msg = rthooks::error::Report(&err).to_string();
     assert!(
         msg.contains("changed while we were editing it; nothing written"),
         "{msg}"
@@ -82,7 +82,7 @@ fn edit_lock_wait_is_bounded_and_names_the_file() {
     let start = Instant::now();
     let err = lock_for(&link, &Output::InPlace, Duration::from_millis(300)).unwrap_err();
     let waited = start.elapsed();
-    let msg = format!("{err:#}");
+    let msg = rthooks::error::Report(&err).to_string();
     assert!(msg.contains("another run is still editing"), "{msg}");
     assert!(msg.contains("config.toml"), "{msg}");
     assert!(msg.contains("help:"), "{msg}");

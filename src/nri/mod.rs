@@ -19,12 +19,14 @@
 //!
 //! Copying the hook binary is done by the caller ([`crate::install::plan_install_binary`]).
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+
+use crate::error::WithHelp;
 
 pub mod log;
 pub mod mux;
@@ -46,11 +48,10 @@ pub mod proto {
 }
 
 use self::log::{Level, Log};
-use self::plugin::{HookSpec, Plugin};
+use self::plugin::Plugin;
 use self::session::End;
+use crate::hook_invocation::HookInvocation;
 
-/// Default NRI socket.
-pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
 /// Time between two connection attempts during the first [`FAST_RETRY_FOR`] of an outage:
 /// containerd usually serves again within a few hundred milliseconds of a restart, and every
 /// container it creates before we are back gets no hook.
@@ -76,7 +77,7 @@ pub struct ExternalOptions {
     /// Two-digit plugin index.
     pub index: String,
     /// The hook to add.
-    pub hook: HookSpec,
+    pub hook: HookInvocation,
     /// Give up (error) after this long without a registration.
     pub give_up_after: Duration,
     /// The least severe level logged.
@@ -95,7 +96,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         Log::stderr(opts.log_level),
     );
     let full = plugin.full_name.clone();
-    let hook = opts.hook.hook();
+    let hook = plugin::nri_hook(&opts.hook);
     plugin.log.info(format_args!(
         "{full}: adding hook `{}` {:?} to every new container",
         hook.path, hook.args
@@ -145,13 +146,16 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
             )),
         }
         if down_since.elapsed() >= opts.give_up_after {
-            bail!(
-                "not registered with the runtime at `{socket}` for {:?}; giving up\nhelp: check \
+            return Err(crate::error::help_error(
+                format!(
+                    "not registered with the runtime at `{socket}` for {:?}; giving up",
+                    opts.give_up_after
+                ),
+                "check \
                  that containerd runs with NRI enabled (`patch-containerd-conf enable-nri`) and \
                  that the socket is mounted as a directory, not as a file (a file mount keeps a \
                  stale socket after containerd restarts)",
-                opts.give_up_after
-            );
+            ));
         }
         let interval = if down_since.elapsed() < FAST_RETRY_FOR {
             FAST_RETRY_INTERVAL
@@ -171,7 +175,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
 #[derive(Debug, Clone)]
 pub enum Prelaunched {
     /// From the command line; log to stderr.
-    Fixed(HookSpec),
+    Fixed(HookInvocation),
     /// From the `.conf` text in `Configure`; log to the file it names.
     FromConfig,
 }
@@ -216,7 +220,9 @@ pub fn run_prelaunched(
             Ok(Some(sig))
         }
         Err(e) => {
-            plugin.log.error(format_args!("{full}: {e:#}"));
+            plugin
+                .log
+                .error(format_args!("{full}: {}", crate::error::Report(&e)));
             Err(e)
         }
     }
@@ -224,25 +230,21 @@ pub fn run_prelaunched(
 
 /// Takes ownership of the socket fd named by `NRI_PLUGIN_SOCKET`, after checking that it is one.
 fn inherited_socket(text: &str) -> anyhow::Result<OwnedFd> {
-    let help = "help: containerd sets `NRI_PLUGIN_SOCKET` for plugins it launches from \
+    let help = "containerd sets `NRI_PLUGIN_SOCKET` for plugins it launches from \
                 `plugin_path`; unset it to connect to the NRI socket instead";
-    let fd: i32 = text
-        .parse()
-        .ok()
-        .filter(|fd| *fd > 2)
-        .with_context(|| format!("`{SOCKET_ENV}={text}` is not a file descriptor\n{help}"))?;
-    // SAFETY: fstat on any integer is safe; it fails with EBADF for a closed fd.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("`{SOCKET_ENV}={text}` is not an open file\n{help}"));
-    }
-    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        bail!("`{SOCKET_ENV}={text}` is not a socket\n{help}");
-    }
-    // SAFETY: the fd is open, was inherited for this purpose, and nothing else owns it.
-    unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        Ok(OwnedFd::from_raw_fd(fd))
+    let fd: i32 = text.parse().ok().filter(|fd| *fd > 2).with_help(
+        || format!("`{SOCKET_ENV}={text}` is not a file descriptor"),
+        help,
+    )?;
+    match crate::sys::inherited_socket(fd) {
+        crate::sys::Inherited::Socket(owned) => Ok(owned),
+        crate::sys::Inherited::NotSocket => Err(crate::error::help_error(
+            format!("`{SOCKET_ENV}={text}` is not a socket"),
+            help,
+        )),
+        crate::sys::Inherited::NotOpen(e) => Err(e).with_help(
+            || format!("`{SOCKET_ENV}={text}` is not an open file"),
+            help,
+        ),
     }
 }

@@ -9,6 +9,8 @@ use std::path::Path;
 
 use prost::Message as _;
 
+use crate::defaults::{BINARY_NAME, NRI_PLUGIN_LOG_NAME};
+use crate::hook_invocation::HookInvocation;
 use crate::nri::log::Log;
 use crate::nri::proto::nri::{
     ConfigureRequest, ConfigureResponse, ContainerAdjustment, CreateContainerRequest,
@@ -20,55 +22,30 @@ use crate::nri::ttrpc::code;
 pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
 /// The NRI runtime service name.
 pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
-/// The hook's stage, as in the hooks.d file.
-pub const STAGE: &str = "createRuntime";
-/// The hook's log file name, next to the binary.
-pub const HOOK_LOG_NAME: &str = "tetragon-oci-hook.log";
 /// The event mask sent in `Configure`: `CreateContainer` only.
 pub const EVENT_MASK: i32 = 1 << (Event::CreateContainer as i32 - 1);
 
-/// The hook every container gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookSpec {
-    /// The install dir as the host sees it.
-    pub host_install_dir: String,
-    /// File name of the hook binary in that dir.
-    pub binary_name: String,
-    /// Extra arguments after the fixed ones.
-    pub args: Vec<String>,
+/// The hook every container gets, as NRI's `Hook` (for the adjustment's `createRuntime` list:
+/// the invocation's stage).
+pub fn nri_hook(invocation: &HookInvocation) -> Hook {
+    Hook {
+        path: invocation.path.clone(),
+        args: invocation.args(),
+        env: Vec::new(),
+    }
 }
 
-impl HookSpec {
-    /// The OCI hook: path `H/<binary>`, args `[<binary>, createRuntime, --log-fname,
-    /// H/tetragon-oci-hook.log, ARGS...]`.
-    pub fn hook(&self) -> Hook {
-        let dir = self.host_install_dir.trim_end_matches('/');
-        let mut args = vec![
-            self.binary_name.clone(),
-            STAGE.to_owned(),
-            "--log-fname".to_owned(),
-            format!("{dir}/{HOOK_LOG_NAME}"),
-        ];
-        args.extend(self.args.iter().cloned());
-        Hook {
-            path: format!("{dir}/{}", self.binary_name),
-            args,
-            env: Vec::new(),
-        }
-    }
-
-    /// The encoded `CreateContainerResponse` that adds the hook.
-    pub fn encoded_response(&self) -> Vec<u8> {
-        CreateContainerResponse {
-            adjust: Some(ContainerAdjustment {
-                hooks: Some(Hooks {
-                    create_runtime: vec![self.hook()],
-                    ..Hooks::default()
-                }),
+/// The encoded `CreateContainerResponse` that adds the hook.
+pub fn encoded_response(invocation: &HookInvocation) -> Vec<u8> {
+    CreateContainerResponse {
+        adjust: Some(ContainerAdjustment {
+            hooks: Some(Hooks {
+                create_runtime: vec![nri_hook(invocation)],
+                ..Hooks::default()
             }),
-        }
-        .encode_to_vec()
+        }),
     }
+    .encode_to_vec()
 }
 
 /// The `.conf` file of a pre-launched plugin (`plugin_config_path/NN-name.conf`), which the
@@ -82,49 +59,64 @@ impl HookSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrelaunchConfig {
     /// The hook to add.
-    pub hook: HookSpec,
+    pub hook: HookInvocation,
     /// Where the plugin logs.
     pub log_file: String,
 }
 
-/// File name of the plugin's own log in pre-launched mode (default, under the install dir).
-pub const PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
-
 impl PrelaunchConfig {
     /// Parses the configuration text; errors name the key and end with a `help:` line.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let help = "help: the pre-launched plugin reads its `.conf` file from containerd's NRI \
+        let help = "the pre-launched plugin reads its `.conf` file from containerd's NRI \
                     `plugin_config_path` (`NN-name.conf`), TOML with `host_install_dir = \
                     \"/opt/tetragon\"` and optional `hook_args = [...]` and `log_file`";
         if text.trim().is_empty() {
-            anyhow::bail!("the plugin configuration is empty\n{help}");
+            return Err(crate::error::help_error(
+                "the plugin configuration is empty",
+                help,
+            ));
         }
-        let doc: toml_edit::DocumentMut = text.parse().map_err(|e| {
-            anyhow::anyhow!("the plugin configuration is not valid TOML: {e}{help}")
+        let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+            crate::error::help_error(
+                format!(
+                    "the plugin configuration is not valid TOML: {}",
+                    e.to_string().trim_end()
+                ),
+                help,
+            )
         })?;
         for (key, _) in doc.iter() {
             if !["host_install_dir", "hook_args", "log_file"].contains(&key) {
-                anyhow::bail!("the plugin configuration has an unknown key `{key}`\n{help}");
+                return Err(crate::error::help_error(
+                    format!("the plugin configuration has an unknown key `{key}`"),
+                    help,
+                ));
             }
         }
         let string = |key: &str| -> anyhow::Result<Option<String>> {
             match doc.get(key) {
                 None => Ok(None),
                 Some(item) => item.as_str().map(|s| Some(s.to_owned())).ok_or_else(|| {
-                    anyhow::anyhow!("`{key}` in the plugin configuration is not a string\n{help}")
+                    crate::error::help_error(
+                        format!("`{key}` in the plugin configuration is not a string"),
+                        help,
+                    )
                 }),
             }
         };
         let dir = string("host_install_dir")?.ok_or_else(|| {
-            anyhow::anyhow!("the plugin configuration has no `host_install_dir`\n{help}")
+            crate::error::help_error("the plugin configuration has no `host_install_dir`", help)
         })?;
         if !Path::new(&dir).is_absolute() {
-            anyhow::bail!("`host_install_dir` `{dir}` is not an absolute path\n{help}");
+            return Err(crate::error::help_error(
+                format!("`host_install_dir` `{dir}` is not an absolute path"),
+                help,
+            ));
         }
         let args = match doc.get("hook_args") {
             None => Vec::new(),
             Some(item) => {
-                let bad = || anyhow::anyhow!("`hook_args` is not a list of strings\n{help}");
+                let bad = || crate::error::help_error("`hook_args` is not a list of strings", help);
                 let array = item.as_array().ok_or_else(bad)?;
                 array
                     .iter()
@@ -133,13 +125,9 @@ impl PrelaunchConfig {
             }
         };
         let log_file = string("log_file")?
-            .unwrap_or_else(|| format!("{}/{PLUGIN_LOG_NAME}", dir.trim_end_matches('/')));
+            .unwrap_or_else(|| format!("{}/{NRI_PLUGIN_LOG_NAME}", dir.trim_end_matches('/')));
         Ok(Self {
-            hook: HookSpec {
-                host_install_dir: dir,
-                binary_name: crate::install::DEFAULT_BINARY_NAME.to_owned(),
-                args,
-            },
+            hook: HookInvocation::in_dir(&dir, BINARY_NAME, args),
             log_file,
         })
     }
@@ -167,12 +155,12 @@ pub struct Plugin {
 
 impl Plugin {
     /// A plugin that adds `hook` to every container.
-    pub fn new(name: &str, index: &str, hook: &HookSpec, log: Log) -> Self {
+    pub fn new(name: &str, index: &str, hook: &HookInvocation, log: Log) -> Self {
         Self {
             name: name.to_owned(),
             index: index.to_owned(),
             full_name: format!("{index}-{name}"),
-            adjustment: Some(hook.encoded_response()),
+            adjustment: Some(encoded_response(hook)),
             from_config: false,
             log,
         }
@@ -235,15 +223,16 @@ impl Plugin {
         ));
         if self.from_config {
             let config = PrelaunchConfig::parse(&req.config).map_err(|e| {
-                let msg = format!("{}: {e:#}", self.full_name);
+                let msg = format!("{}: {}", self.full_name, crate::error::Report(&e));
                 self.log.error(format_args!("{msg}"));
                 (code::INVALID_ARGUMENT, msg)
             })?;
             self.log.open_file(Path::new(&config.log_file));
-            let hook = config.hook.hook();
+            let hook = &config.hook;
             // As `install` checks its `hook-args`: a typo here would reach every container.
             // The plugin runs on the host, so the hook binary is at its host path.
-            match crate::install::validate_hook_args(Path::new(&hook.path), &config.hook.args) {
+            match crate::install::validate_hook_args(Path::new(&hook.path), &config.hook.extra_args)
+            {
                 Ok(None) => {}
                 Ok(Some(warning)) => self.log.warn(format_args!("{}: {warning}", self.full_name)),
                 Err(e) => {
@@ -259,7 +248,7 @@ impl Plugin {
             }
             self.log
                 .info(format_args!("{}: hook `{}`", self.full_name, hook.path));
-            self.adjustment = Some(config.hook.encoded_response());
+            self.adjustment = Some(encoded_response(&config.hook));
         }
         Ok(ConfigureResponse { events: EVENT_MASK }.encode_to_vec())
     }
@@ -299,20 +288,20 @@ pub fn check_index(index: &str) -> anyhow::Result<()> {
     if index.len() == 2 && index.bytes().all(|b| b.is_ascii_digit()) {
         Ok(())
     } else {
-        anyhow::bail!(
-            "--nri-hook.index `{index}` is not two digits\nhelp: NRI orders plugins by a \
-             two-digit index, e.g. `--nri-hook.index 01`"
-        )
+        Err(crate::error::help_error(
+            format!("--nri-hook.index `{index}` is not two digits"),
+            "NRI orders plugins by a two-digit index, e.g. `--nri-hook.index 01`",
+        ))
     }
 }
 
 /// Checks `--nri-hook.name`: non-empty, no `/` or whitespace.
 pub fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.chars().any(|c| c == '/' || c.is_whitespace()) {
-        anyhow::bail!(
-            "--nri-hook.name `{name}` is not a plugin name\nhelp: use letters, digits and `-`, \
-             e.g. `--nri-hook.name tetragon`"
-        );
+        return Err(crate::error::help_error(
+            format!("--nri-hook.name `{name}` is not a plugin name"),
+            "use letters, digits and `-`, e.g. `--nri-hook.name tetragon`",
+        ));
     }
     Ok(())
 }
@@ -321,22 +310,22 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn spec() -> HookSpec {
-        HookSpec {
-            host_install_dir: "/opt/tetragon/".into(),
-            binary_name: "tetragon-oci-hook".into(),
-            args: vec!["--fail-allow-namespaces".into(), "kube-system".into()],
-        }
+    fn spec() -> HookInvocation {
+        HookInvocation::in_dir(
+            "/opt/tetragon/",
+            "tetragon-oci-hook",
+            vec!["--fail-allow-namespaces".into(), "kube-system".into()],
+        )
     }
 
     #[test]
     fn hook_has_path_stage_log_and_args() {
-        let h = spec().hook();
+        let h = nri_hook(&spec());
         assert_eq!(h.path, "/opt/tetragon/tetragon-oci-hook");
         assert_eq!(
             h.args,
             [
-                "tetragon-oci-hook",
+                "/opt/tetragon/tetragon-oci-hook",
                 "createRuntime",
                 "--log-fname",
                 "/opt/tetragon/tetragon-oci-hook.log",
@@ -344,6 +333,14 @@ mod tests {
                 "kube-system"
             ]
         );
+    }
+
+    #[test]
+    fn nri_hook_and_hooks_d_file_run_the_hook_alike() {
+        let file = crate::hook_json::tetragon_hook(&spec());
+        let nri = nri_hook(&spec());
+        assert_eq!((nri.path, nri.args), (file.hook.path, file.hook.args));
+        assert_eq!(file.stages, [crate::defaults::STAGE]);
     }
 
     #[test]
@@ -367,7 +364,7 @@ mod tests {
             PrelaunchConfig::parse("host_install_dir = \"/opt/t\"\nhook_args = [\"-a\", \"b\"]\n")
                 .unwrap();
         assert_eq!(c.log_file, "/opt/t/tetragon-nri-hook.log");
-        assert_eq!(c.hook.args, ["-a", "b"]);
+        assert_eq!(c.hook.extra_args, ["-a", "b"]);
         let err = |t: &str| format!("{:#}", PrelaunchConfig::parse(t).unwrap_err());
         assert!(err("").contains("is empty"));
         assert!(err("hook_args = []").contains("no `host_install_dir`"));

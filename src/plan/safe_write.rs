@@ -20,7 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+
+use super::*;
+use crate::defaults::LOCK_DIR_NAME;
+use crate::error::WithHelp;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 /// What the name of a temporary file of ours holds after the target's name: `.NAME` + this +
@@ -287,7 +291,7 @@ pub(crate) fn remove_stale(
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let me = rustix::process::geteuid().as_raw();
+    let me = crate::sys::euid();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -349,23 +353,30 @@ pub(crate) fn open_regular(
         .with_context(|| format!("failed to read `{}`", path.display()))?;
     let kind = FileType::from_raw_mode(st.st_mode);
     if kind == FileType::Directory {
-        bail!(
-            "`{}` is a directory, expected a config file\nhelp: pass the file itself, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` is a directory, expected a config file",
+                path.display()
+            ),
+            format!(
+                "pass the file itself, e.g. `{}`",
+                path.join("config.toml").display()
+            ),
+        ));
     }
     if kind != FileType::RegularFile {
         not_regular(path, kind)?;
     }
     let size = u64::try_from(st.st_size).unwrap_or(0);
     if size > max {
-        bail!(
-            "`{}` is {size} bytes, more than the {} MiB a config file may have\nhelp: check that \
-             this is the runtime's config file",
-            path.display(),
-            max >> 20
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` is {size} bytes, more than the {} MiB a config file may have",
+                path.display(),
+                max >> 20
+            ),
+            "check that this is the runtime's config file",
+        ));
     }
     // Regular file: reads block no more, but keep a plain blocking descriptor anyway.
     let file = File::from(fd);
@@ -373,12 +384,14 @@ pub(crate) fn open_regular(
 }
 
 fn not_regular(path: &Path, kind: FileType) -> anyhow::Result<()> {
-    bail!(
-        "`{}` is {}, expected a regular config file\nhelp: pass the config file itself (a FIFO, \
-         device or socket is not read)",
-        path.display(),
-        describe_kind(kind)
-    )
+    Err(crate::error::help_error(
+        format!(
+            "`{}` is {}, expected a regular config file",
+            path.display(),
+            describe_kind(kind)
+        ),
+        "pass the config file itself (a FIFO, device or socket is not read)",
+    ))
 }
 
 /// Reads at most `max` bytes from `file` (a file that grew past it is an error).
@@ -409,15 +422,12 @@ pub struct EditLock {
 fn lock_dir() -> PathBuf {
     // /run is root's alone (unlike /run/lock or /tmp, where any user could create the
     // directory first: that is refused below, but would stop every edit).
-    if rustix::process::geteuid().is_root() && Path::new("/run").is_dir() {
-        return PathBuf::from("/run/tetragon-oci-hook-setup");
+    if crate::sys::is_root() && Path::new("/run").is_dir() {
+        return Path::new("/run").join(LOCK_DIR_NAME);
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join("tetragon-oci-hook-setup"),
-        _ => std::env::temp_dir().join(format!(
-            "tetragon-oci-hook-setup-{}",
-            rustix::process::geteuid().as_raw()
-        )),
+        Some(d) if Path::new(&d).is_absolute() => Path::new(&d).join(LOCK_DIR_NAME),
+        _ => std::env::temp_dir().join(format!("{LOCK_DIR_NAME}-{}", crate::sys::euid())),
     }
 }
 
@@ -431,7 +441,7 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
     let dir = lock_dir();
     let help = |dir: &Path| {
         format!(
-            "help: remove `{}` (this tool re-creates it, owned by the user running it, mode 0700)",
+            "remove `{}` (this tool re-creates it, owned by the user running it, mode 0700)",
             dir.display()
         )
     };
@@ -448,26 +458,30 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
         Mode::empty(),
     )
     .map_err(std::io::Error::from)
-    .with_context(|| {
-        format!(
-            "cannot open lock directory `{}` (is it a symlink?)\n{}",
-            dir.display(),
-            help(&dir)
-        )
-    })?;
-    let me = rustix::process::geteuid().as_raw();
+    .with_help(
+        || {
+            format!(
+                "cannot open lock directory `{}` (is it a symlink?)",
+                dir.display()
+            )
+        },
+        help(&dir),
+    )?;
+    let me = crate::sys::euid();
     let st = rustix::fs::fstat(&dir_fd)
         .map_err(std::io::Error::from)
         .with_context(|| format!("cannot read lock directory `{}`", dir.display()))?;
     if st.st_uid != me || st.st_mode & 0o077 != 0 {
-        bail!(
-            "lock directory `{}` is not private (owner uid {}, mode {:04o}; expected uid {me}, \
-             mode 0700)\n{}",
-            dir.display(),
-            st.st_uid,
-            st.st_mode & 0o7777,
-            help(&dir)
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "lock directory `{}` is not private (owner uid {}, mode {:04o}; expected uid \
+                 {me}, mode 0700)",
+                dir.display(),
+                st.st_uid,
+                st.st_mode & 0o7777,
+            ),
+            help(&dir),
+        ));
     }
     let name = format!(
         "{}.lock",
@@ -489,29 +503,35 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
         || st.st_uid != me
         || st.st_mode & 0o077 != 0
     {
-        bail!(
-            "lock file `{}` is not a private regular file of ours\n{}",
-            lock_path.display(),
-            help(&dir)
-        );
+        return Err(crate::error::help_error(
+            format!(
+                "lock file `{}` is not a private regular file of ours",
+                lock_path.display()
+            ),
+            help(&dir),
+        ));
     }
     let start = Instant::now();
     loop {
-        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => break,
-            Err(Errno::WOULDBLOCK | Errno::INTR) if start.elapsed() < wait => {
+        match crate::sys::try_lock_exclusive(&fd) {
+            Ok(true) => break,
+            Ok(false) if start.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(Errno::WOULDBLOCK) => bail!(
-                "another run is still editing `{}` after {} s (lock `{}`); nothing written\n\
-                 help: wait for it to finish, then run again",
-                target.display(),
-                wait.as_secs_f64(),
-                lock_path.display()
-            ),
+            Ok(false) => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "another run is still editing `{}` after {} s (lock `{}`); nothing \
+                         written",
+                        target.display(),
+                        wait.as_secs_f64(),
+                        lock_path.display()
+                    ),
+                    "wait for it to finish, then run again",
+                ));
+            }
             Err(e) => {
-                return Err(std::io::Error::from(e))
-                    .with_context(|| format!("cannot lock `{}`", lock_path.display()));
+                return Err(e).with_context(|| format!("cannot lock `{}`", lock_path.display()));
             }
         }
     }
@@ -519,4 +539,310 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
         _file: File::from(fd),
         path: lock_path,
     })
+}
+
+/// Puts `contents` at `path` with permission bits `mode`: an unnamed temporary file in the
+/// same directory, `fchmod`, `fsync`, then `rename` over `path` (a symlink there is replaced,
+/// not followed). A process running the old file keeps its inode, so replacing a running binary
+/// never fails with "text file busy". Temporary files of ours for `path` at least a minute old
+/// (left by a killed run) are removed first.
+pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::from_secs(60));
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        contents,
+        safe_write::Perms { mode, owner: None },
+        || Ok(()),
+    )
+}
+
+/// Follows symlinks so that a linked config is edited where it lives, not replaced by a file.
+pub(super) fn resolve_target(path: &Path) -> anyhow::Result<PathBuf> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(path).with_context(|| {
+            format!(
+                "`{}` is a symlink whose target cannot be resolved",
+                path.display()
+            )
+        }),
+        _ => Ok(path.to_owned()),
+    }
+}
+
+/// Refuses a path that cannot be written as a file without following or clobbering something:
+/// a symlink, a directory, a device, FIFO or socket, or a path whose directory does not exist.
+/// The path itself is looked at with `lstat`, never followed. Cheap enough to run before
+/// anything is shown, so that a doomed write is refused before its diff is printed.
+pub fn check_target(path: &Path) -> anyhow::Result<()> {
+    use rustix::fs::FileType;
+    match safe_write::lstat(path)? {
+        None => {}
+        Some(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is a directory, expected a file path to write",
+                        path.display()
+                    ),
+                    format!(
+                        "name the file, e.g. `{}`",
+                        path.join("config.toml").display()
+                    ),
+                ));
+            }
+            FileType::Symlink => {
+                let to = fs::read_link(path)
+                    .map(|t| format!(" (to `{}`)", t.display()))
+                    .unwrap_or_default();
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is a symlink{to}; an output path is never followed",
+                        path.display()
+                    ),
+                    "remove the \
+                     link, or name a regular file (only `--in-place` edits a symlinked config \
+                     where it lives)",
+                ));
+            }
+            kind => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is {}, not a file to write",
+                        path.display(),
+                        safe_write::describe_kind(kind)
+                    ),
+                    "name a regular file (or a new one) as the output",
+                ));
+            }
+        },
+    }
+    ensure_dir(&parent_dir(path), path)
+}
+
+pub(super) fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        return Err(crate::error::help_error(
+            format!(
+                "cannot write `{}`: directory `{}` does not exist",
+                target.display(),
+                dir.display()
+            ),
+            "create it first, or choose another output path",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn file_name_of(path: &Path) -> anyhow::Result<&std::ffi::OsStr> {
+    path.file_name().ok_or_else(|| {
+        crate::error::help_error(
+            format!("cannot write `{}`: it names no file", path.display()),
+            format!(
+                "name the file, e.g. `{}`",
+                path.join("config.toml").display()
+            ),
+        )
+    })
+}
+
+pub(super) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Writes `contents` to `path` atomically and returns the path written (the symlink target when
+/// `path` is a link).
+///
+/// The mode and owner come from the file being replaced, else from `template`, else the mode is
+/// 0644. The owner is only kept where the process may set it (as root); elsewhere the new file
+/// belongs to the caller, as any file it writes.
+pub fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    write_in_place(path, None, contents, template)
+}
+
+/// As [`write_atomic`], and when `expect` is given, the file is checked to still hold exactly
+/// those bytes (or, for empty `expect`, not to exist) just before the rename; if it does not,
+/// nothing is written: someone else changed it while it was being edited.
+pub fn write_in_place(
+    path: &Path,
+    expect: Option<&[u8]>,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let target = resolve_target(path)?;
+    check_target(&target)?;
+    let dir = parent_dir(&target);
+    let name = file_name_of(&target)?;
+    let dir_fd = safe_write::open_dir(&dir, &target)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = perms_for(dir_fd.as_fd(), name, template);
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        &target,
+        contents,
+        perms,
+        || match expect {
+            Some(bytes) => check_unchanged(dir_fd.as_fd(), name, &target, bytes),
+            None => Ok(()),
+        },
+    )?;
+    Ok(target)
+}
+
+/// Writes `contents` at exactly `path`, never following it: the rename replaces the directory
+/// entry, so a symlink, device, FIFO or socket there is replaced, never written through or
+/// into. (The plan refuses such a path up front with [`check_target`]; one planted after that
+/// check is simply replaced.)
+pub fn write_exact(
+    path: &Path,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = perms_for(dir_fd.as_fd(), name, template);
+    safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || Ok(()))?;
+    Ok(path.to_owned())
+}
+
+/// The mode and owner of the regular file `name` in `dir_fd`, else of `template`, else 0644.
+pub(super) fn perms_for(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    template: Option<&Path>,
+) -> safe_write::Perms {
+    use rustix::fs::{AtFlags, FileType};
+    if let Ok(st) = rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+            return safe_write::Perms::of_stat(&st);
+        }
+    }
+    match template.and_then(|t| fs::metadata(t).ok()) {
+        Some(m) => safe_write::Perms {
+            mode: m.permissions().mode() & 0o7777,
+            owner: Some((m.uid(), m.gid())),
+        },
+        None => safe_write::Perms {
+            mode: 0o644,
+            owner: None,
+        },
+    }
+}
+
+/// Checks that `name` in `dir_fd` still holds `expect` (absent when `expect` is empty).
+pub(super) fn check_unchanged(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    target: &Path,
+    expect: &[u8],
+) -> anyhow::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let changed = || {
+        crate::error::help_error(
+            format!(
+                "`{}` changed while we were editing it; nothing written",
+                target.display()
+            ),
+            "run again (another program wrote the file meanwhile)",
+        )
+    };
+    let fd = match rustix::fs::openat(
+        dir_fd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) if expect.is_empty() => return Ok(()),
+        Err(_) => return Err(changed()),
+    };
+    let st = rustix::fs::fstat(&fd)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("failed to read `{}`", target.display()))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+        || u64::try_from(st.st_size).ok() != Some(expect.len() as u64)
+    {
+        return Err(changed());
+    }
+    let mut file = File::from(fd);
+    let now =
+        safe_write::read_bounded(&mut file, target, expect.len() as u64).map_err(|_| changed())?;
+    if now != expect {
+        return Err(changed());
+    }
+    Ok(())
+}
+
+pub(super) fn write_new_temp(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+    contents: &[u8],
+    template: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .with_context(|| format!("failed to create a file in `{}`", dir.display()))?;
+    let meta = template.and_then(|t| fs::metadata(t).ok());
+    let path = tmp.path().to_owned();
+    fill(tmp.as_file_mut(), contents, meta.as_ref(), &path)?;
+    let (_, path) = tmp
+        .keep()
+        .with_context(|| format!("failed to keep `{}`", path.display()))?;
+    sync_dir(dir);
+    Ok(path)
+}
+
+pub(super) fn fill(
+    file: &mut File,
+    contents: &[u8],
+    meta: Option<&fs::Metadata>,
+    target: &Path,
+) -> anyhow::Result<()> {
+    let ctx = || format!("failed to write `{}`", target.display());
+    file.write_all(contents).with_context(ctx)?;
+    if let Some(m) = meta {
+        let own = file.metadata().with_context(ctx)?;
+        if own.uid() != m.uid() || own.gid() != m.gid() {
+            // Only root may give a file away; for anyone else the new file is simply theirs.
+            match std::os::unix::fs::fchown(&*file, Some(m.uid()), Some(m.gid())) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                Err(e) => return Err(e).with_context(ctx),
+            }
+        }
+    }
+    // After the chown, which clears set-id bits.
+    let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(ctx)?;
+    file.sync_all().with_context(ctx)
+}
+
+/// Makes the rename durable. Best effort: some file systems refuse to fsync a directory.
+pub(super) fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }

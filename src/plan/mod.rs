@@ -14,19 +14,29 @@
 //! opening anything but a regular file, up to a bound. If a
 //! step fails, the install and remove steps already applied are undone, so a failed run leaves
 //! the files as they were.
+//!
+//! By job: this file holds the model ([`Plan`], [`Step`], [`Current`], ...) and its diff and
+//! summary; `apply.rs` applies a plan and undoes it on failure; `read.rs` reads what a
+//! destination holds ([`read_current`]); `safe_write.rs` does the atomic writes
+//! ([`write_atomic`], [`write_in_place`], [`install_bytes`], ...) and the edit lock.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use std::os::fd::AsFd;
-use std::time::Duration;
 
+mod apply;
+mod read;
 mod safe_write;
-pub use safe_write::{EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, lock_edit};
-pub(crate) use safe_write::{open_regular, read_bounded};
+
+pub use self::read::read_current;
+use self::safe_write::*;
+pub use self::safe_write::{
+    EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, check_target, install_bytes, lock_edit, write_atomic,
+    write_exact, write_in_place,
+};
+pub(crate) use self::safe_write::{open_regular, read_bounded};
 
 /// Where a file write goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,16 +163,22 @@ impl FileInstall {
         let limit = if text { MAX_TEXT_FILE } else { MAX_BINARY_FILE };
         let before = read_current(&path, limit)?;
         match &before {
-            Current::Special { kind } => bail!(
-                "`{}` is {kind}, not a regular file\nhelp: remove it (this tool writes a \
-                 regular file there); nothing was written",
-                path.display()
-            ),
-            Current::Large { size } => bail!(
-                "`{}` is a {size}-byte file, over the {limit}-byte bound this tool reads back\n\
-                 help: remove it (this tool writes a regular file there); nothing was written",
-                path.display()
-            ),
+            Current::Special { kind } => {
+                return Err(crate::error::help_error(
+                    format!("`{}` is {kind}, not a regular file", path.display()),
+                    "remove it (this tool writes a regular file there); nothing was written",
+                ));
+            }
+            Current::Large { size } => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "`{}` is a {size}-byte file, over the {limit}-byte bound this tool reads \
+                         back",
+                        path.display()
+                    ),
+                    "remove it (this tool writes a regular file there); nothing was written",
+                ));
+            }
             Current::Absent | Current::File { .. } | Current::Symlink { .. } => {}
         }
         Ok(Self {
@@ -327,238 +343,6 @@ impl Plan {
         }
         out
     }
-
-    /// Applies every step that changes something, in order, stopping at the first error.
-    ///
-    /// On an error, the install and remove steps already applied are undone (best effort, in
-    /// reverse order) before the error is returned; text writes are not undone.
-    pub fn apply(&self) -> anyhow::Result<Vec<Applied>> {
-        let mut done = Vec::new();
-        let mut undo = Vec::new();
-        match self.apply_steps(&mut done, &mut undo) {
-            Ok(()) => Ok(done),
-            Err(err) => {
-                let mut err = err;
-                for u in undo.iter().rev() {
-                    if let Err(e) = u.run() {
-                        err = err.context(format!(
-                            "and undoing the change to `{}` failed too: {e:#}",
-                            u.path.display()
-                        ));
-                    }
-                }
-                Err(err)
-            }
-        }
-    }
-
-    fn apply_steps(&self, done: &mut Vec<Applied>, undo: &mut Vec<Undo>) -> anyhow::Result<()> {
-        for step in &self.steps {
-            match step {
-                Step::Write(w) if w.changes() => {
-                    let path = match &w.target {
-                        Target::Path(p) => write_in_place(
-                            p,
-                            Some(w.before.as_bytes()),
-                            w.after.as_bytes(),
-                            w.template.as_deref(),
-                        )?,
-                        Target::Exact(p) => {
-                            write_exact(p, w.after.as_bytes(), w.template.as_deref())?
-                        }
-                        Target::NewTempFile {
-                            dir,
-                            prefix,
-                            suffix,
-                        } => write_new_temp(
-                            dir,
-                            prefix,
-                            suffix,
-                            w.after.as_bytes(),
-                            w.template.as_deref(),
-                        )?,
-                    };
-                    done.push(Applied::Wrote(path));
-                }
-                Step::Write(_) => {}
-                Step::Install(i) => {
-                    if !i.changes() {
-                        done.push(Applied::Unchanged(i.path.clone()));
-                        continue;
-                    }
-                    install_bytes(&i.path, &i.contents, i.mode)?;
-                    undo.push(Undo {
-                        path: i.path.clone(),
-                        restore: i.before.clone(),
-                    });
-                    done.push(Applied::Wrote(i.path.clone()));
-                }
-                Step::Remove(r) => {
-                    // Read again: the file may have changed since the plan was made (a
-                    // daemonized install waits a long time before it removes).
-                    let limit = if r.text {
-                        MAX_TEXT_FILE
-                    } else {
-                        MAX_BINARY_FILE
-                    };
-                    let now = read_current(&r.path, limit)?;
-                    if now == Current::Absent {
-                        done.push(Applied::Absent(r.path.clone()));
-                        continue;
-                    }
-                    if !removable(&now, r.only_if.as_deref()) {
-                        done.push(Applied::Kept(r.path.clone()));
-                        continue;
-                    }
-                    // `unlink` removes a symlink itself, never what it points to.
-                    fs::remove_file(&r.path)
-                        .with_context(|| format!("failed to remove `{}`", r.path.display()))?;
-                    sync_dir(&parent_dir(&r.path));
-                    undo.push(Undo {
-                        path: r.path.clone(),
-                        restore: now,
-                    });
-                    done.push(Applied::Removed(r.path.clone()));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How to put a file back as it was before a step.
-struct Undo {
-    path: PathBuf,
-    /// What was there.
-    restore: Current,
-}
-
-impl Undo {
-    fn run(&self) -> anyhow::Result<()> {
-        match &self.restore {
-            Current::File { bytes, mode } => install_bytes(&self.path, bytes, *mode),
-            Current::Symlink { target } => restore_symlink(&self.path, target),
-            Current::Absent => match fs::remove_file(&self.path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => {
-                    Err(e).with_context(|| format!("failed to remove `{}`", self.path.display()))
-                }
-            },
-            Current::Large { size } => bail!(
-                "`{}` (a {size}-byte file, over the bound read back) cannot be restored",
-                self.path.display()
-            ),
-            Current::Special { kind } => {
-                bail!("`{}` ({kind}) cannot be restored", self.path.display())
-            }
-        }
-    }
-}
-
-/// Puts a symlink `path` -> `target` back: made under a temporary name, renamed over `path`.
-fn restore_symlink(path: &Path, target: &Path) -> anyhow::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.{}.link.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp)
-        .and_then(|()| fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
-        .with_context(|| format!("failed to restore the symlink `{}`", path.display()))?;
-    sync_dir(&dir);
-    Ok(())
-}
-
-/// What `path` holds now (see [`Current`]), reading a regular file up to `limit` bytes.
-///
-/// A symlink is never followed, and nothing but a regular file is opened: the file is opened
-/// `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` to be the regular file `lstat` saw, so a
-/// FIFO, a device or a link swapped in meanwhile neither hangs nor is read.
-pub fn read_current(path: &Path, limit: u64) -> anyhow::Result<Current> {
-    use std::io::Read;
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let ctx = || format!("failed to read `{}`", path.display());
-    let meta = match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::Absent),
-        Err(e) => return Err(e).with_context(ctx),
-        Ok(meta) => meta,
-    };
-    let ft = meta.file_type();
-    if ft.is_dir() {
-        bail!(
-            "`{}` is a directory, expected a file path to write\nhelp: remove or move the \
-             directory; nothing was written",
-            path.display()
-        );
-    }
-    if ft.is_symlink() {
-        let target = fs::read_link(path).with_context(ctx)?;
-        return Ok(Current::Symlink { target });
-    }
-    if !ft.is_file() {
-        let kind = if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_socket() {
-            "a socket"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else {
-            "not a regular file"
-        };
-        return Ok(Current::Special { kind });
-    }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path);
-    let file = match file {
-        Ok(f) => f,
-        // Replaced by a symlink or removed since `lstat`: look again (once).
-        Err(e)
-            if e.raw_os_error() == Some(libc::ELOOP)
-                || e.kind() == std::io::ErrorKind::NotFound =>
-        {
-            return match fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_symlink() => Ok(Current::Symlink {
-                    target: fs::read_link(path).with_context(ctx)?,
-                }),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Current::Absent),
-                _ => Err(e).with_context(ctx),
-            };
-        }
-        Err(e) => return Err(e).with_context(ctx),
-    };
-    let fmeta = file.metadata().with_context(ctx)?;
-    if !fmeta.is_file() {
-        bail!(
-            "`{}` changed while it was read (it is no longer a regular file)\nhelp: run again",
-            path.display()
-        );
-    }
-    if fmeta.len() > limit {
-        return Ok(Current::Large { size: fmeta.len() });
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(fmeta.len()).unwrap_or(0));
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .with_context(ctx)?;
-    if bytes.len() as u64 > limit {
-        return Ok(Current::Large {
-            size: bytes.len() as u64,
-        });
-    }
-    Ok(Current::File {
-        bytes,
-        mode: fmeta.permissions().mode() & 0o7777,
-    })
 }
 
 /// Lowercase hex sha256 of `bytes`.
@@ -632,28 +416,6 @@ fn remove_summary(r: &FileRemove) -> String {
     }
 }
 
-/// Puts `contents` at `path` with permission bits `mode`: an unnamed temporary file in the
-/// same directory, `fchmod`, `fsync`, then `rename` over `path` (a symlink there is replaced,
-/// not followed). A process running the old file keeps its inode, so replacing a running binary
-/// never fails with "text file busy". Temporary files of ours for `path` at least a minute old
-/// (left by a killed run) are removed first.
-pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = parent_dir(path);
-    ensure_dir(&dir, path)?;
-    let name = file_name_of(path)?;
-    let dir_fd = safe_write::open_dir(&dir, path)?;
-    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::from_secs(60));
-    safe_write::put(
-        &dir,
-        dir_fd.as_fd(),
-        name,
-        path,
-        contents,
-        safe_write::Perms { mode, owner: None },
-        || Ok(()),
-    )
-}
-
 /// A path as shown after `a/` or `b/` in a diff header (without a leading `/`, as git does).
 pub fn diff_label(path: &Path) -> String {
     let s = path.display().to_string();
@@ -676,271 +438,6 @@ pub fn unified_diff(before: &str, after: &str, label_before: &str, label_after: 
         out.push('\n');
     }
     out
-}
-
-/// Follows symlinks so that a linked config is edited where it lives, not replaced by a file.
-fn resolve_target(path: &Path) -> anyhow::Result<PathBuf> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(path).with_context(|| {
-            format!(
-                "`{}` is a symlink whose target cannot be resolved",
-                path.display()
-            )
-        }),
-        _ => Ok(path.to_owned()),
-    }
-}
-
-/// Refuses a path that cannot be written as a file without following or clobbering something:
-/// a symlink, a directory, a device, FIFO or socket, or a path whose directory does not exist.
-/// The path itself is looked at with `lstat`, never followed. Cheap enough to run before
-/// anything is shown, so that a doomed write is refused before its diff is printed.
-pub fn check_target(path: &Path) -> anyhow::Result<()> {
-    use rustix::fs::FileType;
-    match safe_write::lstat(path)? {
-        None => {}
-        Some(st) => match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => {}
-            FileType::Directory => bail!(
-                "`{}` is a directory, expected a file path to write\nhelp: name the file, e.g. \
-                 `{}`",
-                path.display(),
-                path.join("config.toml").display()
-            ),
-            FileType::Symlink => {
-                let to = fs::read_link(path)
-                    .map(|t| format!(" (to `{}`)", t.display()))
-                    .unwrap_or_default();
-                bail!(
-                    "`{}` is a symlink{to}; an output path is never followed\nhelp: remove the \
-                     link, or name a regular file (only `--in-place` edits a symlinked config \
-                     where it lives)",
-                    path.display()
-                )
-            }
-            kind => bail!(
-                "`{}` is {}, not a file to write\nhelp: name a regular file (or a new one) as \
-                 the output",
-                path.display(),
-                safe_write::describe_kind(kind)
-            ),
-        },
-    }
-    ensure_dir(&parent_dir(path), path)
-}
-
-fn ensure_dir(dir: &Path, target: &Path) -> anyhow::Result<()> {
-    if !dir.is_dir() {
-        bail!(
-            "cannot write `{}`: directory `{}` does not exist\nhelp: create it first, or choose \
-             another output path",
-            target.display(),
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-fn file_name_of(path: &Path) -> anyhow::Result<&std::ffi::OsStr> {
-    path.file_name().ok_or_else(|| {
-        anyhow::anyhow!(
-            "cannot write `{}`: it names no file\nhelp: name the file, e.g. `{}`",
-            path.display(),
-            path.join("config.toml").display()
-        )
-    })
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Writes `contents` to `path` atomically and returns the path written (the symlink target when
-/// `path` is a link).
-///
-/// The mode and owner come from the file being replaced, else from `template`, else the mode is
-/// 0644. The owner is only kept where the process may set it (as root); elsewhere the new file
-/// belongs to the caller, as any file it writes.
-pub fn write_atomic(
-    path: &Path,
-    contents: &[u8],
-    template: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
-    write_in_place(path, None, contents, template)
-}
-
-/// As [`write_atomic`], and when `expect` is given, the file is checked to still hold exactly
-/// those bytes (or, for empty `expect`, not to exist) just before the rename; if it does not,
-/// nothing is written: someone else changed it while it was being edited.
-pub fn write_in_place(
-    path: &Path,
-    expect: Option<&[u8]>,
-    contents: &[u8],
-    template: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
-    let target = resolve_target(path)?;
-    check_target(&target)?;
-    let dir = parent_dir(&target);
-    let name = file_name_of(&target)?;
-    let dir_fd = safe_write::open_dir(&dir, &target)?;
-    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
-    let perms = perms_for(dir_fd.as_fd(), name, template);
-    safe_write::put(
-        &dir,
-        dir_fd.as_fd(),
-        name,
-        &target,
-        contents,
-        perms,
-        || match expect {
-            Some(bytes) => check_unchanged(dir_fd.as_fd(), name, &target, bytes),
-            None => Ok(()),
-        },
-    )?;
-    Ok(target)
-}
-
-/// Writes `contents` at exactly `path`, never following it: the rename replaces the directory
-/// entry, so a symlink, device, FIFO or socket there is replaced, never written through or
-/// into. (The plan refuses such a path up front with [`check_target`]; one planted after that
-/// check is simply replaced.)
-pub fn write_exact(
-    path: &Path,
-    contents: &[u8],
-    template: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
-    let dir = parent_dir(path);
-    ensure_dir(&dir, path)?;
-    let name = file_name_of(path)?;
-    let dir_fd = safe_write::open_dir(&dir, path)?;
-    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
-    let perms = perms_for(dir_fd.as_fd(), name, template);
-    safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || Ok(()))?;
-    Ok(path.to_owned())
-}
-
-/// The mode and owner of the regular file `name` in `dir_fd`, else of `template`, else 0644.
-fn perms_for(
-    dir_fd: std::os::fd::BorrowedFd<'_>,
-    name: &std::ffi::OsStr,
-    template: Option<&Path>,
-) -> safe_write::Perms {
-    use rustix::fs::{AtFlags, FileType};
-    if let Ok(st) = rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
-            return safe_write::Perms::of_stat(&st);
-        }
-    }
-    match template.and_then(|t| fs::metadata(t).ok()) {
-        Some(m) => safe_write::Perms {
-            mode: m.permissions().mode() & 0o7777,
-            owner: Some((m.uid(), m.gid())),
-        },
-        None => safe_write::Perms {
-            mode: 0o644,
-            owner: None,
-        },
-    }
-}
-
-/// Checks that `name` in `dir_fd` still holds `expect` (absent when `expect` is empty).
-fn check_unchanged(
-    dir_fd: std::os::fd::BorrowedFd<'_>,
-    name: &std::ffi::OsStr,
-    target: &Path,
-    expect: &[u8],
-) -> anyhow::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let changed = || {
-        anyhow::anyhow!(
-            "`{}` changed while we were editing it; nothing written\nhelp: run again (another \
-             program wrote the file meanwhile)",
-            target.display()
-        )
-    };
-    let fd = match rustix::fs::openat(
-        dir_fd,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) if expect.is_empty() => return Ok(()),
-        Err(_) => return Err(changed()),
-    };
-    let st = rustix::fs::fstat(&fd)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("failed to read `{}`", target.display()))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
-        || u64::try_from(st.st_size).ok() != Some(expect.len() as u64)
-    {
-        return Err(changed());
-    }
-    let mut file = File::from(fd);
-    let now =
-        safe_write::read_bounded(&mut file, target, expect.len() as u64).map_err(|_| changed())?;
-    if now != expect {
-        return Err(changed());
-    }
-    Ok(())
-}
-
-fn write_new_temp(
-    dir: &Path,
-    prefix: &str,
-    suffix: &str,
-    contents: &[u8],
-    template: Option<&Path>,
-) -> anyhow::Result<PathBuf> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(prefix)
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .with_context(|| format!("failed to create a file in `{}`", dir.display()))?;
-    let meta = template.and_then(|t| fs::metadata(t).ok());
-    let path = tmp.path().to_owned();
-    fill(tmp.as_file_mut(), contents, meta.as_ref(), &path)?;
-    let (_, path) = tmp
-        .keep()
-        .with_context(|| format!("failed to keep `{}`", path.display()))?;
-    sync_dir(dir);
-    Ok(path)
-}
-
-fn fill(
-    file: &mut File,
-    contents: &[u8],
-    meta: Option<&fs::Metadata>,
-    target: &Path,
-) -> anyhow::Result<()> {
-    let ctx = || format!("failed to write `{}`", target.display());
-    file.write_all(contents).with_context(ctx)?;
-    if let Some(m) = meta {
-        let own = file.metadata().with_context(ctx)?;
-        if own.uid() != m.uid() || own.gid() != m.gid() {
-            // Only root may give a file away; for anyone else the new file is simply theirs.
-            match std::os::unix::fs::fchown(&*file, Some(m.uid()), Some(m.gid())) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
-                Err(e) => return Err(e).with_context(ctx),
-            }
-        }
-    }
-    // After the chown, which clears set-id bits.
-    let mode = meta.map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .with_context(ctx)?;
-    file.sync_all().with_context(ctx)
-}
-
-/// Makes the rename durable. Best effort: some file systems refuse to fsync a directory.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]
@@ -1096,9 +593,14 @@ mod tests {
     fn read_current_never_follows_a_link_nor_opens_a_special_file() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         assert_eq!(
             read_current(&fifo, 10).unwrap(),
             Current::Special { kind: "a FIFO" }

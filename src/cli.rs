@@ -1,0 +1,398 @@
+//! The command line: clap types only, and the split of `install ... hook-args` that clap cannot
+//! do. What each command does is in [`crate::ops`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use rthooks::defaults;
+
+/// Set up Tetragon's runtime hooks on a node.
+#[derive(Debug, Parser)]
+#[command(name = "tetragon-oci-hook-setup", version, about, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Log level (accepted for compatibility with the upstream tool; `error` hides notes).
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
+    pub(crate) log_level: LogLevel,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Patch containerd's config.toml.
+    PatchContainerdConf(ContainerdArgs),
+    /// Patch cri-o's configuration.
+    PatchCrioConf(CrioArgs),
+    /// Install the hook binary and its hook file.
+    #[command(disable_help_subcommand = true)]
+    Install(InstallArgs),
+    /// Remove the hook file and the hook binary.
+    Uninstall(UninstallArgs),
+    /// Print the hook file (hooks.d JSON) for a hook binary.
+    PrintConfig(PrintConfigArgs),
+}
+
+/// How the runtime is told about the hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Interface {
+    /// A hooks.d JSON file (cri-o, podman).
+    OciHooks,
+    /// An NRI plugin (containerd): stays up and adds the hook to every new container.
+    NriHook,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// How the runtime is told about the hook.
+    #[arg(long, value_enum, default_value_t = Interface::OciHooks)]
+    pub(crate) interface: Interface,
+
+    /// The hook binary to install.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = defaults::LOCAL_BINARY
+    )]
+    pub(crate) local_binary: PathBuf,
+
+    /// The install dir as mounted here (the binary is copied into it).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub(crate) local_install_dir: PathBuf,
+
+    /// The same dir as the host sees it (used for every path written into the hook file).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub(crate) host_install_dir: PathBuf,
+
+    /// The runtime's hooks dir as mounted here (oci-hooks interface).
+    #[arg(
+        long = "oci-hooks.local-dir",
+        value_name = "DIR",
+        default_value = defaults::HOOKS_LOCAL_DIR
+    )]
+    pub(crate) oci_hooks_local_dir: PathBuf,
+
+    /// Index of the NRI plugin (nri-hook interface).
+    #[arg(long = "nri-hook.index", value_name = "NN", default_value = defaults::NRI_PLUGIN_INDEX)]
+    pub(crate) nri_hook_index: String,
+
+    /// Name of the NRI plugin (nri-hook interface).
+    #[arg(
+        long = "nri-hook.name",
+        value_name = "NAME",
+        default_value = defaults::NRI_PLUGIN_NAME
+    )]
+    pub(crate) nri_hook_name: String,
+
+    /// The runtime's NRI socket (nri-hook interface).
+    #[arg(
+        long = "nri-hook.socket",
+        value_name = "PATH",
+        default_value = defaults::NRI_SOCKET
+    )]
+    pub(crate) nri_hook_socket: PathBuf,
+
+    /// Exit with an error after this many seconds without a registration (nri-hook interface).
+    #[arg(
+        long = "nri-hook.give-up-after",
+        value_name = "SECONDS",
+        default_value_t = 60.0
+    )]
+    pub(crate) nri_hook_give_up_after: f64,
+
+    /// After installing, wait for SIGINT or SIGTERM, then uninstall what was installed.
+    #[arg(long)]
+    pub(crate) daemonize: bool,
+
+    /// Show the hook file diff and the binary copy; write nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    #[command(subcommand)]
+    pub(crate) hook_args: Option<InstallTail>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InstallTail {
+    /// Arguments for the hook: everything after `hook-args` is passed through untouched.
+    #[command(disable_help_flag = true)]
+    HookArgs {
+        /// Arguments for the hook.
+        #[arg(
+            value_name = "ARGS",
+            num_args = 0..,
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    /// How the runtime was told about the hook.
+    #[arg(long, value_enum, default_value_t = Interface::OciHooks)]
+    pub(crate) interface: Interface,
+
+    /// The install dir as mounted here.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub(crate) local_install_dir: PathBuf,
+
+    /// File name of the installed hook binary.
+    #[arg(long, value_name = "NAME", default_value = defaults::BINARY_NAME)]
+    pub(crate) binary_name: String,
+
+    /// The runtime's hooks dir as mounted here.
+    #[arg(
+        long = "oci-hooks.local-dir",
+        value_name = "DIR",
+        default_value = defaults::HOOKS_LOCAL_DIR
+    )]
+    pub(crate) oci_hooks_local_dir: PathBuf,
+
+    /// Show what would be removed; remove nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PrintConfigArgs {
+    /// The hook binary's path on the host.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = defaults::LOCAL_BINARY
+    )]
+    pub(crate) binary: PathBuf,
+
+    /// Arguments for the hook (takes every argument after it, flags included).
+    #[arg(long, value_name = "ARGS", num_args = 1.., allow_hyphen_values = true)]
+    pub(crate) args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ContainerdArgs {
+    #[command(subcommand)]
+    pub(crate) action: ContainerdAction,
+
+    /// containerd configuration file to read.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = defaults::CONTAINERD_CONFIG
+    )]
+    pub(crate) config_file: PathBuf,
+
+    /// Write the patched config here (the config file itself means --in-place).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) mode: ModeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContainerdAction {
+    /// Enable NRI (needed by `install --interface nri-hook` on containerd 1.7).
+    EnableNri,
+    /// Point runc runtimes at a base runtime spec that holds the hook (without NRI).
+    AddOciHook {
+        /// Base runtime spec to set as `base_runtime_spec`.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = defaults::CONTAINERD_BASE_SPEC
+        )]
+        runtime_spec: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrioArgs {
+    #[command(subcommand)]
+    pub(crate) action: CrioAction,
+
+    /// cri-o configuration file to read (crio.conf or a crio.conf.d drop-in).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = defaults::CRIO_CONFIG
+    )]
+    pub(crate) config_file: PathBuf,
+
+    /// Write the patched config here (the config file itself means --in-place).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) output_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) mode: ModeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CrioAction {
+    /// Add annotations to `allowed_annotations` of every runtime.
+    EnableAnnotations {
+        /// Annotations to allow, comma-separated or repeated.
+        #[arg(long, value_name = "A[,B...]", value_delimiter = ',', required = true)]
+        annotations: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ModeArgs {
+    /// Print the diff and write nothing.
+    #[arg(long, global = true)]
+    pub(crate) dry_run: bool,
+
+    /// Write nothing; exit 0 when nothing needs changing, 1 when changes are pending.
+    #[arg(long, global = true)]
+    pub(crate) check: bool,
+
+    /// Write the patched config back to the config file, atomically.
+    #[arg(long, global = true)]
+    pub(crate) in_place: bool,
+
+    /// Print only warnings and errors (no diff, no status).
+    #[arg(long, global = true)]
+    pub(crate) quiet: bool,
+}
+
+/// Parses the command line. Everything after `install ... hook-args` is taken verbatim: clap
+/// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
+pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
+    let (head, tail) = split_hook_args(argv);
+    let mut cli = Cli::parse_from(head);
+    if let (Some(tail), Command::Install(args)) = (tail, &mut cli.command) {
+        let tail = tail
+            .into_iter()
+            .map(|a| {
+                a.into_string().map_err(|a| {
+                    anyhow::anyhow!(
+                        "hook argument `{}` is not valid UTF-8 and cannot go into the hook file",
+                        a.to_string_lossy()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        args.hook_args = Some(InstallTail::HookArgs { args: tail });
+    }
+    Ok(cli)
+}
+
+/// Splits `argv` after the `hook-args` of an `install` command line, if there is one.
+pub(crate) fn split_hook_args(argv: Vec<OsString>) -> (Vec<OsString>, Option<Vec<OsString>>) {
+    let cmd = Cli::command();
+    let takes_value = |c: &clap::Command, flag: &str| {
+        c.get_arguments()
+            .any(|a| a.get_long() == Some(flag) && a.get_action().takes_values())
+    };
+    let Some(install) = cmd.find_subcommand("install") else {
+        return (argv, None);
+    };
+    let mut in_install = false;
+    let mut i = 1;
+    while i < argv.len() {
+        let Some(tok) = argv[i].to_str() else {
+            i += 1;
+            continue;
+        };
+        if tok == "--" {
+            break;
+        }
+        if let Some(flag) = tok.strip_prefix("--") {
+            let scope = if in_install { install } else { &cmd };
+            if !flag.contains('=') && (takes_value(scope, flag) || takes_value(&cmd, flag)) {
+                i += 1;
+            }
+        } else if tok.starts_with('-') {
+            // No short flag takes a value.
+        } else if !in_install {
+            if tok != "install" {
+                break;
+            }
+            in_install = true;
+        } else if tok == "hook-args" {
+            let mut head = argv;
+            let tail = head.split_off(i + 1);
+            return (head, Some(tail));
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    (argv, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    fn argv(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn helm_command_line_parses_unchanged() {
+        let cli = parse_cli(argv(
+            "tetragon-oci-hook-setup install --interface=oci-hooks \
+             --local-install-dir=/hostInstall --host-install-dir=/opt/tetragon \
+             --oci-hooks.local-dir=/hostHooks --daemonize \
+             hook-args --grpc-address=unix:///var/run/tetragon/tetragon.sock \
+             --fail-allow-namespaces kube-system,ns1",
+        ))
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.interface, Interface::OciHooks);
+        assert_eq!(
+            args.local_binary,
+            PathBuf::from("/usr/bin/tetragon-oci-hook")
+        );
+        assert_eq!(args.local_install_dir, PathBuf::from("/hostInstall"));
+        assert_eq!(args.host_install_dir, PathBuf::from("/opt/tetragon"));
+        assert_eq!(args.oci_hooks_local_dir, PathBuf::from("/hostHooks"));
+        assert!(args.daemonize && !args.dry_run);
+        let Some(InstallTail::HookArgs { args }) = args.hook_args else {
+            panic!("no hook args")
+        };
+        assert_eq!(
+            args,
+            [
+                "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
+                "--fail-allow-namespaces",
+                "kube-system,ns1"
+            ]
+        );
+    }
+
+    #[test]
+    fn hook_args_split_skips_flag_values_named_hook_args() {
+        // `hook-args` as the value of a flag is that value, not the start of the hook's args.
+        let (head, tail) = split_hook_args(argv(
+            "x --log-level info install --local-install-dir hook-args --host-install-dir /h \
+             hook-args --log-level=debug hook-args",
+        ));
+        assert_eq!(head.len(), 9);
+        assert_eq!(tail.unwrap(), argv("--log-level=debug hook-args"));
+        let (head, tail) = split_hook_args(argv("x patch-crio-conf hook-args"));
+        assert_eq!((head.len(), tail), (3, None));
+    }
+}

@@ -1,0 +1,81 @@
+//! What each command does, one module per command: the orchestration around the core
+//! (`rthooks`): signals, plan, diff, apply, wait, undo, the check/dry-run policy, and every
+//! line printed. The core modules know no command line and print nothing.
+//!
+//! The flow is one way: arguments ([`crate::cli`]) -> ops -> (read, edit, verify) -> plan ->
+//! diff -> apply.
+
+#[macro_use]
+mod out;
+mod install;
+mod nri;
+mod patch;
+mod print_config;
+mod uninstall;
+
+use std::process::ExitCode;
+
+use rthooks::plan::{Applied, Plan};
+
+use crate::cli::{Cli, Command, Interface, LogLevel};
+
+pub(crate) use self::nri::run_prelaunched_from_config;
+
+/// Runs the parsed command line; `Ok` holds the exit code (1: `--check` found changes).
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let verbose = !matches!(cli.log_level, LogLevel::Warn | LogLevel::Error);
+    match cli.command {
+        Command::Install(args) if args.interface == Interface::NriHook => {
+            nri::install(args, nri::level(cli.log_level))
+        }
+        Command::Install(args) => install::install(args, verbose),
+        Command::Uninstall(args) => uninstall::uninstall(args, verbose),
+        Command::PrintConfig(args) => print_config::print_config(&args),
+        Command::PatchContainerdConf(args) => patch::containerd(args, verbose),
+        Command::PatchCrioConf(args) => patch::crio(args, verbose),
+    }
+}
+
+/// Prints `err` on stderr (after what is already on stdout): `error: ...`, the causes, then
+/// `help: ...`.
+pub(crate) fn print_error(err: &anyhow::Error) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    eprintln!("{}", rthooks::error::render(err));
+}
+
+/// The diff on stdout, one line per binary copy or removal on stderr.
+fn show_plan(plan: &Plan, talk: bool) {
+    use std::io::Write as _;
+    if !talk {
+        return;
+    }
+    print!("{}", plan.diff());
+    let _ = std::io::stdout().flush();
+    for line in plan.summary() {
+        eprintln!("{line}");
+    }
+}
+
+/// One line per applied step that needs saying: always the surprises (a file absent or no
+/// longer ours), the writes and removals only when `verbose`.
+fn report(applied: &[Applied], verbose: bool) {
+    for a in applied {
+        match a {
+            Applied::Absent(p) => {
+                eprintln!(
+                    "warning: `{}` does not exist: nothing to remove",
+                    p.display()
+                )
+            }
+            Applied::Kept(p) => eprintln!(
+                "warning: `{}` no longer holds what was installed: left in place",
+                p.display()
+            ),
+            Applied::Wrote(p) if verbose => eprintln!("wrote `{}`", p.display()),
+            Applied::Removed(p) if verbose => eprintln!("removed `{}`", p.display()),
+            // The plan's summary already said so.
+            Applied::Wrote(_) | Applied::Removed(_) | Applied::Unchanged(_) => {}
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Printing for the commands: the shadowed `eprintln!`/`print!` of every `ops` module, and
+//! [`write_stdout`] for output whose loss must fail the command.
+
+use std::io::Write;
+
+use rthooks::error::help_error;
+
+// Printing must never panic (a panic in the release build aborts with 134): a closed or broken
+// stderr or stdout is ignored by these, which shadow the standard macros in every `ops`
+// module (declared before them, with `#[macro_use]`). Where
+// losing the output matters (the diff before an edit is applied), `write_stdout` says so.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Writes `text` to stdout and flushes it; an error (a closed pipe) names what was lost.
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            help_error(
+                format!("cannot print the diff to stdout ({e}); nothing written"),
+                "let the diff be read to the end, or pass `--quiet` to print none",
+            )
+        })
+}

@@ -1,0 +1,95 @@
+//! Reading what a destination holds now, without following a link or opening anything but a
+//! regular file.
+
+use super::*;
+
+/// What `path` holds now (see [`Current`]), reading a regular file up to `limit` bytes.
+///
+/// A symlink is never followed, and nothing but a regular file is opened: the file is opened
+/// `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` to be the regular file `lstat` saw, so a
+/// FIFO, a device or a link swapped in meanwhile neither hangs nor is read.
+pub fn read_current(path: &Path, limit: u64) -> anyhow::Result<Current> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let ctx = || format!("failed to read `{}`", path.display());
+    let meta = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::Absent),
+        Err(e) => return Err(e).with_context(ctx),
+        Ok(meta) => meta,
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` is a directory, expected a file path to write",
+                path.display()
+            ),
+            "remove or move the directory; nothing was written",
+        ));
+    }
+    if ft.is_symlink() {
+        let target = fs::read_link(path).with_context(ctx)?;
+        return Ok(Current::Symlink { target });
+    }
+    if !ft.is_file() {
+        let kind = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else {
+            "not a regular file"
+        };
+        return Ok(Current::Special { kind });
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        // Replaced by a symlink or removed since `lstat`: look again (once).
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP)
+                || e.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return match fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_symlink() => Ok(Current::Symlink {
+                    target: fs::read_link(path).with_context(ctx)?,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Current::Absent),
+                _ => Err(e).with_context(ctx),
+            };
+        }
+        Err(e) => return Err(e).with_context(ctx),
+    };
+    let fmeta = file.metadata().with_context(ctx)?;
+    if !fmeta.is_file() {
+        return Err(crate::error::help_error(
+            format!(
+                "`{}` changed while it was read (it is no longer a regular file)",
+                path.display()
+            ),
+            "run again",
+        ));
+    }
+    if fmeta.len() > limit {
+        return Ok(Current::Large { size: fmeta.len() });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(fmeta.len()).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .with_context(ctx)?;
+    if bytes.len() as u64 > limit {
+        return Ok(Current::Large {
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(Current::File {
+        bytes,
+        mode: fmeta.permissions().mode() & 0o7777,
+    })
+}
