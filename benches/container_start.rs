@@ -15,8 +15,6 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
-#[path = "../tests/support_agent/mod.rs"]
-mod support_agent;
 
 use std::fs;
 use std::path::Path;
@@ -26,10 +24,9 @@ use std::time::{Duration, Instant};
 use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
 const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
-const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const RUNS: usize = 20;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -66,7 +63,7 @@ fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> std::
             "nri-hook",
             "--daemonize",
             "--local-binary",
-            HOOK,
+            support::hook_bin(),
         ])
         .arg("--local-install-dir")
         .arg(install)

@@ -10,9 +10,11 @@
 //! - [`plan`]: a plan of file changes, its unified diff, and its atomic application;
 //! - [`hook_json`]: the OCI hooks.d file format (schema 1.0.0, legacy 0.1.0 read only);
 //! - [`install`]: `install`, `uninstall` and `print-config` for the `oci-hooks` interface;
-//! - [`hook`]: the `tetragon-oci-hook` binary's logic (arguments, OCI spec, agent call, fail
-//!   policy, log);
 //! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd.
+//!
+//! The hook itself (`tetragon-oci-hook`) is the workspace member `oci-hook/` (crate `oci_hook`):
+//! this package uses it to validate hook arguments and share its defaults; it depends on
+//! nothing here.
 //!
 //! Data flows one way: arguments, then a plan built in memory, then its diff, then (unless the
 //! caller stops there) an atomic apply.
@@ -22,7 +24,6 @@
 pub mod containerd;
 pub mod crio;
 pub mod edit;
-pub mod hook;
 pub mod hook_json;
 pub mod install;
 pub mod nri;

@@ -17,15 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-mod support_agent;
 
 use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
 const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
-const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const WAIT: Duration = Duration::from_secs(20);
 const ALLOWED_NS: &str = "tetragon-allowed";
 
@@ -42,7 +40,7 @@ impl Plugin {
         let log = dir.join("plugin.log");
         let child = Command::new(SETUP)
             .args(["install", "--interface", "nri-hook", "--daemonize"])
-            .args(["--local-binary", HOOK])
+            .args(["--local-binary", support::hook_bin()])
             .arg("--local-install-dir")
             .arg(&install)
             .arg("--host-install-dir")

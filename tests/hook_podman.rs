@@ -9,15 +9,14 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support_agent;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
-const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 const BUSYBOX: &str = "/bin/busybox";
 const IMAGE: &str = "localhost/rthooks-busybox:test";
@@ -152,7 +151,7 @@ impl Podman {
             "install",
             "--interface=oci-hooks",
             "--local-binary",
-            HOOK,
+            support::hook_bin(),
             "--local-install-dir",
             &dir,
             "--host-install-dir",

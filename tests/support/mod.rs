@@ -28,7 +28,10 @@
     clippy::expect_used
 )]
 
+pub mod bin;
 pub mod containerd;
 pub mod cri;
 pub mod runtimes;
 pub mod values;
+
+pub use bin::hook_bin;

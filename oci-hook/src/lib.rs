@@ -1,6 +1,6 @@
-//! The OCI hook `tetragon-oci-hook`: run by the container runtime before every container
-//! starts, it tells the Tetragon agent about the container and, when the agent cannot be told,
-//! applies the fail policy.
+//! The OCI hook `tetragon-oci-hook` (crate `oci_hook`): run by the container runtime before
+//! every container starts, it tells the Tetragon agent about the container and, when the agent
+//! cannot be told, applies the fail policy.
 //!
 //! - [`args`]: command line, defaults file, and the strict [`args::validate_args`] for the
 //!   installer;
@@ -8,7 +8,7 @@
 //! - [`client`]: the gRPC call;
 //! - [`policy`]: the fail check after a failed call;
 //! - [`log`]: JSON-lines log with rotation;
-//! - [`proto`]: generated messages, client and server of the trimmed agent API.
+//! - [`proto`]: generated messages and client of the trimmed agent API.
 //!
 //! [`run`] ties them together and returns what the binary prints and its exit status; it never
 //! panics on input and never fails a container for a reason of its own (a bad flag or defaults

@@ -69,8 +69,8 @@ pub const CEL_MEMORY: u64 = 256 << 20;
 const CEL_BASE: u64 = 128 << 20;
 
 /// Most bytes of input (expression, annotations) the child reads: a `config.json` is at most
-/// [`crate::hook::spec::CONFIG_LIMIT`].
-const CEL_INPUT_LIMIT: u64 = 2 * crate::hook::spec::CONFIG_LIMIT;
+/// [`crate::spec::CONFIG_LIMIT`].
+const CEL_INPUT_LIMIT: u64 = 2 * crate::spec::CONFIG_LIMIT;
 
 /// Largest input written to the child without a writer thread (well under a pipe's buffer).
 const CEL_INLINE_INPUT: usize = 16 << 10;
@@ -222,7 +222,7 @@ pub fn eval_cel_isolated(
         None => {
             return Err(anyhow!(
                 "`--fail-cel-expr` did not finish within {} (`--fail-cel-timeout`) and was stopped",
-                crate::hook::args::format_duration(timeout)
+                crate::args::format_duration(timeout)
             ));
         }
     };

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::hook::args::Level;
+use crate::args::Level;
 
 /// Rotate when the log would grow past this size (50 MiB, as upstream).
 pub const MAX_SIZE: u64 = 50 * 1024 * 1024;
