@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use oci_hook::log::Level;
 use rthooks::edit::{Edit, EditError};
 use rthooks::install::{self, InstallOptions, TerminationSignals, UninstallOptions};
 use rthooks::nri::{self, ExternalOptions, Prelaunched, plugin::HookSpec};
@@ -37,20 +39,17 @@ macro_rules! print {
 #[command(name = "tetragon-oci-hook-setup", version, about, max_term_width = 100)]
 struct Cli {
     /// Log level (accepted for compatibility with the upstream tool; `error` hides notes).
-    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
-    log_level: LogLevel,
+    #[arg(long, global = true, default_value = "info", value_parser = log_level_parser())]
+    log_level: Level,
 
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
+/// `--log-level`: one of [`Level::NAMES`] (`trace` is `debug`), shown in `--help` as a value
+/// enum would be.
+fn log_level_parser() -> impl clap::builder::TypedValueParser<Value = Level> {
+    PossibleValuesParser::new(Level::NAMES).map(|name| Level::parse(&name).unwrap_or(Level::Info))
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,16 +408,10 @@ fn split_hook_args(argv: Vec<OsString>) -> (Vec<OsString>, Option<Vec<OsString>>
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let verbose = !matches!(cli.log_level, LogLevel::Warn | LogLevel::Error);
+    let verbose = !matches!(cli.log_level, Level::Warn | Level::Error);
     match cli.command {
         Command::Install(args) if args.interface == Interface::NriHook => {
-            let level = match cli.log_level {
-                LogLevel::Trace | LogLevel::Debug => nri::log::Level::Debug,
-                LogLevel::Info => nri::log::Level::Info,
-                LogLevel::Warn => nri::log::Level::Warn,
-                LogLevel::Error => nri::log::Level::Error,
-            };
-            run_install_nri(args, level)
+            run_install_nri(args, cli.log_level)
         }
         Command::Install(args) => run_install(args, verbose),
         Command::Uninstall(args) => run_uninstall(args, verbose),

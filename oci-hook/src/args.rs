@@ -23,6 +23,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use crate::log::Level;
+
 /// Name of the defaults file looked up beside the (symlink-resolved) binary.
 pub const DEFAULTS_FILE: &str = "tetragon-oci-hook.json";
 
@@ -49,46 +51,6 @@ pub const DEFAULT_NAMESPACE_KEYS: [&str; 2] = [
 
 /// Default `--fail-allow-namespaces` list.
 pub const DEFAULT_ALLOW_NAMESPACES: [&str; 1] = ["kube-system"];
-
-/// Log levels of the hook's JSON log, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Level {
-    /// Detail for debugging (adds `req-annotations`).
-    #[serde(rename = "debug")]
-    Debug,
-    /// Normal operation.
-    #[serde(rename = "info")]
-    Info,
-    /// Something was ignored or the agent could not be reached.
-    #[serde(rename = "warn")]
-    Warn,
-    /// A container is failed or the configuration is broken.
-    #[serde(rename = "error")]
-    Error,
-}
-
-impl Level {
-    /// The upper-case name used in the `level` key of log lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Debug => "DEBUG",
-            Self::Info => "INFO",
-            Self::Warn => "WARN",
-            Self::Error => "ERROR",
-        }
-    }
-
-    /// Parses a level name (case-insensitive; `warning` and `trace` are accepted too).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "trace" | "debug" => Some(Self::Debug),
-            "info" => Some(Self::Info),
-            "warn" | "warning" => Some(Self::Warn),
-            "error" => Some(Self::Error),
-            _ => None,
-        }
-    }
-}
 
 /// The hook's resolved configuration (defaults, then the defaults file, then flags).
 #[derive(Debug, Clone, PartialEq, Serialize)]

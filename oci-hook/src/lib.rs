@@ -40,8 +40,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use self::args::{Config, Level, Parsed};
-use self::log::Logger;
+use self::args::{Config, Parsed};
+use self::log::{Level, Logger};
 
 /// What the binary prints and the status it exits with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -306,7 +306,7 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
 
 fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
     log.with("hook", "createRuntime");
-    log.with("start-time", log::rfc3339_nanos(start));
+    log.with("start-time", log::rfc3339(start, 9));
 
     let stdin = std::io::stdin();
     let state = match spec::read_state(&stdin, budget.until_reserve().min(spec::STDIN_DEADLINE)) {
