@@ -62,7 +62,7 @@ pub enum CelEval {
 pub const EVAL_CEL: &str = "eval-cel";
 
 /// Heap and other memory the CEL child may map beyond its evaluation thread's stack
-/// ([`CEL_STACK`]) and its own image (`RLIMIT_AS` is set to the sum plus [`CEL_BASE`]).
+/// (`CEL_STACK`) and its own image (`RLIMIT_AS` is set to the sum plus `CEL_BASE`).
 pub const CEL_MEMORY: u64 = 256 << 20;
 
 /// Address space of the child before evaluation starts (binary, main stack, allocator arenas).
@@ -317,8 +317,8 @@ fn wait_until(
     None
 }
 
-/// The CEL child ([`EVAL_CEL`]): caps its own memory and CPU time, reads a [`CelInput`] from
-/// stdin, evaluates it and prints a [`CelOutput`] (JSON) on stdout.
+/// The CEL child ([`EVAL_CEL`]): caps its own memory and CPU time, reads a `CelInput` from
+/// stdin, evaluates it and prints a `CelOutput` (JSON) on stdout.
 pub fn eval_cel_child() -> String {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let out = (|| -> anyhow::Result<bool> {
