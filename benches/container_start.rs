@@ -15,8 +15,6 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
-#[path = "../tests/support_agent/mod.rs"]
-mod support_agent;
 
 use std::fs;
 use std::path::Path;
@@ -27,9 +25,8 @@ use support::child::ChildGuard;
 use support::containerd::Containerd;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
-const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const RUNS: usize = 20;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -59,12 +56,16 @@ fn sample(cri: &mut Cri, logs: &Path, tag: &str, n: usize) -> Vec<Duration> {
 }
 
 fn start_plugin(containerd: &Containerd, install: &Path, agent: &Agent) -> ChildGuard {
-    let child =
-        support::cmd::nri_plugin(Path::new(HOOK), install, install, containerd.nri_socket())
-            .args(["hook-args", "--grpc-address", &agent.address()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+    let child = support::cmd::nri_plugin(
+        Path::new(support::hook_bin()),
+        install,
+        install,
+        containerd.nri_socket(),
+    )
+    .args(["hook-args", "--grpc-address", &agent.address()])
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     ChildGuard::new(child)
 }
 

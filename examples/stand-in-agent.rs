@@ -10,9 +10,6 @@
     missing_docs
 )]
 
-#[path = "../tests/support_agent/mod.rs"]
-mod support_agent;
-
 use std::io::Read;
 use std::time::Duration;
 
@@ -21,7 +18,7 @@ fn main() {
         eprintln!("usage: stand-in-agent SOCKET (serves until stdin closes)");
         std::process::exit(2);
     };
-    let agent = support_agent::Agent::start_at(socket.as_ref(), support_agent::Behavior::Accept);
+    let agent = test_agent::Agent::start_at(socket.as_ref(), test_agent::Behavior::Accept);
     println!("ready {}", agent.address());
     let printer = std::thread::spawn({
         let seen = agent.seen_handle();

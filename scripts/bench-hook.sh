@@ -19,7 +19,10 @@ for tool in hyperfine /usr/bin/time; do
 done
 
 triple=$(sed -n 's/^target = "\(.*\)"/\1/p' .cargo/config.toml)
-cargo build --release --quiet --bin tetragon-oci-hook --example stand-in-agent
+# The hook as shipped (a plain release build of the workspace), then the stand-in agent on its
+# own: built together, the agent's dev-only features (tonic's server) would reach the hook.
+cargo build --release --quiet
+cargo build --release --quiet --example stand-in-agent
 rel="target/${triple}/release"
 hook="$PWD/$rel/tetragon-oci-hook"
 agent_bin="$PWD/$rel/examples/stand-in-agent"

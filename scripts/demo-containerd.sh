@@ -25,5 +25,7 @@ fi
 echo "== fetching containerd $release (cached after the first run)"
 bash scripts/fetch-containerd.sh "$release"
 echo "== building and running the scenario"
+# The hook is the workspace member `oci-hook`: `cargo test --test ...` does not build its binary.
+cargo build --quiet -p tetragon-oci-hook
 E2E_REQUIRED=1 cargo test --quiet --test e2e_containerd -- --nocapture --exact \
   "pod_gets_hook_through_nri_and_hook_gates_start_containerd_${release/./_}"

@@ -4,7 +4,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use oci_hook::log::Level;
 use rthooks::defaults;
 
 /// Set up Tetragon's runtime hooks on a node.
@@ -12,20 +14,17 @@ use rthooks::defaults;
 #[command(name = "tetragon-oci-hook-setup", version, about, max_term_width = 100)]
 pub(crate) struct Cli {
     /// Log level (accepted for compatibility with the upstream tool; `error` hides notes).
-    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Info)]
-    pub(crate) log_level: LogLevel,
+    #[arg(long, global = true, default_value = "info", value_parser = log_level_parser())]
+    pub(crate) log_level: Level,
 
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub(crate) enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
+/// `--log-level`: one of [`Level::NAMES`] (`trace` is `debug`), shown in `--help` as a value
+/// enum would be.
+fn log_level_parser() -> impl clap::builder::TypedValueParser<Value = Level> {
+    PossibleValuesParser::new(Level::NAMES).map(|name| Level::parse(&name).unwrap_or(Level::Info))
 }
 
 #[derive(Debug, Subcommand)]

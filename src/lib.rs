@@ -14,9 +14,11 @@
 //!   leases) and `print-config`;
 //! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd;
 //! - [`defaults`]: every default name and path, once; [`error`]: errors with a `help:` fix;
-//! - [`sys`]: the OS calls (signals, `statvfs`, `flock`, ...), the only `unsafe` code;
-//! - [`hook`]: the `tetragon-oci-hook` binary's logic (arguments, OCI spec, agent call, fail
-//!   policy, log).
+//! - [`sys`]: the OS calls (signals, `statvfs`, `flock`, ...), the only `unsafe` code.
+//!
+//! The hook itself (`tetragon-oci-hook`) is the workspace member `oci-hook/` (crate `oci_hook`):
+//! this package uses it to validate hook arguments and share its defaults; it depends on
+//! nothing here.
 //!
 //! Data flows one way: arguments -> ops -> (read, edit, verify) -> plan -> diff -> apply. Core
 //! modules do no I/O except [`plan`] and [`sys`] (and the reads and checks [`patch`] and
@@ -29,7 +31,6 @@ pub mod crio;
 pub mod defaults;
 pub mod edit;
 pub mod error;
-pub mod hook;
 pub mod hook_invocation;
 pub mod hook_json;
 pub mod install;

@@ -16,14 +16,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod support;
-mod support_agent;
 
 use support::child::ChildGuard;
 use support::cri::{self, Cri, PodSpec};
 use support::runtimes::{self, Release};
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
-const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const WAIT: Duration = Duration::from_secs(20);
 const ALLOWED_NS: &str = "tetragon-allowed";
 
@@ -38,15 +36,20 @@ impl Plugin {
         let install = dir.join("install");
         fs::create_dir_all(&install).unwrap();
         let log = dir.join("plugin.log");
-        let child = support::cmd::nri_plugin(Path::new(HOOK), &install, &install, nri_socket)
-            .args(["hook-args", "--grpc-address", agent, "--grpc-timeout", "5s"])
-            .args([
-                "--fail-allow-namespaces",
-                &format!("kube-system,{ALLOWED_NS}"),
-            ])
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = support::cmd::nri_plugin(
+            Path::new(support::hook_bin()),
+            &install,
+            &install,
+            nri_socket,
+        )
+        .args(["hook-args", "--grpc-address", agent, "--grpc-timeout", "5s"])
+        .args([
+            "--fail-allow-namespaces",
+            &format!("kube-system,{ALLOWED_NS}"),
+        ])
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
         Self {
             child: ChildGuard::new(child),
             log,

@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
-mod support_agent;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -21,9 +20,8 @@ use serde_json::Value;
 use support::child;
 use support::podman::Podman;
 use support::skip::{is_root, skip};
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
-const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 const SETUP: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook-setup");
 
 /// One test's node: the shared podman store and image (`support::podman`), a hooks dir and an
@@ -90,7 +88,7 @@ impl Node {
             "install",
             "--interface=oci-hooks",
             "--local-binary",
-            HOOK,
+            support::hook_bin(),
             "--local-install-dir",
             &dir,
             "--host-install-dir",

@@ -223,7 +223,7 @@ fn install_passes_hook_args_through_untouched() {
 fn install_checks_cel_with_the_hook_being_installed() {
     let node = Node::new();
     let mut args = node.helm_args();
-    args[2] = format!("--local-binary={}", env!("CARGO_BIN_EXE_tetragon-oci-hook"));
+    args[2] = format!("--local-binary={}", support::hook_bin());
     args.extend(
         [
             "--fail-cel-expr",
@@ -281,7 +281,7 @@ fn install_rejects_invalid_hook_args_and_writes_nothing() {
         args.truncate(args.iter().position(|a| a == "hook-args").unwrap() + 1);
         args.extend(bad.iter().map(|s| s.to_string()));
         // The real hook as the binary to install: it is what checks the CEL expression.
-        args[2] = format!("--local-binary={}", env!("CARGO_BIN_EXE_tetragon-oci-hook"));
+        args[2] = format!("--local-binary={}", support::hook_bin());
         let before = listing(node.root());
         let out = bin().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", node.t(&out));
@@ -1126,7 +1126,7 @@ fn install_nri_hook_rejects_invalid_hook_args_and_writes_nothing() {
         let mut args = node.helm_args();
         args[1] = "--interface=nri-hook".into();
         // The real hook as the binary to install: it is what checks the CEL expression.
-        args[2] = format!("--local-binary={}", env!("CARGO_BIN_EXE_tetragon-oci-hook"));
+        args[2] = format!("--local-binary={}", support::hook_bin());
         args.truncate(args.iter().position(|a| a == "hook-args").unwrap());
         args.extend(
             [
@@ -1353,7 +1353,7 @@ impl Daemon {
 fn overlapping_installers_keep_the_files_until_the_last_one_exits() {
     let node = Node::new();
     // The real hook, so that what stays in place is shown to still run.
-    fs::copy(env!("CARGO_BIN_EXE_tetragon-oci-hook"), node.source()).unwrap();
+    fs::copy(support::hook_bin(), node.source()).unwrap();
     let first = Daemon::start(&node);
     let second = Daemon::start(&node);
     first.signal(libc::SIGTERM);

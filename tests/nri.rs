@@ -660,11 +660,7 @@ fn prelaunched_configure_rejects_invalid_hook_args_with_the_reason() {
     assert!(text.contains("help: fix `hook_args`"), "not cut: {text}");
 
     // A CEL expression that does not compile, checked by the hook binary at its host path.
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_tetragon-oci-hook"),
-        dir.path().join("tetragon-oci-hook"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(support::hook_bin(), dir.path().join("tetragon-oci-hook")).unwrap();
     let (mut child, mut c) = prelaunch(&[], Stdio::null());
     let _ = c.register_request();
     let st = c

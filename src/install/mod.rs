@@ -254,7 +254,7 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
 /// cannot be run here (or an older hook, which ignores the command) leaves the expression
 /// unchecked: then the returned warning says so.
 pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
-    let Some(expr) = crate::hook::args::validate_args_but_cel(args)? else {
+    let Some(expr) = oci_hook::args::validate_args_but_cel(args)? else {
         return Ok(None);
     };
     match run_check_cel(binary, &expr) {
@@ -290,7 +290,7 @@ fn run_check_cel(binary: &Path, expr: &str) -> std::io::Result<CheckCel> {
     let mut command = std::process::Command::new(binary);
     command
         .args(["--log-fname", "/dev/null", "--fail-cel-expr", expr])
-        .arg(crate::hook::CHECK_CEL);
+        .arg(oci_hook::CHECK_CEL);
     let Some((status, stderr)) = crate::sys::run_bounded(&mut command, CHECK_CEL_TIMEOUT)? else {
         return Ok(CheckCel::NoAnswer);
     };

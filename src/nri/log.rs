@@ -6,13 +6,19 @@
 //! is opened. A line is cut at [`MAX_LINE`] bytes while it is formatted, so a huge value from the
 //! runtime (a method name, a 16 MiB message) costs neither memory nor log space. Logging never
 //! fails the caller: a line that cannot be written is dropped.
+//!
+//! Levels and timestamps are the hook crate's ([`Level`], `oci_hook::log::rfc3339`), shared by
+//! the whole workspace.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+pub use oci_hook::log::Level;
+use oci_hook::log::rfc3339;
 
 /// Lines kept before a log file is known.
 pub const MAX_PENDING: usize = 256;
@@ -34,19 +40,6 @@ enum Sink {
         bytes: usize,
         dropped: usize,
     },
-}
-
-/// The least severe level written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// Every call.
-    Debug,
-    /// Connections, registrations, adjusted containers.
-    Info,
-    /// Retries, ignored messages.
-    Warn,
-    /// Errors only.
-    Error,
 }
 
 /// The plugin's log.
@@ -114,27 +107,27 @@ impl Log {
 
     /// An informational line.
     pub fn info(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line(Level::Info, "info", args);
+        self.line(Level::Info, args);
     }
 
     /// A warning.
     pub fn warn(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line(Level::Warn, "warn", args);
+        self.line(Level::Warn, args);
     }
 
     /// An error.
     pub fn error(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line(Level::Error, "error", args);
+        self.line(Level::Error, args);
     }
 
     /// A debug line (every call).
     pub fn debug(&mut self, args: std::fmt::Arguments<'_>) {
-        self.line(Level::Debug, "debug", args);
+        self.line(Level::Debug, args);
     }
 
-    fn line(&mut self, level: Level, name: &str, args: std::fmt::Arguments<'_>) {
+    fn line(&mut self, level: Level, args: std::fmt::Arguments<'_>) {
         if level >= self.min {
-            let mut line = format!("{} {name} ", timestamp(SystemTime::now()));
+            let mut line = format!("{} {} ", rfc3339(SystemTime::now(), 6), level.name());
             let start = line.len();
             let mut w = Bounded {
                 out: &mut line,
@@ -226,43 +219,9 @@ fn open_regular(path: &Path) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// `2026-11-30T03:36:01.123456Z`
-pub fn timestamp(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps_are_utc_rfc3339() {
-        let t = UNIX_EPOCH + Duration::from_micros(1_796_009_761_123_456);
-        assert_eq!(timestamp(t), "2026-11-30T03:36:01.123456Z");
-        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(timestamp(leap), "2000-02-29T00:00:00.000000Z");
-    }
 
     #[test]
     fn pending_lines_go_to_the_file_first() {

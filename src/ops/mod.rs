@@ -17,16 +17,17 @@ use std::process::ExitCode;
 
 use rthooks::plan::{Applied, Plan};
 
-use crate::cli::{Cli, Command, Interface, LogLevel};
+use crate::cli::{Cli, Command, Interface};
+use oci_hook::log::Level;
 
 pub(crate) use self::nri::run_prelaunched_from_config;
 
 /// Runs the parsed command line; `Ok` holds the exit code (1: `--check` found changes).
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let verbose = !matches!(cli.log_level, LogLevel::Warn | LogLevel::Error);
+    let verbose = !matches!(cli.log_level, Level::Warn | Level::Error);
     match cli.command {
         Command::Install(args) if args.interface == Interface::NriHook => {
-            nri::install(args, nri::level(cli.log_level))
+            nri::install(args, cli.log_level)
         }
         Command::Install(args) => install::install(args, verbose),
         Command::Uninstall(args) => uninstall::uninstall(args, verbose),

@@ -12,17 +12,7 @@ use rthooks::nri::{self, ExternalOptions, Prelaunched};
 use rthooks::sys::TerminationSignals;
 
 use super::{report, show_plan};
-use crate::cli::{InstallArgs, InstallTail, LogLevel};
-
-/// The plugin's log level for `--log-level`.
-pub(super) fn level(level: LogLevel) -> nri::log::Level {
-    match level {
-        LogLevel::Trace | LogLevel::Debug => nri::log::Level::Debug,
-        LogLevel::Info => nri::log::Level::Info,
-        LogLevel::Warn => nri::log::Level::Warn,
-        LogLevel::Error => nri::log::Level::Error,
-    }
-}
+use crate::cli::{InstallArgs, InstallTail};
 
 /// Started by containerd from its NRI `plugin_path`: the socket is the inherited descriptor
 /// `fd`, the hook comes in the plugin's configuration.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rthooks::hook::client::{H2, handshake};
+use oci_hook::client::{H2, handshake};
 use toml_edit::{DocumentMut, Item, Table, value};
 use tonic::codegen::http;
 

@@ -37,6 +37,7 @@
     clippy::expect_used
 )]
 
+pub mod bin;
 pub mod child;
 pub mod cmd;
 pub mod containerd;
@@ -46,3 +47,5 @@ pub mod podman;
 pub mod runtimes;
 pub mod skip;
 pub mod values;
+
+pub use bin::hook_bin;

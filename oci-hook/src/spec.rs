@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
-use crate::hook::proto::{CreateContainer, Mount, RuntimeHookRequest, runtime_hook_request};
+use crate::proto::{CreateContainer, Mount, RuntimeHookRequest, runtime_hook_request};
 
 /// Most bytes read from stdin: a state is a few hundred bytes, annotations included.
 pub const STDIN_LIMIT: usize = 1 << 20;
@@ -246,7 +246,7 @@ pub fn read_regular(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u
 /// other value is returned as is.
 ///
 /// ```
-/// use rthooks::hook::spec::cgroup_path;
+/// use oci_hook::spec::cgroup_path;
 /// assert_eq!(
 ///     cgroup_path("kubepods-besteffort-pod42.slice:cri-containerd:abc").unwrap(),
 ///     "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod42.slice/cri-containerd-abc.scope"

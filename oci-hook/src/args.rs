@@ -23,6 +23,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+use crate::log::Level;
+
 /// Name of the defaults file looked up beside the (symlink-resolved) binary.
 pub const DEFAULTS_FILE: &str = "tetragon-oci-hook.json";
 
@@ -49,46 +51,6 @@ pub const DEFAULT_NAMESPACE_KEYS: [&str; 2] = [
 
 /// Default `--fail-allow-namespaces` list.
 pub const DEFAULT_ALLOW_NAMESPACES: [&str; 1] = ["kube-system"];
-
-/// Log levels of the hook's JSON log, lowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Level {
-    /// Detail for debugging (adds `req-annotations`).
-    #[serde(rename = "debug")]
-    Debug,
-    /// Normal operation.
-    #[serde(rename = "info")]
-    Info,
-    /// Something was ignored or the agent could not be reached.
-    #[serde(rename = "warn")]
-    Warn,
-    /// A container is failed or the configuration is broken.
-    #[serde(rename = "error")]
-    Error,
-}
-
-impl Level {
-    /// The upper-case name used in the `level` key of log lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Debug => "DEBUG",
-            Self::Info => "INFO",
-            Self::Warn => "WARN",
-            Self::Error => "ERROR",
-        }
-    }
-
-    /// Parses a level name (case-insensitive; `warning` and `trace` are accepted too).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "trace" | "debug" => Some(Self::Debug),
-            "info" => Some(Self::Info),
-            "warn" | "warning" => Some(Self::Warn),
-            "error" => Some(Self::Error),
-            _ => None,
-        }
-    }
-}
 
 /// The hook's resolved configuration (defaults, then the defaults file, then flags).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -346,7 +308,7 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
                 // Kept even when invalid: the call then fails with a clear error and the fail
                 // policy decides, rather than silently talking to the default socket.
                 config.grpc_address = value.clone();
-                if let Err(e) = crate::hook::client::Address::parse(value) {
+                if let Err(e) = crate::client::Address::parse(value) {
                     diags.push(err(format!("invalid `--grpc-address`: {e:#}")));
                 }
             }
@@ -464,7 +426,7 @@ fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, 
 /// Reads the defaults file; a missing file is not a problem, an unreadable or malformed one is
 /// reported as a diagnostic (and ignored).
 pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
-    let read = crate::hook::spec::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
+    let read = crate::spec::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
         .and_then(|b| String::from_utf8(b).map_err(|_| anyhow::anyhow!("not UTF-8")));
     match read {
         Ok(text) => (Some(text), Vec::new()),
@@ -528,7 +490,7 @@ pub const HOOK_NAMES: [&str; 4] = [
 /// expressions are errors, as is a positional argument that is not a hook name.
 ///
 /// ```
-/// use rthooks::hook::args::validate_args;
+/// use oci_hook::args::validate_args;
 /// let ok = ["--fail-allow-namespaces", "kube-system,ns1", "--grpc-timeout=2s"];
 /// assert!(validate_args(&ok.map(String::from)).is_ok());
 /// assert!(validate_args(&["--grpc-timout=2s".to_owned()]).is_err());
@@ -536,7 +498,7 @@ pub const HOOK_NAMES: [&str; 4] = [
 pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
     let cel = validate_args_but_cel(args)?;
     if let Some(expr) = cel {
-        if let Err(e) = crate::hook::policy::check_cel(&expr) {
+        if let Err(e) = crate::policy::check_cel(&expr) {
             bail!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {e:#}");
         }
     }

@@ -4,8 +4,14 @@
 // Test code: a panic is how a check fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-mod support_agent;
+/// The workspace's one skip policy: the root package's `tests/support/skip.rs`.
+#[path = "../../tests/support/skip.rs"]
+#[allow(dead_code, unused_macros, unreachable_pub, clippy::print_stderr)]
+mod skip;
+mod support {
+    //! Where the skip policy's macros look for it.
+    pub(crate) use super::skip;
+}
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support_agent::{Agent, Behavior};
+use test_agent::{Agent, Behavior};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_tetragon-oci-hook");
 
@@ -569,13 +575,10 @@ fn server_version_asks_the_agent() {
     let run = case.run(&["--grpc-address", &agent.address(), "server-version"]);
     assert_eq!(
         (run.code, run.stdout.trim()),
-        (0, support_agent::VERSION),
+        (0, test_agent::VERSION),
         "{run:#?}"
     );
-    assert_eq!(
-        run.line("server version")["version"],
-        support_agent::VERSION
-    );
+    assert_eq!(run.line("server version")["version"], test_agent::VERSION);
     let run = case.run(&["--grpc-address", &no_agent(&case), "server-version"]);
     assert_eq!(run.code, 1);
 }

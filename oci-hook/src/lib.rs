@@ -1,6 +1,6 @@
-//! The OCI hook `tetragon-oci-hook`: run by the container runtime before every container
-//! starts, it tells the Tetragon agent about the container and, when the agent cannot be told,
-//! applies the fail policy.
+//! The OCI hook `tetragon-oci-hook` (crate `oci_hook`): run by the container runtime before
+//! every container starts, it tells the Tetragon agent about the container and, when the agent
+//! cannot be told, applies the fail policy.
 //!
 //! - [`args`]: command line, defaults file, and the strict [`args::validate_args`] for the
 //!   installer;
@@ -8,7 +8,7 @@
 //! - [`client`]: the gRPC call;
 //! - [`policy`]: the fail check after a failed call;
 //! - [`log`]: JSON-lines log with rotation;
-//! - [`proto`]: generated messages, client and server of the trimmed agent API.
+//! - [`proto`]: generated messages and client of the trimmed agent API.
 //!
 //! [`run`] ties them together and returns what the binary prints and its exit status; it never
 //! panics on input and never fails a container for a reason of its own (a bad flag or defaults
@@ -40,8 +40,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use self::args::{Config, Level, Parsed};
-use self::log::Logger;
+use self::args::{Config, Parsed};
+use self::log::{Level, Logger};
 
 /// What the binary prints and the status it exits with.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -306,7 +306,7 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
 
 fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
     log.with("hook", "createRuntime");
-    log.with("start-time", log::rfc3339_nanos(start));
+    log.with("start-time", log::rfc3339(start, 9));
 
     let stdin = std::io::stdin();
     let state = match spec::read_state(&stdin, budget.until_reserve().min(spec::STDIN_DEADLINE)) {

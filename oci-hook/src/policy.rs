@@ -62,15 +62,15 @@ pub enum CelEval {
 pub const EVAL_CEL: &str = "eval-cel";
 
 /// Heap and other memory the CEL child may map beyond its evaluation thread's stack
-/// ([`CEL_STACK`]) and its own image (`RLIMIT_AS` is set to the sum plus [`CEL_BASE`]).
+/// (`CEL_STACK`) and its own image (`RLIMIT_AS` is set to the sum plus `CEL_BASE`).
 pub const CEL_MEMORY: u64 = 256 << 20;
 
 /// Address space of the child before evaluation starts (binary, main stack, allocator arenas).
 const CEL_BASE: u64 = 128 << 20;
 
 /// Most bytes of input (expression, annotations) the child reads: a `config.json` is at most
-/// [`crate::hook::spec::CONFIG_LIMIT`].
-const CEL_INPUT_LIMIT: u64 = 2 * crate::hook::spec::CONFIG_LIMIT;
+/// [`crate::spec::CONFIG_LIMIT`].
+const CEL_INPUT_LIMIT: u64 = 2 * crate::spec::CONFIG_LIMIT;
 
 /// Largest input written to the child without a writer thread (well under a pipe's buffer).
 const CEL_INLINE_INPUT: usize = 16 << 10;
@@ -222,7 +222,7 @@ pub fn eval_cel_isolated(
         None => {
             return Err(anyhow!(
                 "`--fail-cel-expr` did not finish within {} (`--fail-cel-timeout`) and was stopped",
-                crate::hook::args::format_duration(timeout)
+                crate::args::format_duration(timeout)
             ));
         }
     };
@@ -317,8 +317,8 @@ fn wait_until(
     None
 }
 
-/// The CEL child ([`EVAL_CEL`]): caps its own memory and CPU time, reads a [`CelInput`] from
-/// stdin, evaluates it and prints a [`CelOutput`] (JSON) on stdout.
+/// The CEL child ([`EVAL_CEL`]): caps its own memory and CPU time, reads a `CelInput` from
+/// stdin, evaluates it and prints a `CelOutput` (JSON) on stdout.
 pub fn eval_cel_child() -> String {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let out = (|| -> anyhow::Result<bool> {

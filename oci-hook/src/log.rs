@@ -10,6 +10,9 @@
 //! pass [`MAX_SIZE`], keeps [`MAX_BACKUPS`] backups no older than [`MAX_AGE`]; a writer that
 //! locked a file that was just renamed notices (inode changed) and reopens. When the log cannot
 //! be written, the line goes to stderr instead: logging never fails the hook.
+//!
+//! [`Level`] and [`rfc3339`] are shared with the setup package (its `--log-level` and the NRI
+//! plugin's log), so that the workspace has one of each.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,9 +20,62 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::hook::args::Level;
+/// Log levels, lowest first: the hook's `--log-level`, the setup tool's `--log-level` and the
+/// NRI plugin's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Level {
+    /// Detail for debugging (the hook adds `req-annotations`; the NRI plugin logs every call).
+    #[serde(rename = "debug")]
+    Debug,
+    /// Normal operation.
+    #[serde(rename = "info")]
+    Info,
+    /// Something was ignored or retried, or the agent could not be reached.
+    #[serde(rename = "warn")]
+    Warn,
+    /// A container is failed, or the configuration is broken.
+    #[serde(rename = "error")]
+    Error,
+}
+
+impl Level {
+    /// The names a command line offers, lowest first (`trace` is [`Level::Debug`]).
+    pub const NAMES: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+
+    /// The upper-case name used in the `level` key of the hook's log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+        }
+    }
+
+    /// The lower-case name (the NRI plugin's log lines).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parses a level name (case-insensitive; `warning` and `trace` are accepted too).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "trace" | "debug" => Some(Self::Debug),
+            "info" => Some(Self::Info),
+            "warn" | "warning" => Some(Self::Warn),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
 
 /// Rotate when the log would grow past this size (50 MiB, as upstream).
 pub const MAX_SIZE: u64 = 50 * 1024 * 1024;
@@ -89,7 +145,7 @@ impl Logger {
     fn format_line(&self, level: Level, msg: &str, extra: &[(&str, Value)], own: bool) -> String {
         let mut line = String::with_capacity(256);
         line.push_str("{\"time\":\"");
-        line.push_str(&rfc3339_nanos(SystemTime::now()));
+        line.push_str(&rfc3339(SystemTime::now(), 9));
         line.push_str("\",\"level\":\"");
         line.push_str(level.as_str());
         line.push_str("\",\"msg\":");
@@ -290,7 +346,7 @@ fn split_name(path: &Path) -> (String, String) {
 /// `dir/stem.ext` → `dir/stem-2024-07-01T10-57-21.435.ext` (the lumberjack naming).
 pub fn backup_path(path: &Path, now: SystemTime) -> PathBuf {
     let (stem, ext) = split_name(path);
-    let t = rfc3339_nanos(now);
+    let t = rfc3339(now, 9);
     // 2024-07-01T10:57:21.435689144Z → 2024-07-01T10-57-21.435
     let stamp = t[..23].replace(':', "-");
     path.with_file_name(format!("{stem}-{stamp}{ext}"))
@@ -330,19 +386,23 @@ fn prune_backups(path: &Path, now: SystemTime) {
     }
 }
 
-/// Formats a time as RFC 3339 in UTC with nanoseconds: `2024-07-01T10:57:21.435689144Z`.
-pub fn rfc3339_nanos(t: SystemTime) -> String {
+/// Formats a time as RFC 3339 in UTC with `digits` (at most 9) digits of second fraction,
+/// truncated: `2024-07-01T10:57:21.435689144Z` (9, the hook's log), `2026-11-30T03:36:01.123456Z`
+/// (6, the NRI plugin's log).
+pub fn rfc3339(t: SystemTime, digits: usize) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days);
+    let nanos = format!("{:09}", d.subsec_nanos());
+    let frac = &nanos[..digits.min(9)];
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}{}{frac}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60,
-        d.subsec_nanos()
+        if frac.is_empty() { "" } else { "." },
     )
 }
 
@@ -367,10 +427,35 @@ mod tests {
     #[test]
     fn time_format() {
         let t = UNIX_EPOCH + Duration::new(1_719_831_441, 435_689_144);
-        assert_eq!(rfc3339_nanos(t), "2024-07-01T10:57:21.435689144Z");
-        assert_eq!(rfc3339_nanos(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(t, 9), "2024-07-01T10:57:21.435689144Z");
+        assert_eq!(rfc3339(UNIX_EPOCH, 9), "1970-01-01T00:00:00.000000000Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(&rfc3339_nanos(leap)[..10], "2000-02-29");
+        assert_eq!(&rfc3339(leap, 9)[..10], "2000-02-29");
+        // The NRI plugin's precision: microseconds, truncated.
+        let t = UNIX_EPOCH + Duration::from_nanos(1_796_009_761_123_456_789);
+        assert_eq!(rfc3339(t, 6), "2026-11-30T03:36:01.123456Z");
+        assert_eq!(rfc3339(UNIX_EPOCH, 6), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(leap, 6), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(rfc3339(t, 0), "2026-11-30T03:36:01Z");
+        assert_eq!(rfc3339(t, 12), rfc3339(t, 9));
+    }
+
+    #[test]
+    fn level_names() {
+        for (name, level) in Level::NAMES.iter().zip([
+            Level::Debug,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+        ]) {
+            assert_eq!(Level::parse(name), Some(level));
+            assert_eq!(Level::parse(&name.to_uppercase()), Some(level));
+        }
+        assert_eq!(Level::parse("warning"), Some(Level::Warn));
+        assert_eq!(Level::parse("verbose"), None);
+        assert!(Level::Debug < Level::Info && Level::Warn < Level::Error);
+        assert_eq!((Level::Warn.name(), Level::Warn.as_str()), ("warn", "WARN"));
     }
 
     #[test]
@@ -475,7 +560,20 @@ mod tests {
 
     #[test]
     fn unwritable_log_does_not_panic() {
-        let mut log = Logger::new(PathBuf::from("/proc/nonexistent/dir/h.log"), Level::Info);
-        log.info("goes to stderr", &[]);
+        // Under /proc nothing can be created: every write of the file fails.
+        let path = PathBuf::from("/proc/nonexistent/dir/h.log");
+        let mut log = Logger::new(path.clone(), Level::Debug);
+        let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            log.with("hook", "createRuntime");
+            for level in [Level::Debug, Level::Info, Level::Warn, Level::Error] {
+                log.log(level, "goes to stderr", &[("n", 1.into())]);
+            }
+            log.log(Level::Error, "again", &[]);
+        }));
+        assert!(logged.is_ok(), "logging to an unwritable file panicked");
+        // The file really was unwritable, so the lines took the stderr path (what reaches
+        // stderr is checked on the binary: `unwritable_log_goes_to_stderr` in tests/hook.rs).
+        assert!(log.append(b"x\n").is_err());
+        assert!(!path.exists());
     }
 }

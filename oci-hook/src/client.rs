@@ -20,8 +20,8 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tonic::codegen::http;
 
-use crate::hook::proto::fine_guidance_sensors_client::FineGuidanceSensorsClient;
-use crate::hook::proto::{GetVersionRequest, RuntimeHookRequest};
+use crate::proto::fine_guidance_sensors_client::FineGuidanceSensorsClient;
+use crate::proto::{GetVersionRequest, RuntimeHookRequest};
 
 /// A parsed `--grpc-address`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +146,7 @@ where
             Ok(r) => r,
             Err(_) => Err(anyhow!(
                 "the agent did not answer within {} (`--grpc-timeout`)",
-                crate::hook::args::format_duration(timeout)
+                crate::args::format_duration(timeout)
             )),
         }
     })

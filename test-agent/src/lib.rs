@@ -2,29 +2,34 @@
 //! implements the trimmed `tetragon.FineGuidanceSensors` service (`RuntimeHook`, `GetVersion`)
 //! and records every `CreateContainer` it receives.
 //!
-//! Use: put `mod support_agent;` at the top of a test file, then
+//! A dev-dependency of the setup package and of the hook crate (their tests, benches and the
+//! `stand-in-agent` example share this one agent); never part of a shipped binary. Use:
 //!
 //! ```ignore
-//! let agent = support_agent::Agent::start(support_agent::Behavior::Accept);
+//! let agent = test_agent::Agent::start(test_agent::Behavior::Accept);
 //! // run the hook with `--grpc-address` = agent.address()
 //! let seen = agent.wait_for_requests(1, Duration::from_secs(5));
 //! assert_eq!(seen[0].pod_namespace, "ns1");
 //! ```
 //!
-//! `Agent::start_tcp` listens on a loopback TCP port instead. The server runs on its own thread with a current-thread runtime and stops when the `Agent`
-//! is dropped (a hanging request is released then too). It does not check anything itself:
+//! `Agent::start_tcp` listens on a loopback TCP port instead. The server runs on its own thread
+//! with a current-thread runtime and stops when the `Agent` is dropped (a hanging request is released then too). It does not check anything itself:
 //! tests assert on what it recorded.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rthooks::hook::proto::fine_guidance_sensors_server::{
-    FineGuidanceSensors, FineGuidanceSensorsServer,
-};
-use rthooks::hook::proto::{
+/// Generated messages and server of the trimmed agent API (`oci-hook/proto/tetragon.proto`).
+pub mod proto {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/tetragon.rs"));
+}
+
+use proto::fine_guidance_sensors_server::{FineGuidanceSensors, FineGuidanceSensorsServer};
+use proto::{
     CreateContainer, GetVersionRequest, GetVersionResponse, RuntimeHookRequest,
     RuntimeHookResponse, runtime_hook_request,
 };
