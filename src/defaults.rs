@@ -1,12 +1,13 @@
 //! Every default name and path of the tool, defined once: the CLI's defaults, the hook's
-//! invocation ([`crate::hook_invocation`]) and the NRI plugin read them from here.
+//! invocation ([`crate::hook_invocation`]) and the NRI plugin read them from here. What the hook
+//! itself defines (its log file name) is taken from the hook crate, so the two cannot drift.
 
 /// File name of the hook binary.
 pub const BINARY_NAME: &str = "tetragon-oci-hook";
 /// Where the image holds the hook binary (`install --local-binary`, `print-config --binary`).
 pub const LOCAL_BINARY: &str = "/usr/bin/tetragon-oci-hook";
 /// File name of the hook's log, next to the installed binary.
-pub const HOOK_LOG_NAME: &str = "tetragon-oci-hook.log";
+pub const HOOK_LOG_NAME: &str = oci_hook::args::DEFAULT_LOG_FILE;
 /// File name of the NRI plugin's own log in pre-launched mode, under the install dir.
 pub const NRI_PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
 /// The OCI stage the hook runs at (hooks.d `stages`, the NRI adjustment's hook list).
