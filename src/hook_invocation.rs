@@ -16,12 +16,50 @@ pub struct HookInvocation {
     pub stage: &'static str,
     /// Arguments after the fixed ones (`hook-args`), passed through untouched.
     pub extra_args: Vec<String>,
-    /// Seconds the runtime gives the hook, if it should bound it.
+    /// Seconds the runtime gives the hook before it kills it (OCI `timeout`): see
+    /// [`runtime_timeout`].
     pub timeout: Option<i64>,
 }
 
+/// The longest `--grpc-timeout` the hook accepts (it clamps larger values).
+pub const MAX_GRPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the runtime gives the hook beyond its `--grpc-timeout`: the hook ends itself within
+/// `--grpc-timeout` + 1 s, so this backstop only fires on a hook that is stuck outside its own
+/// control (stopped, or blocked in the kernel).
+pub const RUNTIME_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The OCI hook `timeout` (whole seconds) for these hook arguments: `--grpc-timeout` from the
+/// arguments (rounded up) plus [`RUNTIME_TIMEOUT_SLACK`]. Without the flag the hook's default
+/// applies, unless its defaults file (`tetragon-oci-hook.json`, not visible here) sets another
+/// value, so the backstop is then the largest value the hook accepts plus the slack. An invalid
+/// value (which `install` refuses anyway) gets the same largest backstop.
+pub fn runtime_timeout(extra_args: &[String]) -> i64 {
+    let mut given = None;
+    let mut it = extra_args.iter();
+    while let Some(arg) = it.next() {
+        let flag = arg.trim_start_matches('-');
+        if arg.starts_with('-') && flag == "grpc-timeout" {
+            given = it.next().map(String::as_str);
+        } else if let Some(v) = flag
+            .strip_prefix("grpc-timeout=")
+            .filter(|_| arg.starts_with('-'))
+        {
+            given = Some(v);
+        }
+    }
+    let grpc = given
+        .and_then(|v| oci_hook::args::parse_duration(v).ok())
+        .unwrap_or(MAX_GRPC_TIMEOUT)
+        .min(MAX_GRPC_TIMEOUT);
+    let total = grpc + RUNTIME_TIMEOUT_SLACK;
+    let secs = total.as_secs() + u64::from(total.subsec_nanos() > 0);
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
 impl HookInvocation {
-    /// The hook at `path` on the host, its log next to it, at [`STAGE`], no timeout.
+    /// The hook at `path` on the host, its log next to it, at [`STAGE`], with the runtime's
+    /// timeout for these arguments ([`runtime_timeout`]).
     pub fn new(path: impl Into<String>, extra_args: Vec<String>) -> Self {
         let path = path.into();
         let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
@@ -30,8 +68,8 @@ impl HookInvocation {
             path,
             log_file,
             stage: STAGE,
+            timeout: Some(runtime_timeout(&extra_args)),
             extra_args,
-            timeout: None,
         }
     }
 
@@ -84,5 +122,45 @@ mod tests {
             HookInvocation::in_dir("/", "h", vec![]).log_file,
             "/tetragon-oci-hook.log"
         );
+    }
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn runtime_timeout_is_the_grpc_timeout_rounded_up_plus_slack() {
+        assert_eq!(runtime_timeout(&args("--grpc-timeout 10s")), 12);
+        assert_eq!(runtime_timeout(&args("--grpc-timeout=1500ms")), 4);
+        assert_eq!(runtime_timeout(&args("-grpc-timeout 3s --x")), 5);
+        // The last one wins, as in the hook.
+        assert_eq!(
+            runtime_timeout(&args("--grpc-timeout 1s --grpc-timeout 2s")),
+            4
+        );
+    }
+
+    #[test]
+    fn runtime_timeout_without_a_valid_flag_covers_the_largest_the_hook_accepts() {
+        let largest = i64::try_from((MAX_GRPC_TIMEOUT + RUNTIME_TIMEOUT_SLACK).as_secs()).unwrap();
+        for line in [
+            "",
+            "--fail-allow-namespaces a",
+            "--grpc-timeout soon",
+            "--grpc-timeout 100000h",
+        ] {
+            assert_eq!(runtime_timeout(&args(line)), largest, "{line}");
+        }
+        // A value that only looks like the flag (the value of another flag) is not it.
+        assert_eq!(
+            runtime_timeout(&args("--fail-cel-expr grpc-timeout=1s")),
+            largest
+        );
+    }
+
+    #[test]
+    fn every_invocation_carries_the_runtime_timeout() {
+        let h = HookInvocation::in_dir("/opt/t", "h", args("--grpc-timeout 5s"));
+        assert_eq!(h.timeout, Some(7));
     }
 }

@@ -228,7 +228,8 @@ mod tests {
               "--log-fname",
               "/opt/tetragon/tetragon-oci-hook.log",
               "--grpc-address=unix:///var/run/tetragon/tetragon.sock"
-            ]
+            ],
+            "timeout": 62
           },
           "when": {
             "always": true

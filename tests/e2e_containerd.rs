@@ -176,6 +176,8 @@ fn scenario(release: Release) {
         })
         .unwrap_or_else(|| panic!("{release}: no createRuntime hook of ours in {hooks}"));
     assert_eq!(ours["args"][1], "createRuntime", "{ours}");
+    // `--grpc-timeout 5s` + 2 s: the runtime's backstop reached the OCI spec.
+    assert_eq!(ours["timeout"], 7, "{release}: {ours}");
     step(
         release,
         format_args!("its OCI spec has our createRuntime hook: {ours}"),

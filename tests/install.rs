@@ -137,7 +137,7 @@ fn install_helm_command_line_writes_binary_and_hook_file() {
     ----- stdout -----
     --- a/[TMP]/hostHooks/tetragon-oci-hook.json
     +++ b/[TMP]/hostHooks/tetragon-oci-hook.json
-    @@ -0,0 +1,21 @@
+    @@ -0,0 +1,22 @@
     +{
     +  "version": "1.0.0",
     +  "hook": {
@@ -150,7 +150,8 @@ fn install_helm_command_line_writes_binary_and_hook_file() {
     +      "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
     +      "--fail-allow-namespaces",
     +      "kube-system,ns1"
-    +    ]
+    +    ],
+    +    "timeout": 62
     +  },
     +  "when": {
     +    "always": true
@@ -161,7 +162,7 @@ fn install_helm_command_line_writes_binary_and_hook_file() {
     +}
     ----- stderr -----
     copy `[TMP]/src/tetragon-oci-hook` to `[TMP]/hostInstall/tetragon-oci-hook` (sha256 306c6ca7407560340797866e077e053627ad409277d1b9da58106fce4cf717cb, 17 bytes, mode 0755)
-    write `[TMP]/hostHooks/tetragon-oci-hook.json` (434 bytes, mode 0644)
+    write `[TMP]/hostHooks/tetragon-oci-hook.json` (453 bytes, mode 0644)
     wrote `[TMP]/hostInstall/tetragon-oci-hook`
     wrote `[TMP]/hostHooks/tetragon-oci-hook.json`
     installed hook `[TMP]/hostHooks/tetragon-oci-hook.json` for binary `[TMP]/hostInstall/tetragon-oci-hook`
@@ -400,12 +401,12 @@ fn install_dry_run_shows_diff_and_copy_and_writes_nothing() {
     +      "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
     +      "--fail-allow-namespaces",
     +      "kube-system,ns1"
-         ]
+         ],
+         "timeout": 62
        },
-       "when": {
     ----- stderr -----
     copy `[TMP]/src/tetragon-oci-hook` to `[TMP]/hostInstall/tetragon-oci-hook` (sha256 306c6ca7407560340797866e077e053627ad409277d1b9da58106fce4cf717cb, 17 bytes, mode 0755)
-    replace `[TMP]/hostHooks/tetragon-oci-hook.json` (434 bytes, mode 0644)
+    replace `[TMP]/hostHooks/tetragon-oci-hook.json` (453 bytes, mode 0644)
     dry run: nothing written
     "#);
     assert_eq!(node.snapshot_files(), before);
@@ -851,7 +852,8 @@ fn print_config_prints_the_hook_file() {
           "--grpc-address=unix:///var/run/tetragon/tetragon.sock",
           "--fail-allow-namespaces",
           "kube-system"
-        ]
+        ],
+        "timeout": 62
       },
       "when": {
         "always": true

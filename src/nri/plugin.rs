@@ -14,7 +14,8 @@ use crate::hook_invocation::HookInvocation;
 use crate::nri::log::Log;
 use crate::nri::proto::nri::{
     ConfigureRequest, ConfigureResponse, ContainerAdjustment, CreateContainerRequest,
-    CreateContainerResponse, Empty, Event, Hook, Hooks, SynchronizeRequest, SynchronizeResponse,
+    CreateContainerResponse, Empty, Event, Hook, Hooks, OptionalInt, SynchronizeRequest,
+    SynchronizeResponse,
 };
 use crate::nri::ttrpc::code;
 
@@ -32,6 +33,7 @@ pub fn nri_hook(invocation: &HookInvocation) -> Hook {
         path: invocation.path.clone(),
         args: invocation.args(),
         env: Vec::new(),
+        timeout: invocation.timeout.map(|value| OptionalInt { value }),
     }
 }
 
