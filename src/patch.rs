@@ -70,6 +70,26 @@ pub fn read_config(path: &Path) -> anyhow::Result<String> {
     })
 }
 
+/// A TOML parse error as shown (see [`text::parse_error_excerpt`]).
+#[derive(Debug)]
+struct ParseError(String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// The fix of every "nested too deeply" error of the TOML parser.
+fn recursion_help(line: usize) -> String {
+    format!(
+        "a runtime config nests a few levels deep; fix or remove line {line} (it looks \
+         generated or corrupted)"
+    )
+}
+
 /// Parses `original` (the content of `path`), applies `edit_fn`, and returns the checked result.
 pub fn patch_text(
     path: &Path,
@@ -92,13 +112,18 @@ pub fn patch_text(
                     path.display(),
                     path.display()
                 ),
-                format!(
-                    "a runtime config nests a few \
-                 levels deep; fix or remove line {line} (it looks generated or corrupted)"
-                ),
+                recursion_help(line),
             );
         }
-        anyhow::Error::new(e).context(format!("failed to parse `{}` as TOML", path.display()))
+        let message = format!("failed to parse `{}` as TOML", path.display());
+        let shown = ParseError(text::parse_error_excerpt(body, &e));
+        if e.message().contains("recurs") {
+            // Arrays or inline tables nested too deeply: located, but says nothing of a fix.
+            let line = e.span().map_or(1, |s| text::line_of(body, s.start));
+            return anyhow::Error::new(shown)
+                .context(crate::error::HelpError::new(message, recursion_help(line)));
+        }
+        anyhow::Error::new(shown).context(message)
     })?;
     // toml_edit renders an unedited document byte for byte, except that line endings become
     // `\n` and a missing final newline is added; only then is the unedited rendering needed to
@@ -315,6 +340,67 @@ mod tests {
     }
 
     #[test]
+    fn parse_error_shows_a_long_line_cut_around_the_error_with_the_caret_on_it() {
+        // A 2 MB value, then a syntax error on the same line.
+        let long = "x".repeat(2 << 20);
+        let original = format!("version = 2\na = \"{long}\" ] = 1\n");
+        let err = patch_text(Path::new("c.toml"), &original, containerd::enable_nri).unwrap_err();
+        let shown = crate::error::render(&err);
+        assert!(shown.len() < 1000, "{} bytes shown", shown.len());
+        let lines: Vec<&str> = shown.lines().collect();
+        // (`render` indents a cause's lines; the excerpt and the caret line alike.)
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("2 | "))
+            .unwrap();
+        let indent = lines[at].len() - lines[at].trim_start().len();
+        let excerpt: Vec<char> = lines[at].chars().collect();
+        let caret = lines[at + 1].find('^').unwrap();
+        assert_eq!(excerpt[caret], ']', "{shown}");
+        assert_eq!(excerpt[indent + 4], '…', "{shown}");
+        assert_eq!(excerpt.last(), Some(&'1'), "{shown}");
+        assert!(
+            excerpt.len() <= indent + 4 + 2 + text::EXCERPT_COLUMNS,
+            "{shown}"
+        );
+        assert!(
+            shown.contains(&format!("at line 2, column {}", 4 + 1 + long.len() + 3)),
+            "{shown}"
+        );
+        // A short line is shown as toml_edit shows it.
+        let err = patch_text(Path::new("c.toml"), "a = [\n", containerd::enable_nri).unwrap_err();
+        let toml_err = "a = [\n".parse::<DocumentMut>().unwrap_err();
+        assert_eq!(
+            err.chain().nth(1).unwrap().to_string(),
+            toml_err.to_string()
+        );
+    }
+
+    #[test]
+    fn every_recursion_limit_error_has_a_help_printed_last() {
+        let arrays = format!("version = 2\na = {}{}\n", "[".repeat(200), "]".repeat(200));
+        let inline = format!(
+            "version = 2\n\na = {}{}\n",
+            "{ b = ".repeat(200),
+            "}".repeat(200)
+        );
+        let dotted = format!("version = 2\n\n\n{} = 1\n", vec!["k"; 200].join("."));
+        for (text, line) in [(arrays, 2), (inline, 3), (dotted, 4)] {
+            let err = patch_text(Path::new("c.toml"), &text, containerd::enable_nri).unwrap_err();
+            let shown = crate::error::render(&err);
+            let last = shown.lines().last().unwrap();
+            assert!(
+                last.starts_with("help: ") && last.contains(&format!("line {line}")),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("failed to parse `c.toml` as TOML"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
     fn verify_rejects_stray_changes() {
         let before: DocumentMut = "a = 1\nb = 2\n".parse().unwrap();
         let edit = Edit {
@@ -370,7 +456,17 @@ pub fn plan_file(
     if let Output::Path(out) = output {
         crate::plan::check_target(out)?;
     }
-    let patched = patch_text(config, &original, edit_fn)?;
+    let mut patched = patch_text(config, &original, edit_fn)?;
+    if let Output::Path(out) = output {
+        if let Some((uid, mode)) = crate::plan::foreign_owner(out) {
+            patched.edit.notes.push(format!(
+                "`{}` belongs to uid {uid}, not to uid {} writing it: the new file is ours, mode \
+                 0644 (its owner and mode {mode:04o} are not kept)",
+                out.display(),
+                crate::sys::euid()
+            ));
+        }
+    }
     let (target, label_after, before) = match output {
         Output::InPlace => (
             Target::Path(config.to_owned()),

@@ -127,6 +127,53 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// How many columns of the offending line a parse error shows, around the error.
+pub const EXCERPT_COLUMNS: usize = 200;
+
+/// A TOML parse error of `input` as `toml_edit` shows it (position, the offending line, a caret
+/// under the error, the message), except that a line longer than [`EXCERPT_COLUMNS`] is cut to
+/// that many columns around the error, each cut marked with `…`, the caret kept under the
+/// error: a 20 MB one-line value does not come back as 40 MB of error message.
+pub fn parse_error_excerpt(input: &str, err: &toml_edit::TomlError) -> String {
+    let Some(span) = err.span() else {
+        return err.to_string();
+    };
+    let index = span.start.min(input.len());
+    let line_start = input[..index].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = input[index..].find('\n').map_or(input.len(), |i| index + i);
+    let content = &input[line_start..line_end];
+    let total = content.chars().count();
+    let highlight = span.end.saturating_sub(span.start);
+    if total <= EXCERPT_COLUMNS && highlight <= EXCERPT_COLUMNS {
+        // As toml_edit shows it.
+        return err.to_string();
+    }
+    let column = input[line_start..index].chars().count() + (span.start - index);
+    let first = column
+        .saturating_sub(EXCERPT_COLUMNS / 2)
+        .min(total.saturating_sub(EXCERPT_COLUMNS));
+    let last = (first + EXCERPT_COLUMNS).min(total);
+    let mut shown = String::new();
+    if first > 0 {
+        shown.push('…');
+    }
+    shown.extend(content.chars().skip(first).take(last - first));
+    if last < total {
+        shown.push('…');
+    }
+    let caret_at = column - first + usize::from(first > 0);
+    let carets = highlight.clamp(1, (last.saturating_sub(column)).max(1));
+    let line_num = line_of(input, index);
+    let gutter = " ".repeat(line_num.to_string().len() + 1);
+    format!(
+        "TOML parse error at line {line_num}, column {}\n{gutter}|\n{line_num} | {shown}\n{gutter}|{}{}\n{}\n",
+        column + 1,
+        " ".repeat(caret_at + 1),
+        "^".repeat(carets),
+        err.message()
+    )
+}
+
 /// Finds the line on which `key` is written in `text`, by walking a span-keeping parse.
 ///
 /// Returns the line of the deepest segment of `key` that exists, so that an error about a

@@ -968,6 +968,168 @@ fn concurrent_in_place_edits_of_one_file_never_lose_one() {
     }
 }
 
+/// As `concurrent_in_place_edits_of_one_file_never_lose_one`, with the file reached through two
+/// paths: `b` is a bind mount of `a` (in a private mount namespace, so nothing leaks out), as a
+/// DaemonSet pod's `/host/etc/containerd` and the host's `/etc/containerd` are. The edit lock
+/// is keyed on the file's identity, not its path, so the two runs still take turns.
+#[test]
+fn concurrent_in_place_edits_through_two_paths_of_one_file_never_lose_one() {
+    if !support::skip::is_root() {
+        skip!("not root: cannot bind-mount");
+    }
+    if !support::skip::has_program("unshare") || !support::skip::has_program("mount") {
+        skip!("unshare or mount not found");
+    }
+    let probe = tempfile::tempdir().unwrap();
+    let (pa, pb) = (probe.path().join("a"), probe.path().join("b"));
+    fs::create_dir(&pa).unwrap();
+    fs::create_dir(&pb).unwrap();
+    let can_mount = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "mount", "--bind"])
+        .args([&pa, &pb])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_mount {
+        skip!("mount --bind not permitted in a private mount namespace");
+    }
+    // Both runs in one private mount namespace; exits with 10 * a's code + b's code.
+    const SCRIPT: &str = r#"mount --bind "$1" "$2" || exit 99
+"$BIN" patch-containerd-conf enable-nri --config-file "$1/config.toml" --in-place >/dev/null 2>"$3/a.err" &
+a=$!
+"$BIN" patch-containerd-conf add-oci-hook --config-file "$2/config.toml" --in-place >/dev/null 2>"$3/b.err" &
+b=$!
+wait $a; ra=$?
+wait $b; rb=$?
+exit $((ra * 10 + rb))"#;
+    let config = fixture("containerd/containerd-1.7.24-config-default-v2.toml");
+    for round in 0..20 {
+        let top = tempfile::tempdir().unwrap();
+        let (a, b, logs) = (
+            top.path().join("a"),
+            top.path().join("b"),
+            top.path().join("logs"),
+        );
+        for d in [&a, &b, &logs] {
+            fs::create_dir(d).unwrap();
+        }
+        let path = a.join("config.toml");
+        fs::write(&path, &config).unwrap();
+        let status = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"])
+            .args([&a, &b, &logs])
+            .env("BIN", BIN)
+            .status()
+            .unwrap();
+        let err = |n: &str| fs::read_to_string(logs.join(n)).unwrap_or_default();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: a: {} b: {}",
+            err("a.err"),
+            err("b.err")
+        );
+        let now = fs::read_to_string(&path).unwrap();
+        let nri = now
+            .split("[plugins.\"io.containerd.nri.v1.nri\"]")
+            .nth(1)
+            .unwrap();
+        assert!(
+            nri.trim_start().starts_with("disable = false"),
+            "round {round}: enable-nri was lost"
+        );
+        assert!(
+            now.contains("base_runtime_spec = \"/etc/containerd/base-spec.json\""),
+            "round {round}: add-oci-hook was lost"
+        );
+        assert_eq!(entries(&a), ["config.toml"]);
+        assert!(entries(&b).is_empty(), "the bind mount must be gone");
+    }
+}
+
+/// `--output` into a world-writable sticky directory (`/tmp`) where another user planted the
+/// file first: the result is ours (root's), mode 0644, not theirs to rewrite; a note says so.
+/// `--in-place` on a config that user owns keeps its owner and mode (the operator chose it).
+#[test]
+fn output_over_a_file_another_user_planted_is_ours_with_mode_0644() {
+    use std::os::unix::fs::MetadataExt;
+    if !support::skip::is_root() {
+        skip!("not root: cannot act as another user");
+    }
+    if !support::skip::has_program("setpriv") {
+        skip!("setpriv not found");
+    }
+    let (dir, _) = setup("config.toml", DISABLED);
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let ww = dir.path().join("ww");
+    fs::create_dir(&ww).unwrap();
+    fs::set_permissions(&ww, fs::Permissions::from_mode(0o1777)).unwrap();
+    let as_nobody = |file: &str| {
+        let status = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg("umask 0; echo 'x = 1' > \"$1\"")
+            .arg("sh")
+            .arg(ww.join(file))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let meta = fs::metadata(ww.join(file)).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o666));
+    };
+    as_nobody("out.toml");
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--output",
+            "ww/out.toml",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let meta = fs::symlink_metadata(ww.join("out.toml")).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, rustix::process::getegid().as_raw(), 0o644),
+        "the output must be ours, mode 0644"
+    );
+    assert!(
+        r.stderr
+            .contains("note: `ww/out.toml` belongs to uid 65534"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(ww.join("out.toml")).unwrap(),
+        DISABLED.replace("true", "false")
+    );
+    // The config itself, edited in place, keeps the owner and mode it has.
+    as_nobody("theirs.toml");
+    fs::write(ww.join("theirs.toml"), DISABLED).unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "ww/theirs.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("note:"), "{}", r.stderr);
+    let meta = fs::symlink_metadata(ww.join("theirs.toml")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o666));
+}
+
 /// A pipe whose read end is already closed: writing to it fails with EPIPE.
 fn broken_pipe() -> std::process::Stdio {
     let (read, write) = rustix::pipe::pipe().unwrap();

@@ -91,6 +91,16 @@ fn open_lock_file(path: &Path, create: bool) -> anyhow::Result<Option<fs::File>>
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let help = "it is not one this tool made (a regular file owned by root, mode 0600); \
                 remove it";
+    // Not even opened unless a regular file (or nothing yet): opening a device can have side
+    // effects. The `fstat` below checks again what was opened.
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.is_file() {
+            return Err(help_error(
+                format!("lock file `{}` is not a regular file", path.display()),
+                help,
+            ));
+        }
+    }
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -12,7 +12,8 @@
 //! what it points to), a FIFO, socket or device is never opened, and reads are bounded
 //! ([`crate::plan::MAX_TEXT_FILE`] for the hook file, [`MAX_BINARY_FILE`] for the binary). The
 //! source binary may be a symlink, but must be a regular file no larger than
-//! [`MAX_BINARY_FILE`], checked with `fstat` on the descriptor opened `O_NONBLOCK`.
+//! [`MAX_BINARY_FILE`], checked with `stat` before it is opened and with `fstat` on the
+//! descriptor opened `O_NONBLOCK`.
 //!
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
 //! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
@@ -349,8 +350,9 @@ fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
 }
 
 /// Reads the hook binary to install: a regular file after its own symlink (the image's
-/// `/usr/bin/tetragon-oci-hook` may be a link), opened `O_NONBLOCK` so a FIFO never hangs,
-/// checked with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes.
+/// `/usr/bin/tetragon-oci-hook` may be a link), checked with `stat` before it is opened (a
+/// device is never opened), opened `O_NONBLOCK` so a FIFO swapped in never hangs, checked
+/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes.
 fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
@@ -359,6 +361,14 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
          `/usr/bin/{BINARY_NAME}`); nothing was written"
     );
     let ctx = || format!("failed to read the hook binary `{}`", path.display());
+    // Not even opened unless a regular file (opening a device can have side effects); the
+    // `fstat` below checks again what was opened.
+    if fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(help_error(
+            format!("the hook binary `{}` is not a regular file", path.display()),
+            help,
+        ));
+    }
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)

@@ -33,8 +33,8 @@ mod safe_write;
 pub use self::read::read_current;
 use self::safe_write::*;
 pub use self::safe_write::{
-    EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, check_target, install_bytes, lock_edit, write_atomic,
-    write_exact, write_in_place,
+    EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, check_target, foreign_owner, install_bytes, lock_edit,
+    write_atomic, write_exact, write_in_place,
 };
 pub(crate) use self::safe_write::{open_regular, read_bounded};
 
@@ -716,5 +716,135 @@ mod tests {
         -b
         +c
         ");
+    }
+
+    #[test]
+    fn in_place_write_does_not_replace_a_file_replaced_after_the_content_check() {
+        use std::os::fd::AsFd;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("config.toml");
+        fs::write(&target, "a = 1\n").unwrap();
+        let dir_fd = safe_write::open_dir(dir.path(), &target).unwrap();
+        let name = target.file_name().unwrap();
+        let perms = safe_write::Perms {
+            mode: 0o644,
+            owner: None,
+        };
+        // Another program's atomic write lands right after the content check.
+        let err = safe_write::put(
+            dir.path(),
+            dir_fd.as_fd(),
+            name,
+            &target,
+            b"ours\n",
+            perms,
+            || {
+                let seen = check_unchanged(dir_fd.as_fd(), name, &target, b"a = 1\n")?;
+                let theirs = dir.path().join("theirs");
+                fs::write(&theirs, "b = 2\n").unwrap();
+                fs::rename(&theirs, &target).unwrap();
+                Ok(seen)
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("changed while we were editing it"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "b = 2\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["config.toml"]);
+        // And one created where there was none.
+        let new = dir.path().join("new.toml");
+        let err = safe_write::put(
+            dir.path(),
+            dir_fd.as_fd(),
+            new.file_name().unwrap(),
+            &new,
+            b"ours\n",
+            perms,
+            || {
+                let seen = check_unchanged(dir_fd.as_fd(), new.file_name().unwrap(), &new, b"")?;
+                fs::write(&new, "theirs\n").unwrap();
+                Ok(seen)
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        assert_eq!(fs::read_to_string(&new).unwrap(), "theirs\n");
+    }
+
+    #[test]
+    fn edit_lock_file_is_removed_on_release_and_a_waiter_starts_over() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        fs::write(&config, "a = 1\n").unwrap();
+        let held = lock_edit(&config, Duration::from_secs(1)).unwrap();
+        let path = held.path.clone();
+        assert!(path.exists());
+        // A waiter: gets the lock once `held` is released, on a fresh lock file.
+        let config2 = config.clone();
+        let waiter = std::thread::spawn(move || {
+            let lock = lock_edit(&config2, Duration::from_secs(10)).unwrap();
+            assert!(lock.path.exists(), "a held lock file is linked");
+            lock.path.clone()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        let waited = waiter.join().unwrap();
+        assert_eq!(waited, path, "same file, same lock name");
+        assert!(!path.exists(), "a released lock file must be removed");
+        // The target replaced (as each write does): a new identity, a new lock, removed too.
+        let held = lock_edit(&config, Duration::from_secs(1)).unwrap();
+        write_in_place(&config, Some(b"a = 1\n"), b"a = 2\n", None).unwrap();
+        let next = lock_edit(&config, Duration::from_millis(200)).unwrap();
+        assert_ne!(next.path, held.path);
+        drop((held, next));
+    }
+
+    #[test]
+    fn config_that_is_not_a_regular_file_is_refused_without_being_opened() {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        // SAFETY: plain system calls on a descriptor we own and a valid path.
+        let ino = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        assert!(ino >= 0);
+        let ino = unsafe { std::os::fd::OwnedFd::from_raw_fd(ino) };
+        assert!(
+            unsafe { libc::inotify_add_watch(ino.as_raw_fd(), c.as_ptr(), libc::IN_OPEN) } >= 0
+        );
+        let opened = || {
+            let mut buf = [0u8; 1024];
+            // SAFETY: reads into a buffer of that size.
+            unsafe { libc::read(ino.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
+        };
+        for path in [&fifo, &link] {
+            let err = open_regular(path, 1024, true).unwrap_err();
+            let shown = crate::error::Report(&err).to_string();
+            assert!(
+                shown.contains("is a FIFO, expected a regular config file"),
+                "{shown}"
+            );
+            assert!(!opened(), "`{}` was opened", path.display());
+        }
+        // The watch does see an open.
+        let _fd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        assert!(opened());
     }
 }

@@ -98,9 +98,73 @@ pub(crate) fn open_dir(dir: &Path, target: &Path) -> anyhow::Result<OwnedFd> {
     })
 }
 
+/// What `check` saw at the target just before the switch, looked at again right before the
+/// rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seen {
+    /// Whatever is there is replaced.
+    Anything,
+    /// Nothing was there.
+    Absent,
+    /// This regular file was there.
+    File(Fingerprint),
+}
+
+/// A file's identity and what any write to it changes: device, inode, size, and the
+/// modification and status-change times (nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Fingerprint {
+    pub(crate) fn of(st: &rustix::fs::Stat) -> Self {
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+        Self {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+/// Whether `name` in `dir_fd` (not followed) is still what `seen` describes.
+fn still(dir_fd: BorrowedFd<'_>, name: &OsStr, seen: Seen) -> bool {
+    match (
+        seen,
+        rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW),
+    ) {
+        (Seen::Anything, _) => true,
+        (Seen::Absent, Err(Errno::NOENT)) => true,
+        (Seen::File(fp), Ok(st)) => {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && Fingerprint::of(&st) == fp
+        }
+        _ => false,
+    }
+}
+
+/// The error of an in-place edit whose file another program changed meanwhile.
+pub(crate) fn changed_meanwhile(target: &Path) -> anyhow::Error {
+    crate::error::help_error(
+        format!(
+            "`{}` changed while we were editing it; nothing written",
+            target.display()
+        ),
+        "run again (another program wrote the file meanwhile)",
+    )
+}
+
 /// Writes `contents` to `name` in the directory `dir_fd` (shown as `target`): an unnamed
 /// temporary file, `perms`, `fsync`, a name no runtime loads, `check` (the last look before the
-/// switch), then `rename` over `name` and `fsync` of the directory.
+/// switch: what it saw is looked at again, by `stat`, right before the rename), then `rename`
+/// over `name` and `fsync` of the directory.
 pub(crate) fn put(
     dir: &Path,
     dir_fd: BorrowedFd<'_>,
@@ -108,7 +172,7 @@ pub(crate) fn put(
     target: &Path,
     contents: &[u8],
     perms: Perms,
-    check: impl FnOnce() -> anyhow::Result<()>,
+    check: impl FnOnce() -> anyhow::Result<Seen>,
 ) -> anyhow::Result<()> {
     let ctx = || format!("failed to write `{}`", target.display());
     let (fd, named) = match rustix::fs::openat(
@@ -153,7 +217,19 @@ pub(crate) fn put(
             return Err(e);
         }
     };
-    let switched = check().and_then(|()| {
+    let switched = check().and_then(|seen| {
+        // `check` read the whole file; look once more, by `stat` alone, right before the
+        // rename, so that a write landing while `check` read is seen too. The window left is
+        // between this `statat` and the `renameat` (two system calls, no I/O of ours): a
+        // program that does not take our edit lock and writes the file exactly then still
+        // loses its write. Also unseen: a rewrite in place (same inode) to the same size within
+        // one tick of the file system's timestamp clock (a few ms) after `check`'s `fstat`.
+        // Nothing short of a lock every writer takes closes these (`renameat2(RENAME_EXCHANGE)`
+        // then a check of what was swapped out could only undo a lost write by putting the old
+        // file back, racing again).
+        if !still(dir_fd, name, seen) {
+            return Err(changed_meanwhile(target));
+        }
         rustix::fs::renameat(dir_fd, tmp.as_os_str(), dir_fd, name)
             .map_err(std::io::Error::from)
             .with_context(|| format!("failed to replace `{}`", target.display()))
@@ -323,8 +399,13 @@ pub(crate) fn remove_stale(
     removed
 }
 
-/// Opens `path` for reading without blocking (a FIFO opens at once) and checks with `fstat`
-/// that it is a regular file of at most `max` bytes; `what` names it in errors.
+/// Opens `path` for reading and checks that it is a regular file of at most `max` bytes.
+///
+/// Anything but a regular file (or a directory, refused with its own message) is refused
+/// before it is opened: opening a device can have side effects (a watchdog starts, a tape
+/// rewinds). So `stat` first (`lstat` unless `follow`), then the `open`, without blocking (a
+/// FIFO swapped in meanwhile opens at once), then `fstat` of the descriptor, as the path may
+/// have changed between the two.
 pub(crate) fn open_regular(
     path: &Path,
     max: u64,
@@ -333,6 +414,17 @@ pub(crate) fn open_regular(
     let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     if !follow {
         flags |= OFlags::NOFOLLOW;
+    }
+    let looked = if follow {
+        rustix::fs::stat(path)
+    } else {
+        rustix::fs::lstat(path)
+    };
+    if let Ok(st) = looked {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::RegularFile && kind != FileType::Directory {
+            not_regular(path, kind)?;
+        }
     }
     let fd = match rustix::fs::open(path, flags, Mode::empty()) {
         Ok(fd) => fd,
@@ -411,11 +503,62 @@ pub(crate) fn read_bounded(file: &mut File, path: &Path, max: u64) -> anyhow::Re
 }
 
 /// An exclusive lock on editing one file, released on drop.
+///
+/// On drop the lock file is removed while the lock is still held, then the lock is released; a
+/// run waiting on it finds, once it gets the lock, that the name no longer leads to the file it
+/// locked, and starts over on a fresh one (see [`lock_edit`]). So lock files do not accumulate.
 #[derive(Debug)]
 pub struct EditLock {
-    _file: File,
+    file: File,
+    dir_fd: OwnedFd,
+    name: String,
     /// The lock file.
     pub path: PathBuf,
+}
+
+impl Drop for EditLock {
+    fn drop(&mut self) {
+        // Only our own file: the name is ours while we hold its lock (every run that opens it
+        // checks, once locked, that the name still leads to what it locked).
+        if names_fd(self.dir_fd.as_fd(), &self.name, self.file.as_fd()) {
+            let _ = rustix::fs::unlinkat(&self.dir_fd, self.name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Whether `name` in `dir_fd` (not followed) is the file open as `fd`.
+fn names_fd(dir_fd: BorrowedFd<'_>, name: &str, fd: BorrowedFd<'_>) -> bool {
+    match (
+        rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW),
+        rustix::fs::fstat(fd),
+    ) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
+}
+
+/// What identifies the file `target` names, whatever path reaches it (a bind mount, another
+/// mount of the same file system): `(st_dev, st_ino)` of the file itself (not followed), or,
+/// when there is none yet, `(st_dev, st_ino)` of its directory and the file name.
+fn lock_key(target: &Path) -> anyhow::Result<Vec<u8>> {
+    match rustix::fs::lstat(target) {
+        Ok(st) => Ok(format!("file {} {}", st.st_dev, st.st_ino).into_bytes()),
+        Err(Errno::NOENT) => {
+            let dir = parent_dir(target);
+            let mut key = match rustix::fs::stat(&dir) {
+                Ok(st) => format!("new {} {} ", st.st_dev, st.st_ino).into_bytes(),
+                // No directory: the write is refused later anyway; any stable key will do.
+                Err(_) => b"path ".to_vec(),
+            };
+            match target.file_name() {
+                Some(name) => key.extend_from_slice(name.as_bytes()),
+                None => key.extend_from_slice(target.as_os_str().as_bytes()),
+            }
+            Ok(key)
+        }
+        Err(e) => Err(std::io::Error::from(e))
+            .with_context(|| format!("failed to read `{}`", target.display())),
+    }
 }
 
 /// The directory of the lock files: root-only, so no other user can hold a lock.
@@ -431,12 +574,21 @@ fn lock_dir() -> PathBuf {
     }
 }
 
-/// Takes the exclusive lock on editing `target` (canonical path), waiting at most `wait`.
+/// Takes the exclusive lock on editing the file `target` names (its own name is not followed:
+/// pass the config's canonical path for `--in-place`), waiting at most `wait`.
 ///
-/// The lock is a `flock` on `/run/tetragon-oci-hook-setup/<sha256 of the path>.lock` (for root;
-/// another user's lock dir is their own): the directory is created 0700 and must be ours and
-/// not a symlink, the file is opened without following a link, 0600 and ours. Nothing is put
-/// beside the target, where a runtime might load it.
+/// The lock is a `flock` on `/run/tetragon-oci-hook-setup/<sha256 of the file's identity>.lock`
+/// (for root; another user's lock dir is their own), the identity being that of [`lock_key`]:
+/// the same file reached through two paths (a bind mount, a DaemonSet's `/host/etc/...` and the
+/// host's `/etc/...` when `/run` is shared) takes the same lock. The directory is created 0700
+/// and must be ours and not a symlink, the file is opened without following a link, 0600 and
+/// ours. Nothing is put beside the target, where a runtime might load it.
+///
+/// Every write renames a new file over the target, so its identity changes with each edit:
+/// once locked, the target must still have the identity the lock was taken for, and the lock
+/// file must still be linked under its name (the holder removes it on release); otherwise the
+/// lock is dropped and taken again on what the target is now. So whoever holds the lock of the
+/// target's current identity is the only run editing it.
 pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
     let dir = lock_dir();
     let help = |dir: &Path| {
@@ -483,62 +635,86 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
             help(&dir),
         ));
     }
-    let name = format!(
-        "{}.lock",
-        &crate::plan::sha256_hex(target.as_os_str().as_bytes())[..32]
-    );
-    let lock_path = dir.join(&name);
-    let fd = rustix::fs::openat(
-        &dir_fd,
-        name.as_str(),
-        OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(std::io::Error::from)
-    .with_context(|| format!("cannot open lock file `{}`", lock_path.display()))?;
-    let st = rustix::fs::fstat(&fd)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("cannot read lock file `{}`", lock_path.display()))?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
-        || st.st_uid != me
-        || st.st_mode & 0o077 != 0
-    {
-        return Err(crate::error::help_error(
-            format!(
-                "lock file `{}` is not a private regular file of ours",
-                lock_path.display()
-            ),
-            help(&dir),
-        ));
-    }
     let start = Instant::now();
     loop {
-        match crate::sys::try_lock_exclusive(&fd) {
-            Ok(true) => break,
-            Ok(false) if start.elapsed() < wait => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Ok(false) => {
-                return Err(crate::error::help_error(
-                    format!(
-                        "another run is still editing `{}` after {} s (lock `{}`); nothing \
-                         written",
-                        target.display(),
-                        wait.as_secs_f64(),
-                        lock_path.display()
-                    ),
-                    "wait for it to finish, then run again",
-                ));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot lock `{}`", lock_path.display()));
+        let key = lock_key(target)?;
+        let name = format!("{}.lock", &crate::plan::sha256_hex(&key)[..32]);
+        let lock_path = dir.join(&name);
+        let fd = rustix::fs::openat(
+            &dir_fd,
+            name.as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("cannot open lock file `{}`", lock_path.display()))?;
+        let st = rustix::fs::fstat(&fd)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("cannot read lock file `{}`", lock_path.display()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+            || st.st_uid != me
+            || st.st_mode & 0o077 != 0
+        {
+            return Err(crate::error::help_error(
+                format!(
+                    "lock file `{}` is not a private regular file of ours",
+                    lock_path.display()
+                ),
+                help(&dir),
+            ));
+        }
+        loop {
+            match crate::sys::try_lock_exclusive(&fd) {
+                Ok(true) => break,
+                Ok(false) if start.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(false) => {
+                    return Err(crate::error::help_error(
+                        format!(
+                            "another run is still editing `{}` after {} s (lock `{}`); nothing \
+                             written",
+                            target.display(),
+                            wait.as_secs_f64(),
+                            lock_path.display()
+                        ),
+                        "wait for it to finish, then run again",
+                    ));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot lock `{}`", lock_path.display()));
+                }
             }
         }
+        let lock = EditLock {
+            file: File::from(fd),
+            dir_fd: dir_fd
+                .try_clone()
+                .with_context(|| format!("cannot lock `{}`", lock_path.display()))?,
+            name,
+            path: lock_path,
+        };
+        // Locked: is it still the lock of what the target is now? If the lock file was
+        // removed, its holder was done: start over on a fresh one (dropping `lock` leaves the
+        // new file alone). If the target was replaced meanwhile (the previous holder's
+        // rename), `lock` is stale: dropping it removes it, and the loop locks the new file.
+        if names_fd(dir_fd.as_fd(), &lock.name, lock.file.as_fd()) && lock_key(target)? == key {
+            return Ok(lock);
+        }
+        // Bounded too when the target keeps being replaced (by a program that takes no lock).
+        if start.elapsed() >= wait {
+            return Err(crate::error::help_error(
+                format!(
+                    "`{}` kept being replaced for {} s while we waited to edit it; nothing \
+                     written",
+                    target.display(),
+                    wait.as_secs_f64(),
+                ),
+                "stop the program rewriting it, then run again",
+            ));
+        }
     }
-    Ok(EditLock {
-        _file: File::from(fd),
-        path: lock_path,
-    })
 }
 
 /// Puts `contents` at `path` with permission bits `mode`: an unnamed temporary file in the
@@ -559,7 +735,7 @@ pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<
         path,
         contents,
         safe_write::Perms { mode, owner: None },
-        || Ok(()),
+        || Ok(safe_write::Seen::Anything),
     )
 }
 
@@ -699,7 +875,7 @@ pub fn write_in_place(
         perms,
         || match expect {
             Some(bytes) => check_unchanged(dir_fd.as_fd(), name, &target, bytes),
-            None => Ok(()),
+            None => Ok(safe_write::Seen::Anything),
         },
     )?;
     Ok(target)
@@ -709,6 +885,12 @@ pub fn write_in_place(
 /// entry, so a symlink, device, FIFO or socket there is replaced, never written through or
 /// into. (The plan refuses such a path up front with [`check_target`]; one planted after that
 /// check is simply replaced.)
+///
+/// The owner and mode of a regular file there are kept only when it belongs to the effective
+/// user: a file another user planted (in a world-writable directory such as `/tmp`, say) is
+/// replaced by one of ours (effective uid and gid) with mode 0644, so that user cannot rewrite
+/// what we wrote ([`foreign_owner`] tells the plan, which notes it). ([`write_in_place`], editing the config itself,
+/// keeps its owner and mode: the config is what the operator chose.)
 pub fn write_exact(
     path: &Path,
     contents: &[u8],
@@ -719,9 +901,40 @@ pub fn write_exact(
     let name = file_name_of(path)?;
     let dir_fd = safe_write::open_dir(&dir, path)?;
     safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
-    let perms = perms_for(dir_fd.as_fd(), name, template);
-    safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || Ok(()))?;
+    let perms = match exact_owner_foreign(dir_fd.as_fd(), name) {
+        // (The plan says so: `foreign_owner`.)
+        Some(_) => safe_write::Perms {
+            mode: 0o644,
+            owner: Some((crate::sys::euid(), rustix::process::getegid().as_raw())),
+        },
+        None => perms_for(dir_fd.as_fd(), name, template),
+    };
+    safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || {
+        Ok(safe_write::Seen::Anything)
+    })?;
     Ok(path.to_owned())
+}
+
+/// The owner and mode of the regular file at `path` (not followed) when another user than the
+/// effective one owns it: [`write_exact`] does not keep them.
+pub fn foreign_owner(path: &Path) -> Option<(u32, u32)> {
+    let st = rustix::fs::lstat(path).ok()?;
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        && st.st_uid != crate::sys::euid())
+    .then_some((st.st_uid, st.st_mode & 0o7777))
+}
+
+/// The `lstat` of the regular file `name` in `dir_fd` when another user than the effective
+/// one owns it.
+fn exact_owner_foreign(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+) -> Option<rustix::fs::Stat> {
+    use rustix::fs::{AtFlags, FileType};
+    let st = rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+        && st.st_uid != crate::sys::euid())
+    .then_some(st)
 }
 
 /// The mode and owner of the regular file `name` in `dir_fd`, else of `template`, else 0644.
@@ -748,23 +961,22 @@ pub(super) fn perms_for(
     }
 }
 
-/// Checks that `name` in `dir_fd` still holds `expect` (absent when `expect` is empty).
+/// Checks that `name` in `dir_fd` still holds `expect` (absent when `expect` is empty), and
+/// returns what it saw. Nothing but a regular file is opened: `statat` first (a device is never
+/// opened), then `fstat` of what was opened.
 pub(super) fn check_unchanged(
     dir_fd: std::os::fd::BorrowedFd<'_>,
     name: &std::ffi::OsStr,
     target: &Path,
     expect: &[u8],
-) -> anyhow::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let changed = || {
-        crate::error::help_error(
-            format!(
-                "`{}` changed while we were editing it; nothing written",
-                target.display()
-            ),
-            "run again (another program wrote the file meanwhile)",
-        )
-    };
+) -> anyhow::Result<safe_write::Seen> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let changed = || safe_write::changed_meanwhile(target);
+    match rustix::fs::statat(dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+        Err(rustix::io::Errno::NOENT) if expect.is_empty() => return Ok(safe_write::Seen::Absent),
+        _ => return Err(changed()),
+    }
     let fd = match rustix::fs::openat(
         dir_fd,
         name,
@@ -772,7 +984,6 @@ pub(super) fn check_unchanged(
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) if expect.is_empty() => return Ok(()),
         Err(_) => return Err(changed()),
     };
     let st = rustix::fs::fstat(&fd)
@@ -789,7 +1000,7 @@ pub(super) fn check_unchanged(
     if now != expect {
         return Err(changed());
     }
-    Ok(())
+    Ok(safe_write::Seen::File(safe_write::Fingerprint::of(&st)))
 }
 
 pub(super) fn write_new_temp(
