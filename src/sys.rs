@@ -112,6 +112,21 @@ pub fn try_lock_exclusive(fd: impl AsFd) -> io::Result<bool> {
     }
 }
 
+/// An exclusive `flock`, tried every 10 ms until `deadline`: `Ok(false)` when another holder
+/// still has it then. (A blocking `flock` cannot be bounded, and a lock must never be waited
+/// for without a bound.)
+pub fn lock_exclusive_until(fd: impl AsFd, deadline: std::time::Instant) -> io::Result<bool> {
+    loop {
+        if try_lock_exclusive(&fd)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// What [`inherited_socket`] found behind a descriptor number.
 #[derive(Debug)]
 pub enum Inherited {

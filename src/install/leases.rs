@@ -36,26 +36,20 @@ impl InstallersGuard {
         loop {
             let file = open_lock_file(&path, true)?
                 .with_context(|| format!("lock file `{}` disappeared", path.display()))?;
-            loop {
-                match crate::sys::try_lock_exclusive(&file) {
-                    Ok(true) => break,
-                    Ok(false) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                    Ok(false) => {
-                        return Err(help_error(
-                            format!(
-                                "another installer has held `{}` for over {}s",
-                                path.display(),
-                                wait.as_secs()
-                            ),
-                            "look for a stuck `tetragon-oci-hook-setup install` on this node",
-                        ));
-                    }
-                    Err(e) => {
-                        return Err(e)
-                            .with_context(|| format!("failed to lock `{}`", path.display()));
-                    }
+            match crate::sys::lock_exclusive_until(&file, deadline) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(help_error(
+                        format!(
+                            "another installer has held `{}` for over {}s",
+                            path.display(),
+                            wait.as_secs()
+                        ),
+                        "look for a stuck `tetragon-oci-hook-setup install` on this node",
+                    ));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("failed to lock `{}`", path.display()));
                 }
             }
             let held = file

@@ -663,28 +663,22 @@ pub fn lock_edit(target: &Path, wait: Duration) -> anyhow::Result<EditLock> {
                 help(&dir),
             ));
         }
-        loop {
-            match crate::sys::try_lock_exclusive(&fd) {
-                Ok(true) => break,
-                Ok(false) if start.elapsed() < wait => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Ok(false) => {
-                    return Err(crate::error::help_error(
-                        format!(
-                            "another run is still editing `{}` after {} s (lock `{}`); nothing \
-                             written",
-                            target.display(),
-                            wait.as_secs_f64(),
-                            lock_path.display()
-                        ),
-                        "wait for it to finish, then run again",
-                    ));
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot lock `{}`", lock_path.display()));
-                }
+        match crate::sys::lock_exclusive_until(&fd, start + wait) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(crate::error::help_error(
+                    format!(
+                        "another run is still editing `{}` after {} s (lock `{}`); nothing \
+                         written",
+                        target.display(),
+                        wait.as_secs_f64(),
+                        lock_path.display()
+                    ),
+                    "wait for it to finish, then run again",
+                ));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot lock `{}`", lock_path.display()));
             }
         }
         let lock = EditLock {
