@@ -206,12 +206,24 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads the regular file at `path` (symlinks followed), at most `limit` bytes: opened
-/// `O_NONBLOCK` (a FIFO never blocks), checked with `fstat` on the descriptor, and read with a
+/// `O_NONBLOCK` (a FIFO never blocks) only if `stat` says it is a regular file, checked again with
+/// `fstat` on the descriptor, and read with a
 /// bounded reader (never read whole when over). `what` names the content in the error ("a
 /// spec"). A missing file and a directory are plain `std::io::Error`s (`NotFound`,
 /// `IsADirectory`).
 pub fn read_regular(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     use rustix::fs::{FileType, Mode, OFlags};
+    // `stat` first (symlinks followed, as the open does): a device or FIFO is refused without
+    // being opened (opening a device can have effects, e.g. a tape rewinding). The `fstat`
+    // below still checks what was actually opened.
+    let st = rustix::fs::stat(path).map_err(std::io::Error::from)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind == FileType::Directory {
+        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory).into());
+    }
+    if kind != FileType::RegularFile {
+        bail!("not a regular file ({kind:?})");
+    }
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
