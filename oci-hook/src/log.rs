@@ -578,9 +578,10 @@ mod tests {
     fn busy_lock_is_waited_for_once_then_lines_go_unlocked_without_rotating() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.log");
-        // At the size limit: a writer holding the lock would rotate it.
+        // Under the size limit, with room for the lines: nothing to rotate.
+        let size = MAX_SIZE - 4096;
         let holder = File::create(&path).unwrap();
-        holder.set_len(MAX_SIZE).unwrap();
+        holder.set_len(size).unwrap();
         rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
@@ -598,7 +599,7 @@ mod tests {
         // One wait of LOCK_WAIT for the whole process, not one per line.
         assert!(elapsed < LOCK_WAIT * 2, "{elapsed:?}");
         let bytes = std::fs::read(&path).unwrap();
-        let tail = String::from_utf8(bytes[MAX_SIZE as usize..].to_vec()).unwrap();
+        let tail = String::from_utf8(bytes[size as usize..].to_vec()).unwrap();
         let msgs: Vec<String> = tail
             .lines()
             .map(|l| {
@@ -610,6 +611,48 @@ mod tests {
             .collect();
         assert_eq!(msgs, [LOCK_BUSY_MSG, "a", "b", "c"]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "rotated");
+    }
+
+    #[test]
+    fn busy_lock_does_not_stop_rotation_past_the_size_limit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        // At the size limit, 0644 as an older hook left it, its lock held for good.
+        let holder = File::create(&path).unwrap();
+        holder.set_len(MAX_SIZE).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let old_ino = holder.metadata().unwrap().ino();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let start = Instant::now();
+        let mut log = Logger::new(path.clone(), Level::Info);
+        for msg in ["a", "b", "c"] {
+            log.info(msg, &[]);
+        }
+        assert!(start.elapsed() < LOCK_WAIT * 2, "{:?}", start.elapsed());
+        let msgs: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["msg"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(msgs, ["a", "b", "c"]);
+        let fresh = std::fs::metadata(&path).unwrap();
+        assert_ne!(fresh.ino(), old_ino);
+        assert_eq!(fresh.permissions().mode() & 0o777, 0o600);
+        let backups: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap())
+            .filter(|m| m.ino() == old_ino)
+            .collect();
+        assert_eq!(backups.len(), 1);
+        assert_eq!(backups[0].len(), MAX_SIZE);
+        assert_eq!(backups[0].permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

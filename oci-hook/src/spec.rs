@@ -396,6 +396,58 @@ pub fn request(cc: CreateContainer) -> RuntimeHookRequest {
 mod tests {
     use super::*;
 
+    /// A FIFO (or device) is refused before it is opened: a writer blocked opening the FIFO
+    /// stays blocked (opening it for reading, as before, would have let it through).
+    #[test]
+    fn non_regular_file_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            // Blocks until a reader opens the FIFO.
+            let f = std::fs::OpenOptions::new().write(true).open(&p);
+            let _ = tx.send(());
+            f
+        });
+        // Let the writer reach its blocking open.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for path in [&fifo, &link] {
+            let err = read_regular(path, CONFIG_LIMIT, "a spec").unwrap_err();
+            assert!(
+                format!("{err:#}").contains("not a regular file (Fifo)"),
+                "{err:#}"
+            );
+        }
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_ok();
+        // Release the writer whatever happened.
+        let _reader = rustix::fs::open(
+            &fifo,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(!opened, "the FIFO was opened");
+        let err = read_regular(Path::new("/dev/null"), CONFIG_LIMIT, "a spec").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not a regular file (CharacterDevice)"),
+            "{err:#}"
+        );
+    }
+
     #[test]
     fn cgroup_path_systemd_forms() {
         let cases = [
