@@ -631,12 +631,12 @@ Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` be
   --log-fname PATH                    log file (default: `{DEFAULT_LOG_FILE}` beside the binary)
   --log-level LEVEL                   debug, info, warn or error (default: info)
   --grpc-address ADDR                 agent address (default: {DEFAULT_GRPC_ADDRESS})
-  --grpc-timeout DURATION             agent call timeout (default: 10s)
+  --grpc-timeout DURATION             agent call timeout (default: 10s, at most 60s)
   --disable-grpc                      do not contact the agent
-  --just-print-config                 print the resolved configuration and exit
+  --just-print-config                 print the resolved configuration and exit (without HOOK)
   --annotations-namespace-key KEYS    annotations holding the pod namespace (comma-separated)
   --fail-cel-expr EXPR                CEL expression deciding whether to fail (true = fail)
-  --fail-cel-timeout DURATION         longest run of that expression (default: 200ms)
+  --fail-cel-timeout DURATION         most CPU time that expression may use (default: 200ms)
   --fail-allow-namespaces NAMES       namespaces allowed to start without the agent (default: kube-system)
   --fail-allow-namespaces-regex RE    regex for such namespaces (repeatable)
 "

@@ -15,12 +15,18 @@
 //! file is logged and the default kept). Exit status: 0 when the container may start (or nothing
 //! was to be done), 1 when the fail policy stops it (or `server-version` failed).
 //!
-//! A `createRuntime` run ends within `--grpc-timeout` + [`GRACE`] (1 s) whatever happens: reading
-//! stdin and the agent call leave room for the fail check (`--fail-cel-timeout`, default 200 ms,
-//! when a CEL expression is set) and the last log lines (the log lock is waited for at most
-//! [`log::LOCK_WAIT`]); a watchdog thread ends the process just before the bound in any case,
-//! failing the container unless the agent accepted it, the fail check allowed it, or gRPC is
-//! disabled. `config.json` is read only if it is a regular file of at most
+//! A `createRuntime` run ends within `--grpc-timeout` (at most [`args::MAX_GRPC_TIMEOUT`], 60 s;
+//! a larger value is clamped and the clamp logged) + [`GRACE`] (1 s) whatever happens: reading
+//! stdin and the agent call leave room for the fail check (`--fail-cel-timeout`, default 200 ms
+//! of the CEL child's CPU time, when a CEL expression is set; the child is killed at the end of
+//! the overall budget in any case) and the last log lines (the log lock is waited for at most
+//! [`log::LOCK_WAIT`]). A watchdog thread, started before anything is logged, ends the process
+//! just before the bound in any case, failing the container unless the agent accepted it, the
+//! namespace rules allow it (known once the spec is read; they are also what decides when the
+//! CEL expression cannot), the fail check allowed it, or gRPC is disabled.
+//!
+//! `--help`, `--version` and `--just-print-config` print and exit only without a hook name;
+//! with one (as the runtime runs the hook) they are logged as ignored and the hook runs. `config.json` is read only if it is a regular file of at most
 //! [`spec::CONFIG_LIMIT`] (16 MiB).
 //!
 //! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
