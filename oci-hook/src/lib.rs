@@ -26,8 +26,8 @@
 //! CEL expression cannot), the fail check allowed it, or gRPC is disabled.
 //!
 //! `--help`, `--version` and `--just-print-config` print and exit only without a hook name;
-//! with one (as the runtime runs the hook) they are logged as ignored and the hook runs. `config.json` is read only if it is a regular file of at most
-//! [`spec::CONFIG_LIMIT`] (16 MiB).
+//! with one (as the runtime runs the hook) they are logged as ignored and the hook runs.
+//! `config.json` is read only if it is a regular file of at most [`spec::CONFIG_LIMIT`] (16 MiB).
 //!
 //! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
@@ -378,6 +378,15 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
             return fail_check(cfg, log, &Default::default(), &err, budget);
         }
     };
+    // What the fail check falls back to (and decides without a CEL expression): known now, so
+    // that the watchdog never refuses a container the namespace rules allow.
+    if !cfg.disable_grpc
+        && !fail_policy(cfg, budget)
+            .namespace_decision(&spec.annotations)
+            .fail
+    {
+        CUT_OFF_CODE.store(0, Ordering::Relaxed);
+    }
     let bundle_dir = bundle
         .or_else(|| config_path.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| cwd.clone());
@@ -413,15 +422,6 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
         log.with("req-annotations", Value::Object(ann));
     }
 
-    // What the fail check falls back to (and decides without a CEL expression): known now, so
-    // that the watchdog never refuses a container the namespace rules allow.
-    if !cfg.disable_grpc
-        && !fail_policy(cfg, budget)
-            .namespace_decision(&spec.annotations)
-            .fail
-    {
-        CUT_OFF_CODE.store(0, Ordering::Relaxed);
-    }
     if cfg.disable_grpc {
         log.info(
             "gRPC was disabled, so will not be contacting the agent",
