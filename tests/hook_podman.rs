@@ -310,6 +310,9 @@ fn podman_slow_cel_is_stopped_and_namespace_rules_decide() {
     assert_eq!(stopped.len(), 2, "{log:#?}");
     for l in stopped {
         let err = l["error"].as_str().unwrap();
-        assert!(err.contains("did not finish within 200ms"), "{err}");
+        assert!(
+            err.contains("used more than 200ms of CPU time (`--fail-cel-timeout`)"),
+            "{err}"
+        );
     }
 }

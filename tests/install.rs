@@ -1117,6 +1117,61 @@ fn mkfifo(p: &Path) {
 }
 
 /// `install --interface nri-hook` checks the hook's arguments exactly as oci-hooks does, before
+/// `hook-args` that would make the hook a silent no-op (`--help`, `--version`,
+/// `--just-print-config`), a positional argument (the runtime supplies the hook name), or a
+/// `--grpc-timeout` over the hook's maximum fail the install, for both interfaces; nothing is
+/// written.
+#[test]
+fn install_rejects_hook_args_that_make_the_hook_a_no_op_or_stall_it() {
+    for interface in ["--interface=oci-hooks", "--interface=nri-hook"] {
+        for bad in [
+            &["--help"][..],
+            &["-h"],
+            &["--version"],
+            &["--just-print-config"],
+            &["poststop"],
+            &["--grpc-timeout", "100000h"],
+        ] {
+            let node = Node::new();
+            let mut args = node.helm_args();
+            args[2] = format!("--local-binary={}", support::hook_bin());
+            if interface.ends_with("nri-hook") {
+                args[1] = interface.into();
+                args.truncate(args.iter().position(|a| a == "hook-args").unwrap());
+                args.extend([
+                    "--daemonize".to_owned(),
+                    format!("--nri-hook.socket={}", node.path("no-nri.sock").display()),
+                    "--nri-hook.give-up-after=1".to_owned(),
+                    "hook-args".to_owned(),
+                ]);
+            } else {
+                args.truncate(args.iter().position(|a| a == "hook-args").unwrap() + 1);
+            }
+            args.extend(bad.iter().map(|s| s.to_string()));
+            let before = listing(node.root());
+            let mut cmd = bin();
+            cmd.args(&args);
+            let out = output_within(cmd, 20);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{interface} {bad:?}: {}",
+                node.t(&out)
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("invalid hook arguments") && stderr.contains("help:"),
+                "{interface} {bad:?}: {stderr}"
+            );
+            assert_eq!(
+                listing(node.root()),
+                before,
+                "{interface} {bad:?}: something was written"
+            );
+        }
+    }
+}
+
 /// the binary is copied.
 #[test]
 fn install_nri_hook_rejects_invalid_hook_args_and_writes_nothing() {

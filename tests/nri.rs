@@ -624,6 +624,28 @@ fn prelaunched_lines_kept_before_configure_are_bounded_in_bytes() {
     assert!(text.contains("earlier log lines were dropped"), "{text}");
 }
 
+/// `hook_args` with `--help` (or `--version`, `--just-print-config`, a hook name) would make
+/// every container's hook a silent no-op: `Configure` refuses them with the reason.
+#[test]
+fn prelaunched_configure_rejects_hook_args_that_make_the_hook_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["\"--help\"", "\"--just-print-config\"", "\"poststop\""] {
+        let conf = format!(
+            "host_install_dir = \"{}\"\nhook_args = [{bad}]\nlog_file = \"{}\"\n",
+            dir.path().display(),
+            dir.path().join("plugin.log").display()
+        );
+        let (mut child, mut c) = prelaunch(&[], Stdio::null());
+        let _ = c.register_request();
+        let st = c.configure(&conf).status.unwrap();
+        assert_eq!(st.code, 3, "{bad}: {}", st.message);
+        assert!(st.message.contains("`hook_args`"), "{bad}: {}", st.message);
+        assert!(st.message.contains("help:"), "{bad}: {}", st.message);
+        drop(c);
+        assert_eq!(wait_child(&mut child), 0);
+    }
+}
+
 #[test]
 fn prelaunched_configure_rejects_invalid_hook_args_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -40,6 +40,12 @@ pub const DEFAULT_GRPC_ADDRESS: &str = "unix:///var/run/tetragon/tetragon.sock";
 /// Default `--grpc-timeout`.
 pub const DEFAULT_GRPC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest `--grpc-timeout` accepted (60 s): [`validate_args`] rejects more, and at hook time a
+/// larger value (from the defaults file, say) is clamped to it and the clamp logged. A
+/// `createRuntime` run ends within this plus [`crate::GRACE`], so the setup tool can set the
+/// runtime's own hook timeout from it.
+pub const MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default `--fail-cel-timeout`: how long `--fail-cel-expr` may run.
 pub const DEFAULT_CEL_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -313,6 +319,15 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
                 }
             }
             "grpc-timeout" => match parse_duration(value) {
+                Ok(d) if d > MAX_GRPC_TIMEOUT => {
+                    config.grpc_timeout = MAX_GRPC_TIMEOUT;
+                    diags.push(err(format!(
+                        "`--grpc-timeout` `{value}` is more than the maximum {}; using {}\nhelp: every container start waits for the hook, give at most {}",
+                        format_duration(MAX_GRPC_TIMEOUT),
+                        format_duration(MAX_GRPC_TIMEOUT),
+                        format_duration(MAX_GRPC_TIMEOUT),
+                    )));
+                }
                 Ok(d) => config.grpc_timeout = d,
                 Err(e) => diags.push(err(format!("invalid `--grpc-timeout`: {e:#}"))),
             },
@@ -487,13 +502,17 @@ pub const HOOK_NAMES: [&str; 4] = [
 
 /// Strictly validates hook arguments (as given in `hook-args`, without the program name):
 /// unknown flags, missing values, bad log levels, durations, addresses, regexes and CEL
-/// expressions are errors, as is a positional argument that is not a hook name.
+/// expressions are errors, as are a `--grpc-timeout` over [`MAX_GRPC_TIMEOUT`], `--help`, `-h`,
+/// `--version`, `--just-print-config` (they would make the hook a silent no-op) and any
+/// positional argument (the runtime's invocation supplies the hook name).
 ///
 /// ```
 /// use oci_hook::args::validate_args;
 /// let ok = ["--fail-allow-namespaces", "kube-system,ns1", "--grpc-timeout=2s"];
 /// assert!(validate_args(&ok.map(String::from)).is_ok());
 /// assert!(validate_args(&["--grpc-timout=2s".to_owned()]).is_err());
+/// assert!(validate_args(&["--help".to_owned()]).is_err());
+/// assert!(validate_args(&["poststop".to_owned()]).is_err());
 /// ```
 pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
     let cel = validate_args_but_cel(args)?;
@@ -516,13 +535,23 @@ pub fn validate_args_but_cel(args: &[String]) -> anyhow::Result<Option<String>> 
         .iter()
         .map(|d| d.message.clone())
         .collect();
-    for p in &parsed.positionals {
-        if !HOOK_NAMES.contains(&p.as_str()) {
+    // These make the hook print something and exit 0 without calling the agent or applying
+    // the fail policy: in `hook-args` they would let every container start, silently.
+    for (given, flag) in [
+        (parsed.help, "--help"),
+        (parsed.version, "--version"),
+        (parsed.config.just_print_config, "--just-print-config"),
+    ] {
+        if given {
             problems.push(format!(
-                "unexpected argument `{p}`\nhelp: hook arguments are flags; hook names are {}",
-                HOOK_NAMES.join(", ")
+                "`{flag}` is not allowed in hook arguments\nhelp: it makes the hook print and exit without contacting the agent or applying the fail policy; remove it"
             ));
         }
+    }
+    for p in &parsed.positionals {
+        problems.push(format!(
+            "unexpected argument `{p}`\nhelp: hook arguments are flags only; the runtime passes the hook name (createRuntime) itself"
+        ));
     }
     if problems.is_empty() {
         Ok(parsed.config.fail_cel_expr.clone())
@@ -602,12 +631,12 @@ Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` be
   --log-fname PATH                    log file (default: `{DEFAULT_LOG_FILE}` beside the binary)
   --log-level LEVEL                   debug, info, warn or error (default: info)
   --grpc-address ADDR                 agent address (default: {DEFAULT_GRPC_ADDRESS})
-  --grpc-timeout DURATION             agent call timeout (default: 10s)
+  --grpc-timeout DURATION             agent call timeout (default: 10s, at most 60s)
   --disable-grpc                      do not contact the agent
-  --just-print-config                 print the resolved configuration and exit
+  --just-print-config                 print the resolved configuration and exit (without HOOK)
   --annotations-namespace-key KEYS    annotations holding the pod namespace (comma-separated)
   --fail-cel-expr EXPR                CEL expression deciding whether to fail (true = fail)
-  --fail-cel-timeout DURATION         longest run of that expression (default: 200ms)
+  --fail-cel-timeout DURATION         most CPU time that expression may use (default: 200ms)
   --fail-allow-namespaces NAMES       namespaces allowed to start without the agent (default: kube-system)
   --fail-allow-namespaces-regex RE    regex for such namespaces (repeatable)
 "
@@ -781,7 +810,6 @@ mod tests {
             "^team-[a-z]{1,3}$",
             "--fail-cel-expr",
             r#"annotations["io.kubernetes.pod.namespace"] != "x""#,
-            "createRuntime",
         ]);
         validate_args(&ok).unwrap();
         for bad in [
@@ -813,7 +841,7 @@ mod tests {
         let p = cfg(&["--fail-cel-timeout=1s"]);
         assert_eq!(p.config.fail_cel_timeout, Duration::from_secs(1));
         assert!(p.diagnostics.is_empty());
-        assert!(validate_args(&args(&["--fail-cel-timeout", "50ms", "createRuntime"])).is_ok());
+        assert!(validate_args(&args(&["--fail-cel-timeout", "50ms"])).is_ok());
         for bad in ["--fail-cel-timeout=0s", "--fail-cel-timeout=soon"] {
             let p = cfg(&[bad]);
             assert_eq!(p.config.fail_cel_timeout, DEFAULT_CEL_TIMEOUT, "{bad}");
@@ -824,6 +852,63 @@ mod tests {
             assert!(validate_args(&args(&[bad])).is_err(), "{bad}");
         }
         assert!(usage().contains("--fail-cel-timeout DURATION"));
+    }
+
+    #[test]
+    fn hook_args_reject_flags_that_make_the_hook_a_no_op_and_positionals() {
+        for bad in [
+            &["--help"][..],
+            &["-h"],
+            &["--version"],
+            &["-version"],
+            &["--just-print-config"],
+            &["--just-print-config=true"],
+            &["poststop"],
+            &["createRuntime"],
+            &["--grpc-timeout=2s", "--", "--help"],
+        ] {
+            let err = validate_args_but_cel(&args(bad)).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.starts_with("invalid hook arguments:"), "{bad:?}: {msg}");
+            assert!(msg.contains("help:"), "{bad:?}: {msg}");
+        }
+        let err = validate_args_but_cel(&args(&["--version"])).unwrap_err();
+        insta::assert_snapshot!(format!("{err:#}"), @r"
+        invalid hook arguments:
+        `--version` is not allowed in hook arguments
+        help: it makes the hook print and exit without contacting the agent or applying the fail policy; remove it
+        ");
+        let err = validate_args_but_cel(&args(&["poststop"])).unwrap_err();
+        insta::assert_snapshot!(format!("{err:#}"), @r"
+        invalid hook arguments:
+        unexpected argument `poststop`
+        help: hook arguments are flags only; the runtime passes the hook name (createRuntime) itself
+        ");
+        validate_args_but_cel(&args(&["--just-print-config=false"])).unwrap();
+    }
+
+    #[test]
+    fn grpc_timeout_is_capped_at_max_grpc_timeout() {
+        assert_eq!(MAX_GRPC_TIMEOUT, Duration::from_secs(60));
+        validate_args(&args(&["--grpc-timeout=60s"])).unwrap();
+        for bad in ["--grpc-timeout=61s", "--grpc-timeout=100000h"] {
+            let err = validate_args(&args(&[bad])).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("more than the maximum 60s"),
+                "{bad}"
+            );
+            // At hook time the value is clamped, not reset to the default.
+            let p = cfg(&[bad]);
+            assert_eq!(p.config.grpc_timeout, MAX_GRPC_TIMEOUT, "{bad}");
+            assert_eq!(p.diagnostics.len(), 1, "{bad}");
+        }
+        let p = parse(
+            &[],
+            Path::new("/d"),
+            Some((Path::new("/d/f.json"), r#"{"grpc-timeout": "100000h"}"#)),
+        );
+        assert_eq!(p.config.grpc_timeout, MAX_GRPC_TIMEOUT);
+        assert!(p.diagnostics[0].message.contains("using 60s"));
     }
 
     #[test]

@@ -15,13 +15,19 @@
 //! file is logged and the default kept). Exit status: 0 when the container may start (or nothing
 //! was to be done), 1 when the fail policy stops it (or `server-version` failed).
 //!
-//! A `createRuntime` run ends within `--grpc-timeout` + [`GRACE`] (1 s) whatever happens: reading
-//! stdin and the agent call leave room for the fail check (`--fail-cel-timeout`, default 200 ms,
-//! when a CEL expression is set) and the last log lines (the log lock is waited for at most
-//! [`log::LOCK_WAIT`]); a watchdog thread ends the process just before the bound in any case,
-//! failing the container unless the agent accepted it, the fail check allowed it, or gRPC is
-//! disabled. `config.json` is read only if it is a regular file of at most
-//! [`spec::CONFIG_LIMIT`] (16 MiB).
+//! A `createRuntime` run ends within `--grpc-timeout` (at most [`args::MAX_GRPC_TIMEOUT`], 60 s;
+//! a larger value is clamped and the clamp logged) + [`GRACE`] (1 s) whatever happens: reading
+//! stdin and the agent call leave room for the fail check (`--fail-cel-timeout`, default 200 ms
+//! of the CEL child's CPU time, when a CEL expression is set; the child is killed at the end of
+//! the overall budget in any case) and the last log lines (the log lock is waited for at most
+//! [`log::LOCK_WAIT`]). A watchdog thread, started before anything is logged, ends the process
+//! just before the bound in any case, failing the container unless the agent accepted it, the
+//! namespace rules allow it (known once the spec is read; they are also what decides when the
+//! CEL expression cannot), the fail check allowed it, or gRPC is disabled.
+//!
+//! `--help`, `--version` and `--just-print-config` print and exit only without a hook name;
+//! with one (as the runtime runs the hook) they are logged as ignored and the hook runs.
+//! `config.json` is read only if it is a regular file of at most [`spec::CONFIG_LIMIT`] (16 MiB).
 //!
 //! A spec that cannot be found or parsed counts as a failed call, since no request can be sent:
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
@@ -108,37 +114,58 @@ pub fn run(args: &[String]) -> Outcome {
         };
     }
     let parsed = parse_with_defaults(args, &binary_dir());
-    if parsed.help {
-        return Outcome {
-            stdout: args::usage(),
-            ..Outcome::default()
-        };
-    }
-    if parsed.version {
-        let stdout = format!("tetragon-oci-hook {}\n", env!("CARGO_PKG_VERSION"));
-        return Outcome {
-            stdout,
-            ..Outcome::default()
-        };
-    }
     let cfg = &parsed.config;
-    if cfg.just_print_config {
-        let mut stdout = serde_json::to_string_pretty(cfg).unwrap_or_default();
-        stdout.push('\n');
-        let stderr: String = parsed
-            .diagnostics
-            .iter()
-            .map(|d| format!("warning: {d}\n"))
-            .collect();
-        return Outcome {
-            stdout,
-            stderr,
-            ..Outcome::default()
-        };
+    let hook = parsed.hook();
+    // The runtime runs the hook with a stage name: then `--help`, `--version` and
+    // `--just-print-config` (from a bad `hook-args` or defaults file) must not turn it into a
+    // silent allow. They are logged below and ignored; without a hook name they work as usual.
+    let ignored: Vec<&str> = [
+        (parsed.help, "--help"),
+        (parsed.version, "--version"),
+        (cfg.just_print_config, "--just-print-config"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect();
+    if hook.is_none() {
+        if parsed.help {
+            return Outcome {
+                stdout: args::usage(),
+                ..Outcome::default()
+            };
+        }
+        if parsed.version {
+            let stdout = format!("tetragon-oci-hook {}\n", env!("CARGO_PKG_VERSION"));
+            return Outcome {
+                stdout,
+                ..Outcome::default()
+            };
+        }
+        if cfg.just_print_config {
+            let mut stdout = serde_json::to_string_pretty(cfg).unwrap_or_default();
+            stdout.push('\n');
+            let stderr: String = parsed
+                .diagnostics
+                .iter()
+                .map(|d| format!("warning: {d}\n"))
+                .collect();
+            return Outcome {
+                stdout,
+                stderr,
+                ..Outcome::default()
+            };
+        }
     }
-    if parsed.hook() == Some(CHECK_CEL) {
+    if hook == Some(CHECK_CEL) {
         return check_cel(cfg);
     }
+    // The watchdog starts before anything is written to the log: a log on a hung filesystem
+    // must not hold the container start past the budget.
+    let budget = (hook == Some("createRuntime")).then(|| {
+        let budget = Budget::new(started, cfg);
+        budget.start_watchdog(cfg.disable_grpc);
+        budget
+    });
     let mut log = Logger::new(cfg.log_fname.clone(), cfg.log_level);
     for d in &parsed.diagnostics {
         if d.source == "command line" {
@@ -153,14 +180,19 @@ pub fn run(args: &[String]) -> Outcome {
             );
         }
     }
+    for flag in ignored {
+        log.warn(
+            "ignoring a flag that only makes sense without a hook name",
+            &[("flag", flag.into()), ("hook", hook.unwrap_or("").into())],
+        );
+    }
     match parsed.hook() {
         None => {
             log.warn("hook called without event, bailing out", &[]);
             Outcome::default()
         }
         Some("createRuntime") => {
-            let budget = Budget::new(started, cfg);
-            budget.start_watchdog(cfg.disable_grpc);
+            let budget = budget.unwrap_or_else(|| Budget::new(started, cfg));
             create_runtime(cfg, &mut log, start, &budget)
         }
         Some(hook @ ("createContainer" | "poststop")) => {
@@ -187,7 +219,8 @@ const TAIL: Duration = Duration::from_millis(250);
 const CUT_OFF_MARGIN: Duration = Duration::from_millis(100);
 
 /// The exit status if the watchdog has to end the process: 1 (fail the container) until the
-/// agent accepted the container or the fail check allowed it.
+/// agent accepted the container, the namespace rules allow it (known once the spec is read:
+/// they decide when the CEL expression cannot) or the fail check allowed it.
 static CUT_OFF_CODE: AtomicU8 = AtomicU8::new(1);
 
 /// The time budget of one `createRuntime` run: it ends at start + `--grpc-timeout` + [`GRACE`].
@@ -345,6 +378,15 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
             return fail_check(cfg, log, &Default::default(), &err, budget);
         }
     };
+    // What the fail check falls back to (and decides without a CEL expression): known now, so
+    // that the watchdog never refuses a container the namespace rules allow.
+    if !cfg.disable_grpc
+        && !fail_policy(cfg, budget)
+            .namespace_decision(&spec.annotations)
+            .fail
+    {
+        CUT_OFF_CODE.store(0, Ordering::Relaxed);
+    }
     let bundle_dir = bundle
         .or_else(|| config_path.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| cwd.clone());
@@ -405,6 +447,22 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
     }
 }
 
+/// The fail policy of `cfg`; the CEL child may use `--fail-cel-timeout` of CPU time and is
+/// stopped when the budget (but its tail) is spent.
+fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
+    policy::Policy {
+        namespace_keys: cfg.annotations_namespace_keys.clone(),
+        allow_namespaces: cfg.fail_allow_namespaces.clone(),
+        allow_regexes: cfg.fail_allow_namespaces_regex.clone(),
+        cel_expr: cfg.fail_cel_expr.clone(),
+        cel_eval: policy::CelEval::Isolated {
+            exe: PathBuf::from("/proc/self/exe"),
+            cpu: cfg.fail_cel_timeout,
+            deadline: Instant::now() + budget.until_end(),
+        },
+    }
+}
+
 fn fail_check(
     cfg: &Config,
     log: &mut Logger,
@@ -412,16 +470,7 @@ fn fail_check(
     err: &str,
     budget: &Budget,
 ) -> Outcome {
-    let policy = policy::Policy {
-        namespace_keys: cfg.annotations_namespace_keys.clone(),
-        allow_namespaces: cfg.fail_allow_namespaces.clone(),
-        allow_regexes: cfg.fail_allow_namespaces_regex.clone(),
-        cel_expr: cfg.fail_cel_expr.clone(),
-        cel_eval: policy::CelEval::Isolated {
-            exe: PathBuf::from("/proc/self/exe"),
-            timeout: budget.until_end().min(cfg.fail_cel_timeout),
-        },
-    };
+    let policy = fail_policy(cfg, budget);
     let decision = policy.check(annotations);
     CUT_OFF_CODE.store(u8::from(decision.fail), Ordering::Relaxed);
     if let Some(pe) = &decision.policy_error {

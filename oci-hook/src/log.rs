@@ -6,9 +6,14 @@
 //! open the file can hold it): past that the line is written without the lock and without
 //! rotating, a note says so once, and the process does not wait for the lock again. The log is
 //! opened with `O_NOFOLLOW | O_NONBLOCK` and must be a regular file (a symlink or FIFO there is
-//! refused); a new log is created 0600. Rotation renames the file to `<stem>-<UTC time>.<ext>` once it would
-//! pass [`MAX_SIZE`], keeps [`MAX_BACKUPS`] backups no older than [`MAX_AGE`]; a writer that
-//! locked a file that was just renamed notices (inode changed) and reopens. When the log cannot
+//! refused); a new log is created 0600, and an existing one owned by the hook's effective user
+//! with group or other permission bits (an older hook's 0644 log) is changed to 0600 when opened,
+//! so that other users can no longer open it (and hold its lock). Rotation renames the file to
+//! `<stem>-<UTC time>.<ext>` once it would pass [`MAX_SIZE`], keeps [`MAX_BACKUPS`] backups no
+//! older than [`MAX_AGE`]; a writer that locked a file that was just renamed notices (inode
+//! changed) and reopens. When the lock stays busy and the file is past the size limit, it is
+//! rotated anyway (rename is atomic; the renamed file is checked to be the one that was too big,
+//! and put back if not), so that a process holding the lock forever cannot stop rotation. When the log cannot
 //! be written, the line goes to stderr instead: logging never fails the hook.
 //!
 //! [`Level`] and [`rfc3339`] are shared with the setup package (its `--log-level` and the NRI
@@ -207,6 +212,11 @@ impl Logger {
                 self.path.display()
             )));
         }
+        // An older log (0644): close it to other users. Descriptors they already hold stay
+        // valid, but rotation below does not depend on them.
+        if st.st_mode & 0o077 != 0 && st.st_uid == rustix::process::geteuid().as_raw() {
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(LOG_MODE));
+        }
         Ok(File::from(fd))
     }
 
@@ -267,9 +277,18 @@ impl Logger {
     fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.lock_busy {
             // The lock was busy once already: do not wait for it again in this process.
+            if self.rotate_unlocked(line.len() as u64)? {
+                self.lock_busy = false;
+                return self.append(line);
+            }
             return self.append_unlocked(line);
         }
-        if !self.lock_current(Instant::now() + LOCK_WAIT)? {
+        let mut locked = self.lock_current(Instant::now() + LOCK_WAIT)?;
+        if !locked && self.rotate_unlocked(line.len() as u64)? {
+            // The lock holder kept an oversized file: it is a backup now; lock the fresh one.
+            locked = self.lock_current(Instant::now() + LOCK_WAIT)?;
+        }
+        if !locked {
             self.lock_busy = true;
             let mut both = self.format_line(
                 Level::Warn,
@@ -310,6 +329,49 @@ impl Logger {
         let result = (&file).write_all(line);
         self.file = Some(file);
         result
+    }
+
+    /// Rotates the open (unlocked: its lock is busy) file if it is past [`MAX_SIZE`] with
+    /// `extra` more bytes. Returns true when the file at the path changed (rotated here or by
+    /// another writer): the caller reopens it. Concurrent rotators: the backup name is taken
+    /// with `RENAME_NOREPLACE` (no backup is overwritten), and a rotator that renamed a file
+    /// other than the oversized one it looked at (another rotator was faster) renames it back
+    /// unless a newer log is already there (then that file stays as a small backup: no line is
+    /// lost).
+    fn rotate_unlocked(&mut self, extra: u64) -> std::io::Result<bool> {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        let Some(file) = self.file.as_ref() else {
+            return Ok(false);
+        };
+        let fm = file.metadata()?;
+        if fm.len() == 0 || fm.len() + extra <= MAX_SIZE {
+            return Ok(false);
+        }
+        if !self.is_current(file)? {
+            self.file = None;
+            return Ok(true);
+        }
+        let backup = backup_path(&self.path, SystemTime::now());
+        match renameat_with(CWD, &self.path, CWD, &backup, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                self.file = None;
+                return Ok(true);
+            }
+            // The same backup name a moment ago: another writer rotated it just now.
+            Err(rustix::io::Errno::EXIST) => {
+                self.file = None;
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let moved = std::fs::symlink_metadata(&backup)?;
+        if (moved.ino(), moved.dev()) != (fm.ino(), fm.dev()) {
+            let _ = renameat_with(CWD, &backup, CWD, &self.path, RenameFlags::NOREPLACE);
+        }
+        self.file = None;
+        prune_backups(&self.path, SystemTime::now());
+        Ok(true)
     }
 
     /// Renames the locked file to a timestamped backup, opens a fresh one (locked if it can be
@@ -516,9 +578,10 @@ mod tests {
     fn busy_lock_is_waited_for_once_then_lines_go_unlocked_without_rotating() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.log");
-        // At the size limit: a writer holding the lock would rotate it.
+        // Under the size limit, with room for the lines: nothing to rotate.
+        let size = MAX_SIZE - 4096;
         let holder = File::create(&path).unwrap();
-        holder.set_len(MAX_SIZE).unwrap();
+        holder.set_len(size).unwrap();
         rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let p = path.clone();
@@ -536,7 +599,7 @@ mod tests {
         // One wait of LOCK_WAIT for the whole process, not one per line.
         assert!(elapsed < LOCK_WAIT * 2, "{elapsed:?}");
         let bytes = std::fs::read(&path).unwrap();
-        let tail = String::from_utf8(bytes[MAX_SIZE as usize..].to_vec()).unwrap();
+        let tail = String::from_utf8(bytes[size as usize..].to_vec()).unwrap();
         let msgs: Vec<String> = tail
             .lines()
             .map(|l| {
@@ -548,6 +611,48 @@ mod tests {
             .collect();
         assert_eq!(msgs, [LOCK_BUSY_MSG, "a", "b", "c"]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "rotated");
+    }
+
+    #[test]
+    fn busy_lock_does_not_stop_rotation_past_the_size_limit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.log");
+        // At the size limit, 0644 as an older hook left it, its lock held for good.
+        let holder = File::create(&path).unwrap();
+        holder.set_len(MAX_SIZE).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let old_ino = holder.metadata().unwrap().ino();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let start = Instant::now();
+        let mut log = Logger::new(path.clone(), Level::Info);
+        for msg in ["a", "b", "c"] {
+            log.info(msg, &[]);
+        }
+        assert!(start.elapsed() < LOCK_WAIT * 2, "{:?}", start.elapsed());
+        let msgs: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["msg"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(msgs, ["a", "b", "c"]);
+        let fresh = std::fs::metadata(&path).unwrap();
+        assert_ne!(fresh.ino(), old_ino);
+        assert_eq!(fresh.permissions().mode() & 0o777, 0o600);
+        let backups: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap())
+            .filter(|m| m.ino() == old_ino)
+            .collect();
+        assert_eq!(backups.len(), 1);
+        assert_eq!(backups[0].len(), MAX_SIZE);
+        assert_eq!(backups[0].permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

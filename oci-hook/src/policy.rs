@@ -12,9 +12,12 @@
 //! an evaluation on a thread can be neither stopped nor capped in memory. So the hook evaluates
 //! it in a child process ([`eval_cel_isolated`]: the hook binary itself, hidden command
 //! [`EVAL_CEL`]) with an address-space cap ([`CEL_MEMORY`] beyond the evaluation thread's stack)
-//! and a CPU-time cap, killed at `--fail-cel-timeout`. Past either bound it is a CEL error: the
-//! namespace rules decide, and the [`Decision`] says which bound was hit. This runs only after a
-//! failed agent call, so the child's cost (about a millisecond) is not on the normal path.
+//! and a CPU-time cap of `--fail-cel-timeout`, which the child enforces on itself (a thread
+//! watching `CLOCK_PROCESS_CPUTIME_ID`, so that spawning it and waiting for a CPU under load do
+//! not count). The parent only bounds the wall time by what is left of the hook's overall
+//! budget. Past any bound it is a CEL error: the namespace rules decide, and the [`Decision`]
+//! says which bound was hit. This runs only after a failed agent call, so the child's cost
+//! (about a millisecond) is not on the normal path.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -47,13 +50,15 @@ pub enum CelEval {
     /// In this process, unbounded (unit tests, and the child process itself).
     #[default]
     InProcess,
-    /// In a child process running `exe` with the hidden command [`EVAL_CEL`], stopped at
-    /// `timeout` or at the [`CEL_MEMORY`] cap.
+    /// In a child process running `exe` with the hidden command [`EVAL_CEL`], stopped past
+    /// `cpu` of CPU time, at `deadline`, or at the [`CEL_MEMORY`] cap.
     Isolated {
         /// The hook binary (`/proc/self/exe`).
         exe: PathBuf,
-        /// Longest evaluation.
-        timeout: Duration,
+        /// Most CPU time the child may use (`--fail-cel-timeout`), enforced by the child.
+        cpu: Duration,
+        /// When the parent stops waiting and kills the child (the hook's overall budget).
+        deadline: Instant,
     },
 }
 
@@ -74,6 +79,12 @@ const CEL_INPUT_LIMIT: u64 = 2 * crate::spec::CONFIG_LIMIT;
 
 /// Largest input written to the child without a writer thread (well under a pipe's buffer).
 const CEL_INLINE_INPUT: usize = 16 << 10;
+
+/// The exit status of the CEL child when it used up its CPU time (`--fail-cel-timeout`).
+const CPU_CAP_EXIT: i32 = 3;
+
+/// How often the CEL child looks at its CPU time at most (the cap's granularity).
+const CPU_CAP_TICK: Duration = Duration::from_millis(2);
 
 /// Most bytes of the child's answer read back.
 const CEL_OUTPUT_LIMIT: u64 = 64 << 10;
@@ -167,16 +178,19 @@ pub fn eval_cel(
     })
 }
 
-/// Evaluates `expr` in a child process (`exe` [`EVAL_CEL`]), killed after `timeout`, with its
-/// memory capped ([`CEL_MEMORY`]). Returns within `timeout` plus the time to kill and reap it.
+/// Evaluates `expr` in a child process (`exe` [`EVAL_CEL`]) that stops itself past `cpu` of
+/// CPU time, with its memory capped ([`CEL_MEMORY`]); the child is killed at `deadline` (wall
+/// time). Returns by `deadline` plus the time to kill and reap it.
 pub fn eval_cel_isolated(
     exe: &Path,
-    timeout: Duration,
+    cpu: Duration,
+    deadline: Instant,
     expr: &str,
     annotations: &HashMap<String, String>,
     namespace_keys: &[String],
 ) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + timeout;
+    let timeout = cpu;
+    let wall = deadline.saturating_duration_since(Instant::now());
     let input = serde_json::to_vec(&CelInput {
         expr: expr.to_owned(),
         annotations: annotations.clone(),
@@ -212,22 +226,32 @@ pub fn eval_cel_isolated(
             }))
         }
     });
-    let answer = read_until(std::fs::File::from(reader), deadline, CEL_OUTPUT_LIMIT);
+    let reader = std::fs::File::from(reader);
+    let mut bytes = Vec::new();
+    let read = read_until(&reader, &mut bytes, deadline, CEL_OUTPUT_LIMIT);
     let status = wait_until(&mut child, deadline);
     if let Some(w) = writer {
         let _ = w.join();
     }
-    let status = match status {
-        Some(s) => s,
-        None => {
-            return Err(anyhow!(
-                "`--fail-cel-expr` did not finish within {} (`--fail-cel-timeout`) and was stopped",
-                crate::args::format_duration(timeout)
-            ));
-        }
+    let Some(status) = status else {
+        return Err(anyhow!(
+            "`--fail-cel-expr` did not finish within the {} left of the hook's time budget (`--grpc-timeout` + {}) and was stopped",
+            crate::args::format_duration(wall),
+            crate::args::format_duration(crate::GRACE),
+        ));
     };
+    // The child is gone: what it wrote is in the pipe. Read it without waiting (the deadline
+    // may have passed while it was being written).
+    if let Ok(false) = read {
+        let _ = read_until(&reader, &mut bytes, Instant::now(), CEL_OUTPUT_LIMIT);
+    }
     use std::os::unix::process::ExitStatusExt;
-    let bytes = answer.unwrap_or_default();
+    if status.code() == Some(CPU_CAP_EXIT) {
+        return Err(anyhow!(
+            "`--fail-cel-expr` used more than {} of CPU time (`--fail-cel-timeout`) and was stopped",
+            crate::args::format_duration(timeout)
+        ));
+    }
     if let Some(sig) = status.signal() {
         let said = String::from_utf8_lossy(&bytes);
         let why = if said.contains("memory allocation of") {
@@ -236,8 +260,11 @@ pub fn eval_cel_isolated(
                 CEL_MEMORY >> 20
             )
         } else if sig == 24 || sig == 9 {
-            // SIGXCPU, then SIGKILL: the CPU-time cap (a backstop of the deadline).
-            "hit its CPU-time cap and was stopped".to_owned()
+            // SIGXCPU, then SIGKILL: `RLIMIT_CPU`, the backstop of the child's own CPU check.
+            format!(
+                "hit its CPU-time cap (`--fail-cel-timeout` {}, rounded up to whole seconds) and was stopped",
+                crate::args::format_duration(timeout)
+            )
         } else {
             format!("crashed (signal {sig}): {}", one_line(&said))
         };
@@ -253,27 +280,27 @@ pub fn eval_cel_isolated(
     }
 }
 
-/// Reads `r` to its end, at most `limit` bytes, giving up at `deadline`.
+/// Reads `r` into `buf` to its end, at most `limit` bytes in all, until `deadline`: `Ok(true)`
+/// at the end of the data, `Ok(false)` at the deadline. What is readable at once is read even
+/// past the deadline (a `deadline` in the past drains the pipe without waiting).
 fn read_until(
-    mut r: impl Read + std::os::fd::AsFd,
+    mut r: &std::fs::File,
+    buf: &mut Vec<u8>,
     deadline: Instant,
     limit: u64,
-) -> anyhow::Result<Vec<u8>> {
+) -> anyhow::Result<bool> {
     use rustix::event::{PollFd, PollFlags, poll};
-    let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(anyhow!("no answer before the deadline"));
-        }
         let ts = rustix::event::Timespec {
             tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(left.subsec_nanos()),
         };
-        let fd = r.as_fd();
+        let fd = std::os::fd::AsFd::as_fd(r);
         let mut fds = [PollFd::new(&fd, PollFlags::IN)];
         match poll(&mut fds, Some(&ts)) {
+            Ok(0) if left.is_zero() => return Ok(false),
             Ok(0) | Err(rustix::io::Errno::INTR) => continue,
             Ok(_) => {}
             Err(e) => return Err(std::io::Error::from(e).into()),
@@ -284,7 +311,7 @@ fn read_until(
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            return Ok(buf);
+            return Ok(true);
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() as u64 > limit {
@@ -344,6 +371,28 @@ pub fn eval_cel_child() -> String {
         }
         let input: CelInput = serde_json::from_slice(&text).context("invalid CEL input")?;
         drop(text);
+        // The CPU-time cap, checked by a thread: `setitimer`/`timer_create` would need
+        // `unsafe` (not in rustix) and `RLIMIT_CPU` counts whole seconds only (kept below as
+        // the backstop). CPU time counts only while the child runs, so a loaded node does not
+        // turn a waiting child into a timed-out one.
+        let limit = Duration::from_millis(input.timeout_ms);
+        std::thread::Builder::new()
+            .name("cpu-cap".to_owned())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                loop {
+                    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+                    let used = Duration::new(
+                        u64::try_from(t.tv_sec).unwrap_or(0),
+                        u32::try_from(t.tv_nsec).unwrap_or(0),
+                    );
+                    if used >= limit {
+                        std::process::exit(CPU_CAP_EXIT);
+                    }
+                    std::thread::sleep((limit - used).min(CPU_CAP_TICK));
+                }
+            })
+            .context("failed to start the CPU-time check")?;
         let cpu = input.timeout_ms.div_ceil(1000).max(1);
         setrlimit(
             Resource::Cpu,
@@ -398,10 +447,24 @@ impl Policy {
     fn run_cel(&self, expr: &str, annotations: &HashMap<String, String>) -> anyhow::Result<bool> {
         match &self.cel_eval {
             CelEval::InProcess => eval_cel(expr, annotations, &self.namespace_keys),
-            CelEval::Isolated { exe, timeout } => {
-                eval_cel_isolated(exe, *timeout, expr, annotations, &self.namespace_keys)
-            }
+            CelEval::Isolated { exe, cpu, deadline } => eval_cel_isolated(
+                exe,
+                *cpu,
+                *deadline,
+                expr,
+                annotations,
+                &self.namespace_keys,
+            ),
         }
+    }
+
+    /// The namespace rules alone (what decides when the CEL expression cannot): cheap, for
+    /// the watchdog to know the decision before the agent call.
+    pub fn namespace_decision(&self, annotations: &HashMap<String, String>) -> Decision {
+        let mut policy_error = None;
+        let mut d = self.check_namespaces(annotations, &mut policy_error);
+        d.policy_error = policy_error;
+        d
     }
 
     fn check_namespaces(

@@ -206,12 +206,24 @@ fn read_config(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads the regular file at `path` (symlinks followed), at most `limit` bytes: opened
-/// `O_NONBLOCK` (a FIFO never blocks), checked with `fstat` on the descriptor, and read with a
+/// `O_NONBLOCK` (a FIFO never blocks) only if `stat` says it is a regular file, checked again with
+/// `fstat` on the descriptor, and read with a
 /// bounded reader (never read whole when over). `what` names the content in the error ("a
 /// spec"). A missing file and a directory are plain `std::io::Error`s (`NotFound`,
 /// `IsADirectory`).
 pub fn read_regular(path: &Path, limit: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     use rustix::fs::{FileType, Mode, OFlags};
+    // `stat` first (symlinks followed, as the open does): a device or FIFO is refused without
+    // being opened (opening a device can have effects, e.g. a tape rewinding). The `fstat`
+    // below still checks what was actually opened.
+    let st = rustix::fs::stat(path).map_err(std::io::Error::from)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind == FileType::Directory {
+        return Err(std::io::Error::from(std::io::ErrorKind::IsADirectory).into());
+    }
+    if kind != FileType::RegularFile {
+        bail!("not a regular file ({kind:?})");
+    }
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
@@ -383,6 +395,58 @@ pub fn request(cc: CreateContainer) -> RuntimeHookRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO (or device) is refused before it is opened: a writer blocked opening the FIFO
+    /// stays blocked (opening it for reading, as before, would have let it through).
+    #[test]
+    fn non_regular_file_is_refused_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            // Blocks until a reader opens the FIFO.
+            let f = std::fs::OpenOptions::new().write(true).open(&p);
+            let _ = tx.send(());
+            f
+        });
+        // Let the writer reach its blocking open.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for path in [&fifo, &link] {
+            let err = read_regular(path, CONFIG_LIMIT, "a spec").unwrap_err();
+            assert!(
+                format!("{err:#}").contains("not a regular file (Fifo)"),
+                "{err:#}"
+            );
+        }
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_millis(300))
+            .is_ok();
+        // Release the writer whatever happened.
+        let _reader = rustix::fs::open(
+            &fifo,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(!opened, "the FIFO was opened");
+        let err = read_regular(Path::new("/dev/null"), CONFIG_LIMIT, "a spec").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not a regular file (CharacterDevice)"),
+            "{err:#}"
+        );
+    }
 
     #[test]
     fn cgroup_path_systemd_forms() {

@@ -1380,7 +1380,7 @@ fn memory_bomb() -> String {
 }
 
 /// The issue's slow expressions (a ~270-byte `.all()` nest, a ~230-byte `.map()` nest) are
-/// stopped at `--fail-cel-timeout` (default 200 ms); the namespace rules decide, and the log
+/// stopped at `--fail-cel-timeout` (default 200 ms) of CPU time; the namespace rules decide, and the log
 /// says which bound was hit.
 #[test]
 fn slow_cel_is_stopped_at_its_deadline_and_namespace_rules_decide() {
@@ -1409,7 +1409,7 @@ fn slow_cel_is_stopped_at_its_deadline_and_namespace_rules_decide() {
                 .unwrap()
                 .to_owned();
             assert!(
-                err.contains("did not finish within 200ms")
+                err.contains("used more than 200ms of CPU time (`--fail-cel-timeout`)")
                     && err.contains("using the namespace rules"),
                 "{err}"
             );
@@ -1468,6 +1468,19 @@ fn hook_ends_within_grpc_timeout_plus_one_second_with_hanging_agent_and_slow_cel
     assert!(run.elapsed < Duration::from_secs(2), "{:?}", run.elapsed);
     let log = read_log(&case.log_path());
     assert!(log.iter().any(|l| l["msg"] == NOT_FAILING), "{log:#?}");
+    // The bound hit is the overall budget, and the message says so (not `--fail-cel-timeout`).
+    let err = log
+        .iter()
+        .find(|l| l["msg"] == "failCheck failed")
+        .unwrap_or_else(|| panic!("{log:#?}"))["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        err.contains("left of the hook's time budget (`--grpc-timeout` + 1s)")
+            && !err.contains("30s"),
+        "{err}"
+    );
 }
 
 /// A runtime that keeps stdin open without writing: the hook still ends within
@@ -1719,4 +1732,177 @@ fn hook_ends_within_grpc_timeout_plus_one_second_when_stderr_is_never_read() {
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     let log = read_log(&case.log_path());
     assert!(log.iter().any(|l| l["msg"] == FAILING), "{log:#?}");
+}
+
+/// `--help`, `--version` and `--just-print-config` with a hook name (a bad `hook-args`) do not
+/// turn `createRuntime` into a silent allow: the agent is called, the fail policy applies, and
+/// the ignored flag is logged.
+#[test]
+fn no_op_flags_with_a_hook_name_still_apply_the_fail_policy() {
+    for flag in ["--help", "-h", "--version", "--just-print-config"] {
+        let case = Case::with_namespace(Some("default"));
+        let addr = no_agent(&case);
+        let run = case.run(&[flag, "--grpc-address", &addr, "createRuntime"]);
+        assert_eq!(run.code, 1, "{flag}: {run:#?}");
+        assert!(run.has(FAILING), "{flag}: {run:#?}");
+        let warn = run.line("ignoring a flag that only makes sense without a hook name");
+        assert_eq!(warn["level"], "WARN");
+        let want = if flag == "-h" { "--help" } else { flag };
+        assert_eq!(warn["flag"], want, "{flag}");
+        assert!(run.stdout.is_empty(), "{flag}: {}", run.stdout);
+    }
+}
+
+/// A `--grpc-timeout` over the maximum (here from the defaults file, which `install` does not
+/// check) is clamped to 60 s, and the clamp is logged.
+#[test]
+fn grpc_timeout_over_the_maximum_is_clamped_and_logged() {
+    let case = Case::with_namespace(Some("kube-system"));
+    let bin = private_binary(&case);
+    std::fs::write(
+        bin.parent().unwrap().join("tetragon-oci-hook.json"),
+        r#"{"grpc-timeout": "100000h"}"#,
+    )
+    .unwrap();
+    let addr = no_agent(&case);
+    let run = case.run_bin(
+        &bin,
+        &["--grpc-address", &addr, "createRuntime"],
+        Input::State,
+    );
+    assert_eq!(run.code, 0, "{run:#?}");
+    let line = run.line("ignoring part of the defaults file");
+    let err = line["error"].as_str().unwrap();
+    assert!(
+        err.contains("`--grpc-timeout` `100000h` is more than the maximum 60s; using 60s"),
+        "{err}"
+    );
+    let out = Command::new(&bin)
+        .arg("--just-print-config")
+        .output()
+        .unwrap();
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["grpc-timeout"], "60s");
+}
+
+/// Many hooks at once on the fail path (agent down) with an allow-everything CEL on a loaded
+/// machine: each one allows its container. Before, spawning the CEL child counted against
+/// `--fail-cel-timeout` (wall time) and an answer already in the pipe at the deadline was
+/// dropped, so some hooks failed containers the policy allows. A short `--fail-cel-timeout`
+/// (30 ms, of CPU time now; the child needs a few) makes the old failure certain: 116 of 120
+/// failed before the fix.
+#[test]
+fn concurrent_fail_checks_with_an_allow_everything_cel_all_allow() {
+    const HOOKS: usize = 120;
+    let case = Case::with_namespace(Some("default"));
+    let addr = no_agent(&case);
+    let children: Vec<_> = (0..HOOKS)
+        .map(|_| {
+            let mut cmd = case.command(&[
+                "--grpc-address",
+                &addr,
+                "--grpc-timeout=10s",
+                "--fail-cel-timeout=30ms",
+                "--fail-cel-expr",
+                "false",
+                "createRuntime",
+            ]);
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let mut w = child.stdin.take().unwrap();
+            let _ = w.write_all(case.state().as_bytes());
+            drop(w);
+            child
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        if out.status.code() != Some(0) {
+            failed.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {HOOKS} failed: {failed:#?}",
+        failed.len()
+    );
+    let log = read_log(&case.log_path());
+    assert_eq!(
+        log.iter().filter(|l| l["msg"] == NOT_FAILING).count(),
+        HOOKS,
+        "{:#?}",
+        log.iter()
+            .filter(|l| l["msg"] == "failCheck failed")
+            .collect::<Vec<_>>()
+    );
+}
+
+/// An older 0644 log past the size limit whose lock another user holds forever: the next hook
+/// rotates it anyway, writes its lines to a fresh 0600 log, and the old log (now the backup)
+/// is 0600 too.
+#[test]
+fn oversized_log_locked_by_another_user_is_rotated_and_closed_to_others() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let case = Case::with_namespace(Some("kube-system"));
+    std::fs::set_permissions(case.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = std::fs::File::create(case.log_path()).unwrap();
+    old.set_len(oci_hook::log::MAX_SIZE + 1).unwrap();
+    drop(old);
+    std::fs::set_permissions(case.log_path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let old_ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(case.log_path()).unwrap());
+    let mut holder = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "flock",
+            "-x",
+        ])
+        .arg(case.log_path())
+        .args(["sleep", "25"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let holder_pgid = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
+    let probe = std::fs::File::open(case.log_path()).unwrap();
+    let t0 = Instant::now();
+    while rustix::fs::flock(&probe, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+        rustix::fs::flock(&probe, rustix::fs::FlockOperation::Unlock).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(10), "flock never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = case.watched(&["--disable-grpc", "createRuntime"]);
+    let _ = rustix::process::kill_process_group(holder_pgid, rustix::process::Signal::KILL);
+    let _ = holder.wait();
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let fresh = std::fs::metadata(case.log_path()).unwrap();
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::ino(&fresh),
+        old_ino,
+        "not rotated"
+    );
+    assert_eq!(fresh.permissions().mode() & 0o777, 0o600);
+    let log = read_log(&case.log_path());
+    assert!(
+        log.iter()
+            .any(|l| l["msg"] == "gRPC was disabled, so will not be contacting the agent"),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l["msg"] == LOCK_BUSY), "{log:#?}");
+    let backups: Vec<_> = std::fs::read_dir(case.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| {
+            let n = e.file_name().into_string().unwrap();
+            n.starts_with("hook-") && n.ends_with(".log")
+        })
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let b = backups[0].metadata().unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::ino(&b), old_ino);
+    assert_eq!(b.permissions().mode() & 0o777, 0o600);
 }
