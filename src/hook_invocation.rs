@@ -21,8 +21,8 @@ pub struct HookInvocation {
     pub timeout: Option<i64>,
 }
 
-/// The longest `--grpc-timeout` the hook accepts (it clamps larger values).
-pub const MAX_GRPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest `--grpc-timeout` the hook accepts (`install` refuses more; the hook clamps).
+pub use oci_hook::args::MAX_GRPC_TIMEOUT;
 
 /// What the runtime gives the hook beyond its `--grpc-timeout`: the hook ends itself within
 /// `--grpc-timeout` + 1 s, so this backstop only fires on a hook that is stuck outside its own
