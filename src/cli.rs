@@ -412,6 +412,29 @@ mod tests {
     }
 
     #[test]
+    fn runtime_config_flags_take_their_values_before_hook_args() {
+        let cli = parse_cli(argv(
+            "x install --local-install-dir /i --host-install-dir /h --crio-config auto \
+             --containers-conf hook-args --oci-hooks.host-dir /etc/containers/oci/hooks.d \
+             hook-args --crio-config",
+        ))
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.crio_config, Some(PathBuf::from("auto")));
+        assert_eq!(args.containers_conf, Some(PathBuf::from("hook-args")));
+        assert_eq!(
+            args.containerd_config,
+            PathBuf::from(defaults::CONTAINERD_CONFIG)
+        );
+        let Some(InstallTail::HookArgs { args }) = args.hook_args else {
+            panic!("no hook args")
+        };
+        assert_eq!(args, ["--crio-config"]);
+    }
+
+    #[test]
     fn hook_args_split_skips_flag_values_named_hook_args() {
         // `hook-args` as the value of a flag is that value, not the start of the hook's args.
         let (head, tail) = split_hook_args(argv(

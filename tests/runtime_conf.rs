@@ -531,3 +531,18 @@ fn enable_annotations_names_the_file_that_sets_each_runtimes_annotations() {
         "{err}"
     );
 }
+
+#[test]
+fn relative_host_hooks_dir_is_refused() {
+    let fixture = "hooks-dirs/crio-default";
+    let node = Node::new(fixture);
+    let conf = format!("--crio-config={}", node.conf("crio-default/crio.conf"));
+    let out = node.install("oci-hooks", &["--oci-hooks.host-dir=hooks.d", &conf]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        node.stderr(&out),
+        "error: --oci-hooks.host-dir `hooks.d` is not an absolute path\nhelp: pass the hooks dir \
+         as the host sees it, e.g. `--oci-hooks.host-dir=/etc/containers/oci/hooks.d`\n"
+    );
+    node.assert_nothing_written(fixture);
+}

@@ -134,6 +134,18 @@ pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>>
         }
         None => local.clone(),
     };
+    if !host.is_absolute() {
+        return Err(help_error(
+            format!(
+                "--oci-hooks.host-dir `{}` is not an absolute path",
+                host.display()
+            ),
+            format!(
+                "pass the hooks dir as the host sees it, e.g. `--oci-hooks.host-dir={}`",
+                hooks_dirs::OVERRIDE_DIR
+            ),
+        ));
+    }
     // A missing local dir is the install's own check (with its own fix).
     let read_only = rthooks::sys::dir_state(local).is_ok_and(|s| s.read_only);
     for (runtime, path, drop_ins, flag) in runtimes {
