@@ -96,9 +96,11 @@ pub(crate) struct InstallArgs {
     #[arg(long, value_name = "PATH|auto")]
     pub(crate) crio_config: Option<PathBuf>,
 
-    /// podman's `containers.conf` (its `containers.conf.d/*.conf` are read too): check that
-    /// podman reads the hooks dir (oci-hooks interface).
-    #[arg(long, value_name = "PATH")]
+    /// podman's config: a `containers.conf` read alone (as podman reads `CONTAINERS_CONF`), or
+    /// `auto` for the system files (`/usr/share/containers/containers.conf`,
+    /// `/etc/containers/containers.conf` and its `.d/*.conf`): check that podman reads the
+    /// hooks dir (oci-hooks interface).
+    #[arg(long, value_name = "PATH|auto")]
     pub(crate) containers_conf: Option<PathBuf>,
 
     /// containerd's config: nri-hook refuses to start when containerd's NRI validator rejects

@@ -546,3 +546,55 @@ fn relative_host_hooks_dir_is_refused() {
     );
     node.assert_nothing_written(fixture);
 }
+
+#[test]
+fn containers_conf_hooks_dir_is_checked_and_its_drop_ins_are_not_read() {
+    let fixture = "hooks-dirs/podman";
+    let node = Node::new(fixture);
+    // podman reads a `CONTAINERS_CONF` file alone: a `.d` beside it does not count.
+    fs::create_dir_all(node.path("conf/podman/containers.conf.d")).unwrap();
+    fs::write(
+        node.path("conf/podman/containers.conf.d/99-other.conf"),
+        "[engine]\nhooks_dir = [\"/opt/other\"]\n",
+    )
+    .unwrap();
+    let conf = format!("--containers-conf={}", node.conf("podman/containers.conf"));
+    let out = node.install(
+        "oci-hooks",
+        &[
+            "--oci-hooks.host-dir=/etc/containers/oci/hooks.d",
+            &conf,
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success(), "{}", node.stderr(&out));
+    assert!(
+        node.stderr(&out).contains(
+            "note: `/etc/containers/oci/hooks.d` is one of the hooks dirs --containers-conf \
+             `[TMP]/conf/podman/containers.conf` reads"
+        ),
+        "{}",
+        node.stderr(&out)
+    );
+    let out = node.install("oci-hooks", &["--oci-hooks.host-dir=/opt/other", &conf]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        node.stderr(&out).starts_with(
+            "error: podman does not read hook files from `/opt/other`: it reads \
+             `/usr/share/containers/oci/hooks.d`, `/etc/containers/oci/hooks.d` (`hooks_dir` at \
+             [TMP]/conf/podman/containers.conf:2)\nhelp: install into `/etc/containers/oci/hooks.d`"
+        ),
+        "{}",
+        node.stderr(&out)
+    );
+    let missing = format!("--containers-conf={}", node.conf("nope.conf"));
+    let out = node.install("oci-hooks", &[&missing]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        node.stderr(&out)
+            .starts_with("error: --containers-conf: `[TMP]/conf/nope.conf` does not exist\n"),
+        "{}",
+        node.stderr(&out)
+    );
+    assert!(listing(&node.path("hooks")).is_empty());
+}

@@ -99,25 +99,8 @@ pub(super) fn nri_validator_warning(config: &Path) -> Option<String> {
 /// `install --interface oci-hooks` with `--crio-config` or `--containers-conf`: the host path
 /// of the hooks dir must be one the runtime reads, and writable. Returns notes to print.
 pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>> {
-    let mut runtimes = Vec::new();
-    if let Some(p) = &args.crio_config {
-        runtimes.push((
-            HooksRuntime::Crio,
-            crio_config_path(p),
-            DropIns::AllFilesRecursive,
-            "--crio-config",
-        ));
-    }
-    if let Some(p) = &args.containers_conf {
-        runtimes.push((
-            HooksRuntime::Podman,
-            p.clone(),
-            DropIns::ConfSuffix,
-            "--containers-conf",
-        ));
-    }
     let mut notes = Vec::new();
-    if runtimes.is_empty() {
+    if args.crio_config.is_none() && args.containers_conf.is_none() {
         return Ok(notes);
     }
     let local = &args.oci_hooks_local_dir;
@@ -146,21 +129,63 @@ pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>>
             ),
         ));
     }
+    // Every file is read and judged before anything is written.
+    let mut configs = Vec::new();
+    if let Some(p) = &args.crio_config {
+        let path = crio_config_path(p);
+        let layers = read_runtime_config(&path, DropIns::AllFilesRecursive, "--crio-config")?;
+        configs.push((
+            HooksRuntime::Crio,
+            path.display().to_string(),
+            layers,
+            "--crio-config",
+        ));
+    }
+    if let Some(p) = &args.containers_conf {
+        let (what, layers) = podman_layers(p)?;
+        configs.push((HooksRuntime::Podman, what, layers, "--containers-conf"));
+    }
     // A missing local dir is the install's own check (with its own fix).
     let read_only = rthooks::sys::dir_state(local).is_ok_and(|s| s.read_only);
-    for (runtime, path, drop_ins, flag) in runtimes {
-        let layers = read_runtime_config(&path, drop_ins, flag)?;
+    for (runtime, what, layers, flag) in configs {
         let dirs = hooks_dirs::hooks_dirs(runtime, &layers)?;
         hooks_dirs::check_host_dir(&dirs, &host, read_only)?;
         notes.push(format!(
-            "`{}` is one of the hooks dirs {flag} `{}` reads: {}",
+            "`{}` is one of the hooks dirs {flag} `{what}` reads: {}",
             host.display(),
-            path.display(),
             dirs.dirs.join(", ")
         ));
     }
     Ok(notes)
 }
+
+/// podman's config files, in the order it reads them (containers/common `pkg/config/new.go`):
+/// `auto` is root's system chain (`/usr/share/containers/containers.conf`,
+/// `/etc/containers/containers.conf`, then `/etc/containers/containers.conf.d/*.conf`); a path
+/// is read alone, as podman reads `CONTAINERS_CONF` (which replaces the whole chain).
+fn podman_layers(arg: &Path) -> anyhow::Result<(String, Vec<Layer>)> {
+    if arg == Path::new("auto") {
+        let mut layers: Vec<Layer> = Layer::read(Path::new(PODMAN_USR_CONF))?
+            .into_iter()
+            .collect();
+        let (main, dir) = main_and_drop_in_dir(Path::new(PODMAN_ETC_CONF));
+        layers.extend(read_layers(&main, &dir, DropIns::ConfSuffix)?.unwrap_or_default());
+        return Ok((format!("{PODMAN_USR_CONF}, {PODMAN_ETC_CONF}[.d]"), layers));
+    }
+    match Layer::read(arg)? {
+        Some(layer) => Ok((arg.display().to_string(), vec![layer])),
+        None => Err(help_error(
+            format!("--containers-conf: `{}` does not exist", arg.display()),
+            "pass podman's containers.conf as mounted here, `auto` for the system files, or \
+             leave out --containers-conf",
+        )),
+    }
+}
+
+/// podman's vendor config, read first.
+const PODMAN_USR_CONF: &str = "/usr/share/containers/containers.conf";
+/// podman's system config, read next, then its `.d/*.conf`.
+const PODMAN_ETC_CONF: &str = "/etc/containers/containers.conf";
 
 /// `patch-crio-conf enable-annotations`: which file sets each runtime's effective
 /// `allowed_annotations`, counting `edited` as setting it for every runtime table it has.
