@@ -145,13 +145,15 @@ pub fn check_host_dir(
     if read && !local_read_only {
         return Ok(());
     }
-    // The dir to use: the last listed (it wins over the others) that is not the one refused
-    // and not under the read-only `/usr`.
+    // The dir to use: the override dir when listed (OpenShift lists it beside the read-only
+    // `/usr` one and a tmpfs `/run` one), else the last listed that is not the one refused and
+    // not under the read-only `/usr`.
+    let usable = |d: &&String| normalized(Path::new(d.as_str())) != host && !d.starts_with("/usr/");
     let other = dirs
         .dirs
         .iter()
-        .rev()
-        .find(|d| normalized(Path::new(d)) != host && !d.starts_with("/usr/"));
+        .find(|d| normalized(Path::new(d.as_str())) == Path::new(OVERRIDE_DIR) && usable(d))
+        .or_else(|| dirs.dirs.iter().rev().find(usable));
     let use_dir = |d: &str| {
         format!(
             "install into `{d}`: `--oci-hooks.host-dir={d}` with that host dir mounted at \
@@ -177,13 +179,7 @@ pub fn check_host_dir(
         )
     };
     if !read {
-        let help = match dirs
-            .dirs
-            .iter()
-            .rev()
-            .find(|d| !d.starts_with("/usr/"))
-            .or(dirs.dirs.last())
-        {
+        let help = match other.or(dirs.dirs.last()) {
             Some(d) => use_dir(d),
             None => add_dir(OVERRIDE_DIR),
         };

@@ -13,6 +13,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rthooks::hooks_dirs::{HooksRuntime, check_host_dir, hooks_dirs};
+use rthooks::layers::Layer;
 use support::cmd::{bin, listing};
 use support::skip::{is_root, skip};
 
@@ -597,4 +599,37 @@ fn containers_conf_hooks_dir_is_checked_and_its_drop_ins_are_not_read() {
         node.stderr(&out)
     );
     assert!(listing(&node.path("hooks")).is_empty());
+}
+
+/// OpenShift's real drop-in (`../shared/fixtures`, machine-config-operator's `00-default`, no
+/// `.conf` suffix: cri-o reads every file of `crio.conf.d`) lists `/etc`, `/run` and the
+/// read-only `/usr` hooks dirs: the chart's default `/usr/share/...` is refused as read-only
+/// and `/etc/containers/oci/hooks.d` is named, not the tmpfs `/run` one.
+#[test]
+fn openshift_read_only_usr_hooks_dir_points_at_etc() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/crio/openshift-mco-crio.conf.d-00-default.conf");
+    let text = require!(
+        fs::read_to_string(&path).ok(),
+        format!(
+            "no `{}` (the shared fixtures beside the checkout)",
+            path.display()
+        )
+    );
+    let layers = [Layer::parse("/etc/crio/crio.conf.d/00-default", text).unwrap()];
+    let dirs = hooks_dirs(HooksRuntime::Crio, &layers).unwrap();
+    assert_eq!(
+        dirs.set_at.as_deref(),
+        Some("/etc/crio/crio.conf.d/00-default:22")
+    );
+    check_host_dir(&dirs, Path::new("/etc/containers/oci/hooks.d"), false).unwrap();
+    let err =
+        check_host_dir(&dirs, Path::new("/usr/share/containers/oci/hooks.d"), true).unwrap_err();
+    assert!(err.message.contains("read-only"), "{}", err.message);
+    assert!(
+        err.help
+            .starts_with("install into `/etc/containers/oci/hooks.d`"),
+        "{}",
+        err.help
+    );
 }
