@@ -182,11 +182,22 @@ fn collect_drop_ins(
     depth: usize,
     files: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut entries = std::fs::read_dir(dir)
+    // Bounded while listing, not after: a directory of a million entries is refused early.
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)
         .with_context(|| format!("failed to read directory `{}`", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("failed to read directory `{}`", dir.display()))?;
+    {
+        let entry =
+            entry.with_context(|| format!("failed to read directory `{}`", dir.display()))?;
+        if entries.len() >= 4 * MAX_DROP_INS {
+            anyhow::bail!(
+                "`{}` holds more than {} entries; refusing to read them all",
+                dir.display(),
+                4 * MAX_DROP_INS
+            );
+        }
+        entries.push(entry.path());
+    }
     entries.sort();
     for path in entries {
         let meta = path
@@ -201,7 +212,7 @@ fn collect_drop_ins(
         if drop_ins == DropIns::ConfSuffix && path.extension().is_none_or(|e| e != "conf") {
             continue;
         }
-        if files.len() > MAX_DROP_INS {
+        if files.len() >= MAX_DROP_INS {
             anyhow::bail!(
                 "`{}` holds more than {MAX_DROP_INS} drop-in files; refusing to read them all",
                 dir.display()
@@ -242,6 +253,30 @@ mod tests {
         assert_eq!(
             main_and_drop_in_dir(Path::new("/etc/crio/crio.conf.d/10-crio.conf")),
             pair("/etc/crio/crio.conf", "/etc/crio/crio.conf.d")
+        );
+    }
+
+    #[test]
+    fn drop_in_dir_with_too_many_files_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("crio.conf.d");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..=MAX_DROP_INS {
+            std::fs::write(dir.join(format!("{i:04}.conf")), "").unwrap();
+        }
+        let main = tmp.path().join("crio.conf");
+        let err = read_layers(&main, &dir, DropIns::AllFilesRecursive).unwrap_err();
+        assert!(
+            format!("{err}").contains("more than 512 drop-in files"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.join("0000.conf")).unwrap();
+        assert_eq!(
+            read_layers(&main, &dir, DropIns::AllFilesRecursive)
+                .unwrap()
+                .unwrap()
+                .len(),
+            MAX_DROP_INS
         );
     }
 
