@@ -27,6 +27,8 @@ fn log_level_parser() -> impl clap::builder::TypedValueParser<Value = Level> {
     PossibleValuesParser::new(Level::NAMES).map(|name| Level::parse(&name).unwrap_or(Level::Info))
 }
 
+// Parsed once per run: the size of the install variant costs nothing worth a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Patch containerd's config.toml.
@@ -80,6 +82,35 @@ pub(crate) struct InstallArgs {
         default_value = defaults::HOOKS_LOCAL_DIR
     )]
     pub(crate) oci_hooks_local_dir: PathBuf,
+
+    /// The runtime's hooks dir as the host sees it, checked against `--crio-config` or
+    /// `--containers-conf` (oci-hooks interface). Default: `--oci-hooks.local-dir` when it is
+    /// not the chart's `/hostHooks`, else the chart's default hooks path
+    /// `/usr/share/containers/oci/hooks.d`.
+    #[arg(long = "oci-hooks.host-dir", value_name = "DIR")]
+    pub(crate) oci_hooks_host_dir: Option<PathBuf>,
+
+    /// cri-o's config file (its `<file>.d/` drop-ins are read too), or `auto` for
+    /// `/etc/crio/crio.conf`: oci-hooks checks that cri-o reads the hooks dir, nri-hook that
+    /// cri-o's NRI validator accepts OCI hooks.
+    #[arg(long, value_name = "PATH|auto")]
+    pub(crate) crio_config: Option<PathBuf>,
+
+    /// podman's config: a `containers.conf` read alone (as podman reads `CONTAINERS_CONF`), or
+    /// `auto` for the system files (`/usr/share/containers/containers.conf`,
+    /// `/etc/containers/containers.conf` and its `.d/*.conf`): check that podman reads the
+    /// hooks dir (oci-hooks interface).
+    #[arg(long, value_name = "PATH|auto")]
+    pub(crate) containers_conf: Option<PathBuf>,
+
+    /// containerd's config: nri-hook refuses to start when containerd's NRI validator rejects
+    /// OCI hooks (a missing file: nothing to check).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = defaults::CONTAINERD_CONFIG
+    )]
+    pub(crate) containerd_config: PathBuf,
 
     /// Index of the NRI plugin (nri-hook interface).
     #[arg(long = "nri-hook.index", value_name = "NN", default_value = defaults::NRI_PLUGIN_INDEX)]
@@ -380,6 +411,29 @@ mod tests {
                 "kube-system,ns1"
             ]
         );
+    }
+
+    #[test]
+    fn runtime_config_flags_take_their_values_before_hook_args() {
+        let cli = parse_cli(argv(
+            "x install --local-install-dir /i --host-install-dir /h --crio-config auto \
+             --containers-conf hook-args --oci-hooks.host-dir /etc/containers/oci/hooks.d \
+             hook-args --crio-config",
+        ))
+        .unwrap();
+        let Command::Install(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.crio_config, Some(PathBuf::from("auto")));
+        assert_eq!(args.containers_conf, Some(PathBuf::from("hook-args")));
+        assert_eq!(
+            args.containerd_config,
+            PathBuf::from(defaults::CONTAINERD_CONFIG)
+        );
+        let Some(InstallTail::HookArgs { args }) = args.hook_args else {
+            panic!("no hook args")
+        };
+        assert_eq!(args, ["--crio-config"]);
     }
 
     #[test]

@@ -28,3 +28,6 @@ pub const CONTAINERD_BASE_SPEC: &str = "/etc/containerd/base-spec.json";
 pub const CRIO_CONFIG: &str = "/etc/crio/crio.conf";
 /// Name of the edit locks' directory (under `/run` for root).
 pub const LOCK_DIR_NAME: &str = "tetragon-oci-hook-setup";
+/// The Helm chart's default host hooks dir (`rthooks.ociHooks.hooksPath`), mounted at
+/// [`HOOKS_LOCAL_DIR`].
+pub const CHART_HOOKS_HOST_DIR: &str = "/usr/share/containers/oci/hooks.d";

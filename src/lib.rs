@@ -13,6 +13,9 @@
 //! - [`install`]: planning `install`/`uninstall` (checks, binary copy, hook file, installer
 //!   leases) and `print-config`;
 //! - [`nri`]: the NRI plugin that `install --interface nri-hook` runs on containerd;
+//! - [`layers`]: a runtime config as a main file and its drop-ins (later files win), read by
+//!   [`nri_validator`] (does NRI's default validator reject OCI hooks?) and [`hooks_dirs`]
+//!   (which hooks dirs cri-o or podman reads);
 //! - [`defaults`]: every default name and path, once; [`error`]: errors with a `help:` fix;
 //! - [`sys`]: the OS calls (signals, `statvfs`, `flock`, ...), the only `unsafe` code.
 //!
@@ -33,8 +36,11 @@ pub mod edit;
 pub mod error;
 pub mod hook_invocation;
 pub mod hook_json;
+pub mod hooks_dirs;
 pub mod install;
+pub mod layers;
 pub mod nri;
+pub mod nri_validator;
 pub mod patch;
 pub mod plan;
 pub mod style;

@@ -290,3 +290,78 @@ fn podman_installer_container_writes_host_paths_and_cleans_up_on_stop() {
         "podman still ran the hook after the installer container stopped"
     );
 }
+
+/// `--containers-conf`: the hooks dir set in a private `containers.conf` (podman's
+/// `CONTAINERS_CONF`) is accepted by the check and podman runs the hook from it; a dir that
+/// `containers.conf` does not list is refused, and podman indeed does not run hooks from it.
+#[test]
+fn podman_runs_hook_from_hooks_dir_that_containers_conf_check_accepts() {
+    let Some(podman) = Podman::get() else { return };
+    let node = Node::new();
+    let conf_dir = node.record.parent().unwrap().join("etc-containers");
+    fs::create_dir_all(&conf_dir).unwrap();
+    let reads_hooks = conf_dir.join("containers.conf");
+    fs::write(
+        &reads_hooks,
+        format!(
+            "[engine]\nhooks_dir = [\n  \"{}\",\n]\n",
+            node.hooks.display()
+        ),
+    )
+    .unwrap();
+    let elsewhere = node.record.parent().unwrap().join("other-hooks.d");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let reads_elsewhere = conf_dir.join("elsewhere.conf");
+    fs::write(
+        &reads_elsewhere,
+        format!("[engine]\nhooks_dir = [\"{}\"]\n", elsewhere.display()),
+    )
+    .unwrap();
+
+    // Refused: nothing written.
+    let mut args = node.install_args(false);
+    args.insert(
+        1,
+        format!("--containers-conf={}", reads_elsewhere.display()),
+    );
+    let out = run(&args_ref(&args));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "podman does not read hook files from `{}`",
+            node.hooks.display()
+        )),
+        "{err}"
+    );
+    assert!(fs::read_dir(&node.hooks).unwrap().next().is_none(), "{err}");
+
+    // Accepted: installed, and podman (reading only that containers.conf) runs the hook.
+    let mut args = node.install_args(false);
+    args.insert(1, format!("--containers-conf={}", reads_hooks.display()));
+    let out = run(&args_ref(&args));
+    assert!(out.status.success(), "{out:?}");
+    node.clear_record();
+    let ran = podman.run_true_with_containers_conf(&reads_hooks);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let argv = fs::read_to_string(node.record.join("argv"))
+        .expect("podman did not run the hook from the dir its containers.conf lists");
+    assert_eq!(argv.lines().collect::<Vec<_>>(), node.expected_argv());
+
+    // The refused dir is indeed not read: with `elsewhere.conf`, the installed hook is not run.
+    node.clear_record();
+    let ran = podman.run_true_with_containers_conf(&reads_elsewhere);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(
+        !node.record.join("argv").exists(),
+        "podman ran a hook from a dir its containers.conf does not list"
+    );
+}

@@ -20,6 +20,13 @@ pub(super) fn install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCo
     } else {
         None
     };
+    // Before anything is written: a hooks dir the runtime does not read would install a hook
+    // that is never run.
+    for note in super::runtime_conf::check_hooks_dir(&args)? {
+        if verbose {
+            eprintln!("note: {note}");
+        }
+    }
     let hook_args = match args.hook_args {
         Some(InstallTail::HookArgs { args }) => args,
         None => Vec::new(),

@@ -11,6 +11,7 @@ mod install;
 mod nri;
 mod patch;
 mod print_config;
+mod runtime_conf;
 mod uninstall;
 
 use std::process::ExitCode;

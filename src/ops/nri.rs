@@ -55,6 +55,10 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
         })?;
     // Validated exactly as for oci-hooks, before anything is written: a typo in the hook's flags
     // fails this install (one pod) now, rather than every container on the node later.
+    // A runtime whose NRI validator rejects OCI hooks would fail every container we hook.
+    for note in super::runtime_conf::check_nri_validators(&args)? {
+        eprintln!("note: {note}");
+    }
     let hook_args = match args.hook_args {
         Some(InstallTail::HookArgs { args }) => args,
         None => Vec::new(),

@@ -18,13 +18,19 @@ use crate::cli::{ContainerdAction, ContainerdArgs, CrioAction, CrioArgs, ModeArg
 pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let output = output_of(&args.mode, args.output, "--output")?;
     match args.action {
-        ContainerdAction::EnableNri => run_patch(
-            &args.config_file,
-            &output,
-            &args.mode,
-            verbose,
-            rthooks::containerd::enable_nri,
-        ),
+        ContainerdAction::EnableNri => {
+            let code = run_patch(
+                &args.config_file,
+                &output,
+                &args.mode,
+                verbose,
+                rthooks::containerd::enable_nri,
+            )?;
+            if let Some(warning) = super::runtime_conf::nri_validator_warning(&args.config_file) {
+                eprintln!("warning: {warning}");
+            }
+            Ok(code)
+        }
         ContainerdAction::AddOciHook { runtime_spec } => {
             let spec = runtime_spec.to_string_lossy().into_owned();
             if !runtime_spec.is_absolute() {
@@ -54,9 +60,19 @@ pub(super) fn crio(args: CrioArgs, verbose: bool) -> anyhow::Result<ExitCode> {
                      `--annotations io.kubernetes.cri-o.Devices,foo`",
                 ));
             }
-            run_patch(&args.config_file, &output, &args.mode, verbose, |doc| {
+            let code = run_patch(&args.config_file, &output, &args.mode, verbose, |doc| {
                 rthooks::crio::enable_annotations(doc, &annotations)
-            })
+            })?;
+            let (notes, warnings) = super::runtime_conf::annotation_sources(&args.config_file);
+            for warning in warnings {
+                eprintln!("warning: {warning}");
+            }
+            if verbose && !args.mode.quiet {
+                for note in notes {
+                    eprintln!("note: {note}");
+                }
+            }
+            Ok(code)
         }
     }
 }

@@ -155,6 +155,21 @@ impl Podman {
         cmd
     }
 
+    /// `CONTAINERS_CONF=CONF podman run --rm [RUN_OPTIONS] IMAGE true`: no `--hooks-dir`, so
+    /// podman reads its hooks dirs from that private `containers.conf` (`[engine] hooks_dir`).
+    pub(crate) fn run_true_with_containers_conf(&self, conf: &Path) -> Output {
+        Command::new("podman")
+            .env("CONTAINERS_CONF", conf)
+            .args(&self.global)
+            .arg("run")
+            .args(RUN_OPTIONS)
+            .arg("--rm")
+            .arg(IMAGE)
+            .arg("true")
+            .output()
+            .expect("run podman")
+    }
+
     /// `podman --hooks-dir HOOKS run --rm [RUN_OPTIONS] IMAGE true`.
     pub(crate) fn run_true(&self, hooks_dir: &Path) -> Output {
         self.run(hooks_dir, &["--rm"], &["true"])
