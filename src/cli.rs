@@ -197,6 +197,15 @@ pub(crate) struct ContainerdArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
 
+    /// The containerd release that reads the config (`X.Y`), which decides how imported files
+    /// merge [default: from `containerd --version`, else from the config's `version`].
+    #[arg(long, global = true, value_name = "X.Y")]
+    pub(crate) containerd_version: Option<String>,
+
+    /// Edit a config that k3s or rke2 regenerate at every start (the edit is lost then).
+    #[arg(long, global = true)]
+    pub(crate) force: bool,
+
     #[command(flatten)]
     pub(crate) mode: ModeArgs,
 }

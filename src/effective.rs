@@ -165,6 +165,9 @@ pub struct Effective {
     pub files: Vec<PathBuf>,
     /// The merge rule used.
     pub rule: MergeRule,
+    /// For every `plugins.<id>` table, the last file that has it (on 1.x rules, the file whose
+    /// section is in effect).
+    pub sections: BTreeMap<String, Origin>,
 }
 
 impl Effective {
@@ -582,6 +585,7 @@ fn flatten_table(
 /// Merges loaded files as containerd does under `rule` (pure: parses the texts, reads nothing).
 pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
     let mut leaves: BTreeMap<Vec<String>, Setting> = BTreeMap::new();
+    let mut sections: BTreeMap<String, Origin> = BTreeMap::new();
     let mut version = 0;
     for layer in layers {
         let doc = parse(&layer.path, &layer.text)?;
@@ -599,6 +603,27 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
                 )
             })?,
         };
+        if let Some(plugins) = doc.get("plugins").and_then(Item::as_table_like) {
+            for (id, item) in plugins.iter() {
+                let line = plugins
+                    .get_key_value(id)
+                    .and_then(|(key, _)| key.span())
+                    .or_else(|| item.span())
+                    .map_or(1, |s| text::line_of(body, s.start));
+                let id = if rule == MergeRule::KeyByKey && file_version <= 1 {
+                    v1_plugin_name(id)
+                } else {
+                    id.to_owned()
+                };
+                sections.insert(
+                    id,
+                    Origin {
+                        path: layer.path.clone(),
+                        line,
+                    },
+                );
+            }
+        }
         let mut flat = Vec::new();
         flatten_table(
             doc.as_table(),
@@ -639,6 +664,198 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
         leaves,
         files: layers.iter().map(|l| l.path.clone()).collect(),
         rule,
+        sections,
+    })
+}
+
+/// What an edit of the main file is for, judged on the effective config.
+#[derive(Debug, Clone, Copy)]
+pub enum Goal<'a> {
+    /// NRI runs (`enable-nri`).
+    NriEnabled,
+    /// Every runc runtime has a base runtime spec, and one of them this one (`add-oci-hook`).
+    BaseRuntimeSpec(&'a str),
+}
+
+/// The verdict on an edit of the main file, given everything it imports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The goal holds already; nothing needs to change. Says where it comes from.
+    AlreadyInEffect(String),
+    /// The edit of the main file makes the goal hold.
+    EditTakesEffect,
+    /// An imported file undoes the edit: where, and what it does.
+    Undone {
+        /// The file:line in the way.
+        by: Origin,
+        /// What it does, as a sentence fragment.
+        what: String,
+    },
+}
+
+impl Goal<'_> {
+    /// Whether the goal holds, or the setting in the way (with what it does).
+    fn check(self, eff: &Effective) -> Result<String, (Option<Origin>, String)> {
+        match self {
+            Goal::NriEnabled => {
+                let key = format!("plugins.\"{}\"", eff.nri_plugin());
+                match eff.nri_disable() {
+                    Some(s) if s.as_bool() == Some(false) => {
+                        Ok(format!("`disable = false` at {}", s.origin))
+                    }
+                    Some(s) => Err((
+                        Some(s.origin.clone()),
+                        format!("sets `{key}.disable = {}`", s.value),
+                    )),
+                    None if eff.rule == MergeRule::KeyByKey => {
+                        Ok("containerd 2.x's default (no file sets `disable`)".to_owned())
+                    }
+                    None => Err((
+                        eff.sections.get(eff.nri_plugin()).cloned(),
+                        format!(
+                            "has the `{key}` section that containerd 1.x uses whole (an \
+                             imported section replaces the main file's), without \
+                             `disable = false`, so NRI stays off (1.x's default)"
+                        ),
+                    )),
+                }
+            }
+            Goal::BaseRuntimeSpec(spec) => {
+                let runc: Vec<_> = eff
+                    .runtimes()
+                    .into_iter()
+                    .filter(|(_, (ty, _))| {
+                        ty.and_then(Setting::as_str) == Some(crate::containerd::RUNC_RUNTIME_TYPE)
+                    })
+                    .collect();
+                let mut ours = Vec::new();
+                for (name, (ty, base)) in &runc {
+                    match base.and_then(|b| b.as_str().map(|v| (v, b))) {
+                        Some((v, b)) if v == spec => ours.push(format!("`{name}` ({})", b.origin)),
+                        Some((v, _)) if !v.is_empty() => {}
+                        Some((_, b)) => {
+                            return Err((
+                                Some(b.origin.clone()),
+                                format!("sets runtime `{name}`'s `base_runtime_spec` to \"\""),
+                            ));
+                        }
+                        None => {
+                            return Err((
+                                ty.map(|t| t.origin.clone()),
+                                format!(
+                                    "defines runc runtime `{name}` without a base_runtime_spec"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if ours.is_empty() {
+                    return Err((
+                        eff.sections.get(eff.cri_plugin()).cloned(),
+                        format!("leaves no runc runtime with `base_runtime_spec = \"{spec}\"`"),
+                    ));
+                }
+                Ok(format!(
+                    "`base_runtime_spec = \"{spec}\"` on {}",
+                    ours.join(", ")
+                ))
+            }
+        }
+    }
+}
+
+/// Judges an edit of the main file (`layers[0]`, whose edited text is `edited_main`) against
+/// the effective config before and after it (pure).
+pub fn judge(
+    layers: &[Layer],
+    rule: MergeRule,
+    edited_main: &str,
+    goal: Goal<'_>,
+) -> anyhow::Result<Verdict> {
+    let before = merge(layers, rule)?;
+    if let Ok(source) = goal.check(&before) {
+        return Ok(Verdict::AlreadyInEffect(source));
+    }
+    let mut edited = layers.to_vec();
+    if let Some(main) = edited.first_mut() {
+        edited_main.clone_into(&mut main.text);
+    }
+    let after = merge(&edited, rule)?;
+    match goal.check(&after) {
+        Ok(_) => Ok(Verdict::EditTakesEffect),
+        Err((by, what)) => Ok(Verdict::Undone {
+            by: by.unwrap_or_else(|| Origin {
+                path: layers.first().map(|l| l.path.clone()).unwrap_or_default(),
+                line: 1,
+            }),
+            what,
+        }),
+    }
+}
+
+/// Who renders a config that is regenerated at every restart (k3s, rke2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// `k3s` or `rke2`.
+    pub program: String,
+    /// The template to write instead (`config.toml.tmpl` or `config-v3.toml.tmpl`), beside it.
+    pub template: PathBuf,
+    /// The drop-in directory the rendered config imports, if it does.
+    pub drop_in_dir: Option<String>,
+}
+
+/// Recognises a config that k3s or rke2 renders from a template at every start: its generated
+/// header (`# File generated by k3s. DO NOT EDIT. Use config.toml.tmpl instead.`, the first
+/// non-blank line) or its place (`.../rancher/{k3s,rke2}/agent/etc/containerd/`).
+pub fn rendered_by(path: &Path, text: &str) -> Option<Rendered> {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let first = body
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let header = first
+        .strip_prefix("# File generated by ")
+        .filter(|rest| rest.contains("DO NOT EDIT"))
+        .and_then(|rest| rest.split('.').next())
+        .map(str::to_owned);
+    let shown = path.to_string_lossy();
+    let by_place = ["k3s", "rke2"]
+        .into_iter()
+        .find(|p| shown.contains(&format!("/rancher/{p}/agent/etc/containerd/")))
+        .map(str::to_owned);
+    let program = header.or(by_place)?;
+    let v3 = first.contains("config-v3.toml.tmpl")
+        || toml_edit::Document::parse(body.to_owned())
+            .ok()
+            .and_then(|d| d.get("version").and_then(Item::as_integer))
+            .is_some_and(|v| v >= 3);
+    let name = if v3 {
+        "config-v3.toml.tmpl"
+    } else {
+        "config.toml.tmpl"
+    };
+    let dir_name = if v3 {
+        "config-v3.toml.d"
+    } else {
+        "config.toml.d"
+    };
+    let drop_in_dir = toml_edit::Document::parse(body.to_owned())
+        .ok()
+        .and_then(|d| {
+            d.get("imports")?
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str())
+                .find(|i| {
+                    i.contains(&format!("/{dir_name}/")) || i.starts_with(&format!("{dir_name}/"))
+                })
+                .map(str::to_owned)
+        });
+    Some(Rendered {
+        program,
+        template: path.with_file_name(name),
+        drop_in_dir,
     })
 }
 

@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod out;
+mod effective;
 mod install;
 mod nri;
 mod patch;
