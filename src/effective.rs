@@ -259,7 +259,7 @@ pub fn clean(path: &Path) -> PathBuf {
 
 /// Go's `filepath.Match` for one path element: `*`, `?`, `[...]` (with `^` negation and
 /// ranges) and `\` escapes. `None` for a malformed pattern.
-fn match_element(pattern: &[char], name: &[char]) -> Option<bool> {
+pub fn match_element(pattern: &[char], name: &[char]) -> Option<bool> {
     let (Some(&p), rest) = (pattern.first(), pattern.get(1..).unwrap_or(&[])) else {
         return Some(name.is_empty());
     };
@@ -320,6 +320,21 @@ fn match_element(pattern: &[char], name: &[char]) -> Option<bool> {
     }
 }
 
+/// Whether an import, resolved (and globbed when it holds `*`), loads `path`.
+pub fn covers(import: &Path, path: &Path) -> bool {
+    if !import.to_string_lossy().contains('*') {
+        return import == path;
+    }
+    let ic: Vec<Component<'_>> = import.components().collect();
+    let pc: Vec<Component<'_>> = path.components().collect();
+    ic.len() == pc.len()
+        && ic.iter().zip(&pc).all(|(i, p)| {
+            let i: Vec<char> = i.as_os_str().to_string_lossy().chars().collect();
+            let p: Vec<char> = p.as_os_str().to_string_lossy().chars().collect();
+            match_element(&i, &p) == Some(true)
+        })
+}
+
 fn has_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '\\'])
 }
@@ -378,6 +393,16 @@ pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Reads the main file and every file it imports, in containerd's order. `main_text` is the
 /// main file's text when the caller already read it.
 pub fn load(main: &Path, main_text: Option<String>) -> anyhow::Result<Vec<Layer>> {
+    load_with(main, main_text, &BTreeMap::new())
+}
+
+/// Like [`load`], as if the files in `overlay` existed with that text (or held it): what
+/// containerd would load once a plan is applied. Nothing in `overlay` is read from disk.
+pub fn load_with(
+    main: &Path,
+    main_text: Option<String>,
+    overlay: &BTreeMap<PathBuf, String>,
+) -> anyhow::Result<Vec<Layer>> {
     let main_text = match main_text {
         Some(t) => t,
         None => crate::patch::read_config(main)?,
@@ -400,7 +425,7 @@ pub fn load(main: &Path, main_text: Option<String>) -> anyhow::Result<Vec<Layer>
                 resolved = clean(&dir.join(resolved));
             }
             let matches = if resolved.to_string_lossy().contains('*') {
-                glob(&resolved).map_err(|e| {
+                let mut found = glob(&resolved).map_err(|e| {
                     help_error(
                         format!(
                             "{}:{line}: import `{entry}`: {e}",
@@ -408,7 +433,15 @@ pub fn load(main: &Path, main_text: Option<String>) -> anyhow::Result<Vec<Layer>
                         ),
                         "fix the pattern (Go's filepath.Match syntax: `*`, `?`, `[a-z]`)",
                     )
-                })?
+                })?;
+                for extra in overlay.keys() {
+                    if covers(&resolved, extra) && !found.contains(extra) {
+                        found.push(extra.clone());
+                    }
+                }
+                // Go's Glob: directories in order, names in order within each.
+                found.sort();
+                found
             } else {
                 vec![resolved]
             };
@@ -443,7 +476,11 @@ pub fn load(main: &Path, main_text: Option<String>) -> anyhow::Result<Vec<Layer>
                         "this looks like a runaway glob; narrow the `imports` patterns",
                     ));
                 }
-                let text = crate::patch::read_config(&path).map_err(|e| {
+                let text = match overlay.get(&path) {
+                    Some(text) => Ok(text.clone()),
+                    None => crate::patch::read_config(&path),
+                }
+                .map_err(|e| {
                     e.context(format!(
                         "{}:{line}: failed to read imported file `{}`",
                         layers[at].path.display(),
@@ -694,8 +731,9 @@ pub enum Verdict {
 }
 
 impl Goal<'_> {
-    /// Whether the goal holds, or the setting in the way (with what it does).
-    fn check(self, eff: &Effective) -> Result<String, (Option<Origin>, String)> {
+    /// Whether the goal holds (`Ok`: where it comes from), or the setting in the way (the
+    /// file:line when known, and what it does).
+    pub fn check(self, eff: &Effective) -> Result<String, (Option<Origin>, String)> {
         match self {
             Goal::NriEnabled => {
                 let key = format!("plugins.\"{}\"", eff.nri_plugin());

@@ -29,6 +29,7 @@
 pub mod containerd;
 pub mod crio;
 pub mod defaults;
+pub mod dropin;
 pub mod edit;
 pub mod effective;
 pub mod error;

@@ -110,7 +110,8 @@ impl Judge<'_> {
         );
         if let Some(dir) = &r.drop_in_dir {
             help.push_str(&format!(
-                "or put it in a file matching the rendered config's import `{dir}`; "
+                "or run this command with `--drop-in auto` (a file of ours matching the \
+                 rendered config's import `{dir}`); "
             ));
         }
         help.push_str("--force edits the rendered file anyway");
@@ -127,7 +128,7 @@ impl Judge<'_> {
 
     /// The merge rule: from `--containerd-version`, else `containerd --version`, else the
     /// config `version` (with a note).
-    fn merge_rule(
+    pub(super) fn merge_rule(
         &self,
         layers: &[effective::Layer],
     ) -> anyhow::Result<(MergeRule, Option<String>)> {

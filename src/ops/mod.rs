@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod out;
+mod dropin;
 mod effective;
 mod install;
 mod nri;

@@ -18,6 +18,15 @@ use rthooks::effective::Goal;
 
 /// `patch-containerd-conf`.
 pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    if let (Some(_), Some(out)) = (&args.drop_in, &args.output) {
+        return Err(help_error(
+            format!(
+                "--drop-in and --output `{}` both name where to write",
+                out.display()
+            ),
+            "--drop-in writes the drop-in (and the config's `imports`) in place; drop --output",
+        ));
+    }
     let output = output_of(&args.mode, args.output, "--output")?;
     let mut judge = Judge {
         config: &args.config_file,
@@ -25,7 +34,16 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
         force: args.force,
         action: "enable-nri".to_owned(),
     };
+    let drop_in = args.drop_in.as_deref();
     match args.action {
+        ContainerdAction::EnableNri if drop_in.is_some() => super::dropin::run(
+            &judge,
+            drop_in.unwrap_or(Path::new("auto")),
+            args.undo,
+            Goal::NriEnabled,
+            &args.mode,
+            verbose,
+        ),
         ContainerdAction::EnableNri => run_patch(
             &args.config_file,
             &output,
@@ -43,6 +61,16 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
                 ));
             }
             judge.action = format!("add-oci-hook --runtime-spec {spec}");
+            if let Some(d) = drop_in {
+                return super::dropin::run(
+                    &judge,
+                    d,
+                    args.undo,
+                    Goal::BaseRuntimeSpec(&spec),
+                    &args.mode,
+                    verbose,
+                );
+            }
             let edit = |doc: &mut DocumentMut| rthooks::containerd::add_oci_hook(doc, &spec);
             run_patch(
                 &args.config_file,
