@@ -23,6 +23,9 @@ pub const HEADER: &str = "# Written by tetragon-oci-hook-setup (patch-containerd
 /// The header line recording the `imports` entry we added to the main file.
 const ADDED_IMPORT: &str = "# Added to the imports of ";
 
+/// The header line saying the main file had no `imports` key before we added ours.
+const CREATED_IMPORTS: &str = "# (The imports key itself was added too.)";
+
 /// The drop-in dirs distributions import, by name (containerd 2.2 `conf.d`, EKS `config.d`,
 /// k3s/rke2 `config.toml.d` and `config-v3.toml.d`).
 pub const KNOWN_DIRS: [&str; 4] = ["conf.d", "config.d", "config.toml.d", "config-v3.toml.d"];
@@ -139,10 +142,20 @@ pub fn add_import(doc: &mut DocumentMut, entry: &str) -> Result<Edit, EditError>
     Ok(edit)
 }
 
-/// Removes `entry` from the main file's `imports` (the array itself stays, possibly empty).
-pub fn remove_import(doc: &mut DocumentMut, entry: &str) -> Result<Edit, EditError> {
+/// Removes `entry` from the main file's `imports`; the key too when it is left empty and
+/// `created` (we added it).
+pub fn remove_import(doc: &mut DocumentMut, entry: &str, created: bool) -> Result<Edit, EditError> {
     let key = KeyPath::new(["imports"]);
     let mut edit = Edit::default();
+    let only_ours = doc
+        .get("imports")
+        .and_then(Item::as_array)
+        .is_some_and(|a| a.len() == 1 && a.get(0).and_then(Value::as_str) == Some(entry));
+    if created && only_ours {
+        doc.remove("imports");
+        edit.changes.push(Change::Inserted { key });
+        return Ok(edit);
+    }
     if let Some(array) = doc.get_mut("imports").and_then(Item::as_array_mut) {
         let at = array.iter().position(|v| v.as_str() == Some(entry));
         if let Some(i) = at {
@@ -165,17 +178,19 @@ pub fn remove_import(doc: &mut DocumentMut, entry: &str) -> Result<Edit, EditErr
     Ok(edit)
 }
 
-/// The `imports` entry a drop-in of ours says it added, and to which file.
-pub fn added_import(text: &str) -> Option<(PathBuf, String)> {
+/// The `imports` entry a drop-in of ours says it added, to which file, and whether it added
+/// the `imports` key itself.
+pub fn added_import(text: &str) -> Option<(PathBuf, String, bool)> {
     if !text.starts_with(HEADER) {
         return None;
     }
+    let created = text.lines().any(|l| l == CREATED_IMPORTS);
     text.lines().find_map(|l| {
         let rest = l.strip_prefix(ADDED_IMPORT)?;
         let (main, entry) = rest.split_once(": ")?;
         let main = main.trim_matches('`');
         let entry = parse_str(entry)?;
-        Some((PathBuf::from(main), entry))
+        Some((PathBuf::from(main), entry, created))
     })
 }
 
@@ -232,13 +247,14 @@ fn set(doc: &mut DocumentMut, path: &[String], value: Value) -> Result<(), EditE
 }
 
 /// The drop-in's text for `goal`, given the effective config of every file but the drop-in.
-/// `added` is the `imports` entry added to `main` for it, recorded in the header for `--undo`.
+/// `added` is the `imports` entry added to `main` for it (and whether the `imports` key was
+/// added with it), recorded in the header for `--undo`.
 /// `existing` is our drop-in as it is now: what it holds for the other action is kept.
 pub fn render(
     eff: &Effective,
     goal: Goal<'_>,
     main: &Path,
-    added: Option<&str>,
+    added: Option<(&str, bool)>,
     existing: Option<&str>,
 ) -> Result<String, String> {
     let mut doc = DocumentMut::new();
@@ -319,12 +335,16 @@ pub fn render(
             ""
         }
     );
-    if let Some(entry) = added {
+    if let Some((entry, created)) = added {
         header.push_str(&format!(
             "{ADDED_IMPORT}`{}`: {}\n",
             main.display(),
             Value::from(entry)
         ));
+        if created {
+            header.push_str(CREATED_IMPORTS);
+            header.push('\n');
+        }
     }
     if eff.rule == MergeRule::WholePluginSection {
         header.push_str(
@@ -360,7 +380,7 @@ mod tests {
                 .unwrap()
                 .is_unchanged()
         );
-        let _ = remove_import(&mut doc, "conf.d/99.toml").unwrap();
+        let _ = remove_import(&mut doc, "conf.d/99.toml", false).unwrap();
         assert_eq!(
             doc.to_string(),
             "version = 2\nimports = [\n  \"a.toml\", # first\n  \"b/*.toml\",\n]\n"

@@ -331,3 +331,43 @@ fn k3s_rendered_config_takes_the_drop_in_auto_route_without_being_edited() {
     assert_eq!(fs::read_to_string(&config).unwrap(), no_imports);
     assert!(!elsewhere.exists());
 }
+
+/// The header records the main file by absolute path: a run from another directory, or with
+/// the config named relatively, still undoes its own entry.
+#[test]
+fn undo_removes_the_entry_whether_the_config_was_named_relatively_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    let original = "version = 2\n";
+    fs::write(&config, original).unwrap();
+    let out = bin()
+        .current_dir(tmp.path())
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--drop-in",
+            "nri-drop-in.toml",
+            "--containerd-version",
+            "1.7",
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        "version = 2\nimports = [\"nri-drop-in.toml\"]\n"
+    );
+    ok(&run(
+        &config,
+        &[
+            "enable-nri",
+            "--drop-in",
+            tmp.path().join("nri-drop-in.toml").to_str().unwrap(),
+            "--undo",
+        ],
+    ));
+    assert_eq!(fs::read_to_string(&config).unwrap(), original);
+    assert!(!tmp.path().join("nri-drop-in.toml").exists());
+}

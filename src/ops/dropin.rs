@@ -28,7 +28,10 @@ pub(super) fn run(
     verbose: bool,
 ) -> anyhow::Result<ExitCode> {
     let talk = verbose && !mode.quiet;
-    let config = judge.config;
+    // Absolute from here on: imports resolve against its directory, the header records it,
+    // and a relative `--config-file` names the same files either way.
+    let config_abs = effective::clean(&std::env::current_dir()?.join(judge.config));
+    let config = config_abs.as_path();
     let _lock = if mode.check || mode.dry_run {
         None
     } else {
@@ -73,7 +76,7 @@ pub(super) fn run(
     let recorded = existing
         .as_deref()
         .and_then(dropin::added_import)
-        .filter(|(main, _)| main == config);
+        .filter(|(main, ..)| *main == config_abs);
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
 
@@ -89,9 +92,10 @@ pub(super) fn run(
             Some(existing.into_bytes()),
             true,
         )?)];
-        if let Some((_, entry)) = &recorded {
-            let patched =
-                rthooks::patch::patch_text(config, &text, |d| dropin::remove_import(d, entry))?;
+        if let Some((_, entry, created)) = &recorded {
+            let patched = rthooks::patch::patch_text(config, &text, |d| {
+                dropin::remove_import(d, entry, *created)
+            })?;
             steps.push(Step::Write(main_write(config, text.clone(), patched.after)));
         }
         Plan { steps }
@@ -114,7 +118,8 @@ pub(super) fn run(
             return Ok(ExitCode::SUCCESS);
         }
         let added = dropin::import_entry(config, &doc, &drop_in)
-            .or_else(|| recorded.as_ref().map(|(_, e)| e.clone()));
+            .map(|e| (e, doc.get("imports").is_none()))
+            .or_else(|| recorded.as_ref().map(|(_, e, c)| (e.clone(), *c)));
         let needs_import = dropin::import_entry(config, &doc, &drop_in);
         if let (Some(r), Some(_)) = (&rendered, &needs_import) {
             if judge.force {
@@ -143,8 +148,14 @@ pub(super) fn run(
                 ));
             }
         }
-        let body = dropin::render(&eff, goal, config, added.as_deref(), existing.as_deref())
-            .map_err(|e| help_error(e, "nothing was written"))?;
+        let body = dropin::render(
+            &eff,
+            goal,
+            config,
+            added.as_ref().map(|(e, c)| (e.as_str(), *c)),
+            existing.as_deref(),
+        )
+        .map_err(|e| help_error(e, "nothing was written"))?;
         let new_main = match &needs_import {
             Some(entry) => {
                 rthooks::patch::patch_text(config, &text, |d| dropin::add_import(d, entry))?.after
