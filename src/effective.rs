@@ -159,6 +159,8 @@ impl Setting {
 pub struct Effective {
     /// The effective `version` (1 when no file sets one).
     pub version: i64,
+    /// The file:line of the `version` in effect, when a file sets one.
+    pub version_origin: Option<Origin>,
     /// Every leaf (by full key path).
     pub leaves: BTreeMap<Vec<String>, Setting>,
     /// The files read, in containerd's order (the main file first).
@@ -624,6 +626,7 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
     let mut leaves: BTreeMap<Vec<String>, Setting> = BTreeMap::new();
     let mut sections: BTreeMap<String, Origin> = BTreeMap::new();
     let mut version = 0;
+    let mut version_origin = None;
     for layer in layers {
         let doc = parse(&layer.path, &layer.text)?;
         let body = layer.text.strip_prefix('\u{feff}').unwrap_or(&layer.text);
@@ -694,10 +697,18 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
         }
         if file_version != 0 {
             version = file_version;
+            version_origin = doc
+                .get_key_value("version")
+                .and_then(|(k, _)| k.span())
+                .map(|sp| Origin {
+                    path: layer.path.clone(),
+                    line: text::line_of(body, sp.start),
+                });
         }
     }
     Ok(Effective {
         version: version.max(1),
+        version_origin,
         leaves,
         files: layers.iter().map(|l| l.path.clone()).collect(),
         rule,

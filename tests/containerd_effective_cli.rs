@@ -91,7 +91,7 @@ fn enable_nri_refuses_when_an_import_disables_nri_again_and_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: [TMP]/conf.d/50-nri.toml:3: this imported file sets `plugins."io.containerd.nri.v1.nri".disable = true`, after `[TMP]/config.toml`: editing `[TMP]/config.toml` would change nothing containerd runs with; nothing written
-    help: edit the file that is read last instead: `tetragon-oci-hook-setup patch-containerd-conf enable-nri --config-file [TMP]/conf.d/50-nri.toml --in-place`, or remove that setting
+    help: edit the file that is read last instead: `tetragon-oci-hook-setup patch-containerd-conf enable-nri --config-file [TMP]/conf.d/50-nri.toml --in-place`, or put the change in a drop-in read after it (--drop-in), or remove that setting
     "#);
 }
 
@@ -414,4 +414,30 @@ fn config_under_the_k3s_agent_dir_is_refused_without_a_header() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(fs::read_to_string(&config).unwrap(), "version = 2\n");
+}
+
+/// containerd 1.7 refuses a `version = 3` configuration (here set by the last import); so do
+/// we when told 1.7 reads it, naming the file, and containerd agrees.
+#[test]
+fn a_config_version_newer_than_the_release_is_refused_naming_the_file() {
+    let tmp = layout("containerd-imports/02-conf-d-glob-disables-nri-v3");
+    let before = snapshot(tmp.path());
+    let out = patch(
+        tmp.path(),
+        "/nonexistent",
+        &["enable-nri", "--in-place", "--containerd-version", "1.7"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("conf.d/50-nri.toml:1: `version = 3` is newer than containerd 1.7 loads"),
+        "{err}"
+    );
+    assert_eq!(snapshot(tmp.path()), before);
+    if let Some(bin_path) = support::skip::require(
+        runtimes::containerd(Release::V1_7),
+        runtimes::missing(Release::V1_7),
+    ) {
+        assert!(runtimes::config_dump(&bin_path, &tmp.path().join("config.toml")).is_err());
+    }
 }

@@ -90,8 +90,8 @@ impl Judge<'_> {
                 ),
                 format!(
                     "edit the file that is read last instead: `tetragon-oci-hook-setup \
-                     patch-containerd-conf {} --config-file {} --in-place`, or remove that \
-                     setting{}",
+                     patch-containerd-conf {} --config-file {} --in-place`, or put the change \
+                     in a drop-in read after it (--drop-in), or remove that setting{}",
                     self.action,
                     by.path.display(),
                     guessed.map_or(String::new(), |g| format!(
@@ -139,9 +139,11 @@ impl Judge<'_> {
                     "write it as `X.Y`, e.g. `--containerd-version 2.1`",
                 )
             })?;
+            check_version(layers, release)?;
             return Ok((release.merge_rule(), None));
         }
         if let Some(release) = installed_release() {
+            check_version(layers, release)?;
             return Ok((
                 release.merge_rule(),
                 Some(format!(
@@ -165,6 +167,28 @@ impl Judge<'_> {
             )),
         ))
     }
+}
+
+/// containerd refuses a merged config whose `version` is newer than it knows (1.7: 2, 2.0-2.2:
+/// 3); the last file setting `version` decides.
+fn check_version(layers: &[effective::Layer], release: Release) -> anyhow::Result<()> {
+    let eff = effective::merge(layers, release.merge_rule())?;
+    if eff.version <= release.max_config_version() {
+        return Ok(());
+    }
+    let at = eff
+        .version_origin
+        .map_or_else(|| "`version`".to_owned(), |o| o.to_string());
+    Err(help_error(
+        format!(
+            "{at}: `version = {}` is newer than containerd {release} loads (at most {}); it \
+             refuses this configuration",
+            eff.version,
+            release.max_config_version()
+        ),
+        "write the version this containerd reads in that file, or pass the \
+         --containerd-version of the containerd that reads it",
+    ))
 }
 
 /// `containerd --version` of the first `containerd` on `PATH`, bounded in time and output.
