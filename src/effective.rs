@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use toml_edit::{Item, TableLike};
+use toml_edit::{Item, TableLike, Value};
 
 use crate::containerd::NRI_PLUGIN_ID;
 use crate::error::help_error;
@@ -586,8 +586,13 @@ fn flatten(
         flatten_table(table, body, path, out, file);
         return;
     }
-    if let Item::Value(v) = item {
-        let mut value = v.clone();
+    // An array of tables is kept as the equivalent array of inline tables: one leaf.
+    let value = match item {
+        Item::Value(v) => Some(v.clone()),
+        Item::ArrayOfTables(a) => Some(Value::Array(a.clone().into_array())),
+        Item::None | Item::Table(_) => None,
+    };
+    if let Some(mut value) = value {
         value.decor_mut().clear();
         out.push((
             path.clone(),
@@ -948,6 +953,15 @@ mod tests {
             eff.nri_socket_path().unwrap().origin.to_string(),
             "/m.toml:4"
         );
+    }
+
+    #[test]
+    fn array_of_tables_is_one_leaf_with_its_origin() {
+        let text =
+            "version = 2\n[[plugins.\"x\".rules]]\n  a = 1\n[[plugins.\"x\".rules]]\n  a = 2\n";
+        let eff = merge(&[layer("/m.toml", text)], MergeRule::KeyByKey).unwrap();
+        let rules = eff.get(&["plugins", "x", "rules"]).unwrap();
+        assert_eq!(rules.value.as_array().map(toml_edit::Array::len), Some(2));
     }
 
     #[test]
