@@ -228,6 +228,24 @@ pub(crate) struct ContainerdArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
 
+    /// The containerd release that reads the config (`X.Y`), which decides how imported files
+    /// merge [default: from `containerd --version`, else from the config's `version`].
+    #[arg(long, global = true, value_name = "X.Y")]
+    pub(crate) containerd_version: Option<String>,
+
+    /// Edit a config that k3s or rke2 regenerate at every start (the edit is lost then).
+    #[arg(long, global = true)]
+    pub(crate) force: bool,
+
+    /// Put the change in our own drop-in file instead of the config (`auto`: in the drop-in dir
+    /// the config imports: conf.d, config.d, config.toml.d or config-v3.toml.d).
+    #[arg(long, global = true, value_name = "PATH|auto")]
+    pub(crate) drop_in: Option<PathBuf>,
+
+    /// With --drop-in: remove our drop-in and the `imports` entry we added for it.
+    #[arg(long, global = true, requires = "drop_in")]
+    pub(crate) undo: bool,
+
     #[command(flatten)]
     pub(crate) mode: ModeArgs,
 }

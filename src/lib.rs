@@ -32,7 +32,9 @@
 pub mod containerd;
 pub mod crio;
 pub mod defaults;
+pub mod dropin;
 pub mod edit;
+pub mod effective;
 pub mod error;
 pub mod hook_invocation;
 pub mod hook_json;

@@ -7,6 +7,8 @@
 
 #[macro_use]
 mod out;
+mod dropin;
+mod effective;
 mod install;
 mod nri;
 mod patch;

@@ -11,19 +11,46 @@ use rthooks::patch::{self, Output};
 use rthooks::plan::Applied;
 use toml_edit::DocumentMut;
 
+use super::effective::{Judge, Pre};
 use super::out::write_stdout;
 use crate::cli::{ContainerdAction, ContainerdArgs, CrioAction, CrioArgs, ModeArgs};
+use rthooks::effective::Goal;
 
 /// `patch-containerd-conf`.
 pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<ExitCode> {
+    if let (Some(_), Some(out)) = (&args.drop_in, &args.output) {
+        return Err(help_error(
+            format!(
+                "--drop-in and --output `{}` both name where to write",
+                out.display()
+            ),
+            "--drop-in writes the drop-in (and the config's `imports`) in place; drop --output",
+        ));
+    }
     let output = output_of(&args.mode, args.output, "--output")?;
+    let mut judge = Judge {
+        config: &args.config_file,
+        release: args.containerd_version.as_deref(),
+        force: args.force,
+        action: "enable-nri".to_owned(),
+    };
+    let drop_in = args.drop_in.as_deref();
     match args.action {
+        ContainerdAction::EnableNri if drop_in.is_some() => super::dropin::run(
+            &judge,
+            drop_in.unwrap_or(Path::new("auto")),
+            args.undo,
+            Goal::NriEnabled,
+            &args.mode,
+            verbose,
+        ),
         ContainerdAction::EnableNri => {
             let code = run_patch(
                 &args.config_file,
                 &output,
                 &args.mode,
                 verbose,
+                || judge.check(Goal::NriEnabled, rthooks::containerd::enable_nri),
                 rthooks::containerd::enable_nri,
             )?;
             if let Some(warning) = super::runtime_conf::nri_validator_warning(&args.config_file) {
@@ -39,9 +66,26 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
                     "containerd resolves it on the node, e.g. `/etc/containerd/base-spec.json`",
                 ));
             }
-            run_patch(&args.config_file, &output, &args.mode, verbose, |doc| {
-                rthooks::containerd::add_oci_hook(doc, &spec)
-            })
+            judge.action = format!("add-oci-hook --runtime-spec {spec}");
+            if let Some(d) = drop_in {
+                return super::dropin::run(
+                    &judge,
+                    d,
+                    args.undo,
+                    Goal::BaseRuntimeSpec(&spec),
+                    &args.mode,
+                    verbose,
+                );
+            }
+            let edit = |doc: &mut DocumentMut| rthooks::containerd::add_oci_hook(doc, &spec);
+            run_patch(
+                &args.config_file,
+                &output,
+                &args.mode,
+                verbose,
+                || judge.check(Goal::BaseRuntimeSpec(&spec), edit),
+                edit,
+            )
         }
     }
 }
@@ -60,9 +104,14 @@ pub(super) fn crio(args: CrioArgs, verbose: bool) -> anyhow::Result<ExitCode> {
                      `--annotations io.kubernetes.cri-o.Devices,foo`",
                 ));
             }
-            let code = run_patch(&args.config_file, &output, &args.mode, verbose, |doc| {
-                rthooks::crio::enable_annotations(doc, &annotations)
-            })?;
+            let code = run_patch(
+                &args.config_file,
+                &output,
+                &args.mode,
+                verbose,
+                || Ok(Pre::default()),
+                |doc| rthooks::crio::enable_annotations(doc, &annotations),
+            )?;
             let (notes, warnings) = super::runtime_conf::annotation_sources(&args.config_file);
             for warning in warnings {
                 eprintln!("warning: {warning}");
@@ -102,6 +151,7 @@ fn run_patch(
     output: &Output,
     mode: &ModeArgs,
     verbose: bool,
+    pre: impl FnOnce() -> anyhow::Result<Pre>,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<ExitCode> {
     let talk = verbose && !mode.quiet;
@@ -112,6 +162,22 @@ fn run_patch(
     } else {
         patch::lock_for(config, output, rthooks::plan::LOCK_WAIT)?
     };
+    // Judged under the lock, on the files as they are when the edit is planned.
+    let pre = pre()?;
+    for warning in &pre.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if talk {
+        for note in &pre.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    if let Some(done) = pre.done {
+        if talk {
+            eprintln!("`{}` needs no change: {done}", config.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (plan, edit) = patch::plan_file(config, output, edit_fn)?;
     if talk {
         // Shown before anything is applied; if it cannot be shown, nothing is applied.

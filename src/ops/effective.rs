@@ -1,0 +1,227 @@
+//! `patch-containerd-conf` on the node's real configuration: refuse a config that k3s or rke2
+//! regenerate, and judge an edit of the main file on the effective config (main file plus
+//! imports) of the containerd release that reads it.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rthooks::edit::{Edit, EditError};
+use rthooks::effective::{self, Goal, MergeRule, Release, Verdict};
+use rthooks::error::help_error;
+use toml_edit::DocumentMut;
+
+/// How long `containerd --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the check before the edit found.
+#[derive(Debug, Default)]
+pub(super) struct Pre {
+    /// Set when nothing needs to change: where the goal comes from.
+    pub(super) done: Option<String>,
+    /// Notes to show with the diff.
+    pub(super) notes: Vec<String>,
+    /// Warnings, shown even with `--quiet`.
+    pub(super) warnings: Vec<String>,
+}
+
+/// Everything the check needs from the command line.
+pub(super) struct Judge<'a> {
+    /// The config file.
+    pub(super) config: &'a Path,
+    /// `--containerd-version`.
+    pub(super) release: Option<&'a str>,
+    /// `--force`.
+    pub(super) force: bool,
+    /// The subcommand, for the fix shown in errors (`enable-nri`, `add-oci-hook ...`).
+    pub(super) action: String,
+}
+
+impl Judge<'_> {
+    /// Refuses a rendered k3s/rke2 config (unless `--force`) and judges the edit on the
+    /// effective config when the main file imports others. Reads the files (bounded), writes
+    /// nothing.
+    pub(super) fn check(
+        &self,
+        goal: Goal<'_>,
+        edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+    ) -> anyhow::Result<Pre> {
+        let text = rthooks::patch::read_config(self.config)?;
+        let mut pre = Pre::default();
+        if let Some(r) = effective::rendered_by(self.config, &text) {
+            if !self.force {
+                return Err(self.rendered_error(&r));
+            }
+            pre.warnings.push(format!(
+                "--force: `{}` is rendered by {} and this edit is lost at its next restart",
+                self.config.display(),
+                r.program
+            ));
+        }
+        // The main file's own errors first, as without imports (parse errors, bad shapes).
+        let patched = rthooks::patch::patch_text(self.config, &text, edit_fn)?;
+        let layers = effective::load(self.config, Some(text.clone()))?;
+        if layers.len() < 2 {
+            // No file imported: the file alone is the config, judged as always.
+            return Ok(pre);
+        }
+        let (rule, note) = self.merge_rule(&layers)?;
+        let guessed = note
+            .as_ref()
+            .filter(|n| n.starts_with("no --containerd-version"))
+            .cloned();
+        pre.notes.extend(note);
+        match effective::judge(&layers, rule, &patched.after, goal)? {
+            Verdict::AlreadyInEffect(source) => {
+                pre.done = Some(format!(
+                    "already in effect with the {} imported file(s): {source}",
+                    layers.len() - 1
+                ));
+                Ok(pre)
+            }
+            Verdict::EditTakesEffect => Ok(pre),
+            Verdict::Undone { by, what } => Err(help_error(
+                format!(
+                    "{by}: this imported file {what}, after `{}`: editing `{}` would change \
+                     nothing containerd runs with; nothing written",
+                    self.config.display(),
+                    self.config.display()
+                ),
+                format!(
+                    "edit the file that is read last instead: `tetragon-oci-hook-setup \
+                     patch-containerd-conf {} --config-file {} --in-place`, or put the change \
+                     in a drop-in read after it (--drop-in), or remove that setting{}",
+                    self.action,
+                    by.path.display(),
+                    guessed.map_or(String::new(), |g| format!(
+                        " ({g}; pass --containerd-version X.Y if another release reads it)"
+                    ))
+                ),
+            )),
+        }
+    }
+
+    fn rendered_error(&self, r: &effective::Rendered) -> anyhow::Error {
+        let template = r.template.display();
+        let mut help = format!(
+            "put the change in `{template}` (k3s/rke2 render it instead): start it with \
+             `{{{{ template \"base\" . }}}}` and add the setting below it; "
+        );
+        if let Some(dir) = &r.drop_in_dir {
+            help.push_str(&format!(
+                "or run this command with `--drop-in auto` (a file of ours matching the \
+                 rendered config's import `{dir}`); "
+            ));
+        }
+        help.push_str("--force edits the rendered file anyway");
+        help_error(
+            format!(
+                "`{}` is generated by {}, which rewrites it at every restart: an edit here is \
+                 silently undone",
+                self.config.display(),
+                r.program
+            ),
+            help,
+        )
+    }
+
+    /// The merge rule: from `--containerd-version`, else `containerd --version`, else the
+    /// config `version` (with a note).
+    pub(super) fn merge_rule(
+        &self,
+        layers: &[effective::Layer],
+    ) -> anyhow::Result<(MergeRule, Option<String>)> {
+        if let Some(v) = self.release {
+            let release = Release::parse(v).ok_or_else(|| {
+                help_error(
+                    format!("--containerd-version `{v}` is not a release"),
+                    "write it as `X.Y`, e.g. `--containerd-version 2.1`",
+                )
+            })?;
+            check_version(layers, release)?;
+            return Ok((release.merge_rule(), None));
+        }
+        if let Some(release) = installed_release() {
+            check_version(layers, release)?;
+            return Ok((
+                release.merge_rule(),
+                Some(format!(
+                    "merging imports as containerd {release} does (`containerd --version`)"
+                )),
+            ));
+        }
+        // The widest view: whichever release, a 1.x section replace or a 2.x key merge.
+        let version = effective::merge(layers, MergeRule::KeyByKey)?.version;
+        let rule = if version >= 3 {
+            MergeRule::KeyByKey
+        } else {
+            MergeRule::WholePluginSection
+        };
+        Ok((
+            rule,
+            Some(format!(
+                "no --containerd-version and no `containerd` on PATH: merging imports as \
+                 containerd {} does, from `version = {version}`",
+                if version >= 3 { "2.x" } else { "1.x" }
+            )),
+        ))
+    }
+}
+
+/// containerd refuses a merged config whose `version` is newer than it knows (1.7: 2, 2.0-2.2:
+/// 3); the last file setting `version` decides.
+fn check_version(layers: &[effective::Layer], release: Release) -> anyhow::Result<()> {
+    let eff = effective::merge(layers, release.merge_rule())?;
+    if eff.version <= release.max_config_version() {
+        return Ok(());
+    }
+    let at = eff
+        .version_origin
+        .map_or_else(|| "`version`".to_owned(), |o| o.to_string());
+    Err(help_error(
+        format!(
+            "{at}: `version = {}` is newer than containerd {release} loads (at most {}); it \
+             refuses this configuration",
+            eff.version,
+            release.max_config_version()
+        ),
+        "write the version this containerd reads in that file, or pass the \
+         --containerd-version of the containerd that reads it",
+    ))
+}
+
+/// `containerd --version` of the first `containerd` on `PATH`, bounded in time and output.
+fn installed_release() -> Option<Release> {
+    let path = std::env::var_os("PATH")?;
+    let bin: PathBuf = std::env::split_paths(&path)
+        .map(|d| d.join("containerd"))
+        .find(|p| p.is_file())?;
+    let mut child = Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()?
+        .take(4096)
+        .read_to_string(&mut out)
+        .ok()?;
+    Release::from_version_output(&out)
+}

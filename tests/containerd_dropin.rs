@@ -1,0 +1,373 @@
+//! `patch-containerd-conf ... --drop-in PATH|auto [--undo]`, proven with the real loader:
+//! containerd 1.7 and 2.1 `config dump` the main file plus our drop-in. The drop-in holds just
+//! our keys on 2.x rules and the whole plugin section on 1.x rules, so on 1.x everything else in
+//! the section must survive too: the dump before and after differ only in what we set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use toml_edit::{DocumentMut, Item};
+
+mod support;
+use support::cmd::bin;
+use support::runtimes::{self, Release};
+
+const SPEC: &str = "/etc/containerd/tetragon-base-spec.json";
+const DROP_IN: &str = "99-tetragon-oci-hook.toml";
+
+fn run(config: &Path, args: &[&str]) -> Output {
+    bin()
+        .env("PATH", "/nonexistent")
+        .arg("patch-containerd-conf")
+        .args(args)
+        .arg("--config-file")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+/// containerd's own default config of `release`, importing `conf.d/*.toml`, in a temp dir.
+fn default_with_conf_d(bin_path: &Path) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    let default = runtimes::config_default(bin_path).unwrap();
+    assert!(default.contains("imports = []"));
+    fs::write(
+        &config,
+        default.replace("imports = []", "imports = [\"conf.d/*.toml\"]"),
+    )
+    .unwrap();
+    fs::create_dir(tmp.path().join("conf.d")).unwrap();
+    (tmp, config)
+}
+
+fn dump(bin_path: &Path, config: &Path) -> DocumentMut {
+    runtimes::config_dump(bin_path, config)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn get<'a>(doc: &'a DocumentMut, path: &[&str]) -> Option<&'a Item> {
+    path.iter()
+        .try_fold(doc.as_item(), |it, k| it.as_table_like()?.get(k))
+}
+
+/// Every leaf of a dump with its value, to compare two dumps.
+fn leaves(doc: &DocumentMut) -> Vec<(String, String)> {
+    fn walk(item: &Item, path: String, out: &mut Vec<(String, String)>) {
+        match item.as_table_like() {
+            Some(t) => {
+                for (k, v) in t.iter() {
+                    walk(v, format!("{path}.{k}"), out);
+                }
+            }
+            None => out.push((path, item.to_string().trim().to_owned())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc.as_item(), String::new(), &mut out);
+    out.retain(|(k, _)| k != ".imports");
+    out
+}
+
+fn release_args(release: Release) -> [&'static str; 2] {
+    ["--containerd-version", release.as_str()]
+}
+
+/// enable-nri and add-oci-hook through `--drop-in auto` on each release's default config: the
+/// dump then has NRI on and our base spec on runc, and nothing else changed; a second run
+/// changes nothing; `--undo` restores every file byte for byte.
+#[test]
+fn drop_in_auto_changes_only_our_keys_in_containerd_config_dump() {
+    for release in Release::ALL {
+        let bin_path = require!(runtimes::containerd(release), runtimes::missing(release));
+        let (tmp, config) = default_with_conf_d(&bin_path);
+        let main_before = fs::read(&config).unwrap();
+        let before = dump(&bin_path, &config);
+        let r = release_args(release);
+        let err = ok(&run(
+            &config,
+            &["enable-nri", "--drop-in", "auto", r[0], r[1]],
+        ));
+        let drop_in = tmp.path().join("conf.d").join(DROP_IN);
+        // 1.7's default has NRI off; 2.1's has it on, and nothing is written for it.
+        assert_eq!(drop_in.is_file(), release == Release::V1_7, "{err}");
+        assert_eq!(
+            fs::read(&config).unwrap(),
+            main_before,
+            "{release}: the main file was touched although conf.d/*.toml covers the drop-in"
+        );
+        let err = ok(&run(
+            &config,
+            &[
+                "add-oci-hook",
+                "--runtime-spec",
+                SPEC,
+                "--drop-in",
+                "auto",
+                r[0],
+                r[1],
+            ],
+        ));
+        eprintln!("{release}: {err}");
+        let after = dump(&bin_path, &config);
+        let nri = ["plugins", "io.containerd.nri.v1.nri", "disable"];
+        assert_eq!(get(&after, &nri).and_then(Item::as_bool), Some(false));
+        let cri = match release {
+            Release::V1_7 => "io.containerd.grpc.v1.cri",
+            Release::V2_1 => "io.containerd.cri.v1.runtime",
+        };
+        let spec = [
+            "plugins",
+            cri,
+            "containerd",
+            "runtimes",
+            "runc",
+            "base_runtime_spec",
+        ];
+        assert_eq!(get(&after, &spec).and_then(Item::as_str), Some(SPEC));
+        // Nothing else moved (on 1.7 the drop-in carries whole sections).
+        let (b, a) = (leaves(&before), leaves(&after));
+        let changed: Vec<_> = a.iter().filter(|l| !b.contains(l)).collect();
+        let ours = if release == Release::V1_7 { 2 } else { 1 };
+        assert_eq!(changed.len(), ours, "{release}: {changed:?}");
+
+        // Idempotent: a second run writes nothing, --check finds nothing pending.
+        let drop_in_text = fs::read(&drop_in).unwrap();
+        ok(&run(
+            &config,
+            &["enable-nri", "--drop-in", "auto", r[0], r[1]],
+        ));
+        let check = run(
+            &config,
+            &[
+                "add-oci-hook",
+                "--runtime-spec",
+                SPEC,
+                "--drop-in",
+                "auto",
+                "--check",
+                r[0],
+                r[1],
+            ],
+        );
+        assert_eq!(check.status.code(), Some(0), "{check:?}");
+        assert_eq!(fs::read(&drop_in).unwrap(), drop_in_text);
+
+        ok(&run(
+            &config,
+            &["enable-nri", "--drop-in", "auto", "--undo"],
+        ));
+        assert!(!drop_in.exists());
+        assert_eq!(fs::read(&config).unwrap(), main_before);
+        assert_eq!(leaves(&dump(&bin_path, &config)), b);
+    }
+}
+
+/// A drop-in no import covers gets one `imports` entry in the main file (and the header says
+/// so); `--undo` removes the drop-in and exactly that entry.
+#[test]
+fn drop_in_path_adds_one_import_entry_and_undo_removes_only_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    let original = "version = 2\n# ours and theirs\nimports = [\"/etc/containerd/other/*.toml\"] # keep\n\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true # off\n";
+    fs::write(&config, original).unwrap();
+    fs::create_dir(tmp.path().join("tetragon")).unwrap();
+    let drop_in = tmp.path().join("tetragon/nri.toml");
+    let out = run(
+        &config,
+        &[
+            "enable-nri",
+            "--drop-in",
+            drop_in.to_str().unwrap(),
+            "--containerd-version",
+            "2.1",
+        ],
+    );
+    ok(&out);
+    let main = fs::read_to_string(&config).unwrap();
+    assert_eq!(
+        main,
+        original.replace(
+            "\"/etc/containerd/other/*.toml\"]",
+            "\"/etc/containerd/other/*.toml\", \"tetragon/nri.toml\"]"
+        )
+    );
+    let text = fs::read_to_string(&drop_in).unwrap();
+    assert!(
+        text.starts_with("# Written by tetragon-oci-hook-setup"),
+        "{text}"
+    );
+    assert!(text.contains("\"tetragon/nri.toml\""), "{text}");
+    // 2.x rules: just the key.
+    assert!(
+        text.ends_with("version = 2\n\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n"),
+        "{text}"
+    );
+    if let Some(bin_path) = support::skip::require(
+        runtimes::containerd(Release::V2_1),
+        runtimes::missing(Release::V2_1),
+    ) {
+        let d = dump(&bin_path, &config);
+        assert_eq!(
+            get(&d, &["plugins", "io.containerd.nri.v1.nri", "disable"]).and_then(Item::as_bool),
+            Some(false)
+        );
+    }
+    let out = run(
+        &config,
+        &[
+            "enable-nri",
+            "--drop-in",
+            drop_in.to_str().unwrap(),
+            "--undo",
+        ],
+    );
+    ok(&out);
+    assert_eq!(fs::read_to_string(&config).unwrap(), original);
+    assert!(!drop_in.exists());
+}
+
+#[test]
+fn drop_in_is_refused_over_a_file_that_is_not_ours_and_auto_without_a_known_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(&config, "version = 2\nimports = [\"conf.d/*.toml\"]\n").unwrap();
+    fs::create_dir(tmp.path().join("conf.d")).unwrap();
+    let theirs = tmp.path().join("conf.d").join(DROP_IN);
+    fs::write(&theirs, "version = 2\n").unwrap();
+    let out = run(&config, &["enable-nri", "--drop-in", "auto"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a drop-in of this tool"));
+    let out = run(&config, &["enable-nri", "--drop-in", "auto", "--undo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(fs::read_to_string(&theirs).unwrap(), "version = 2\n");
+
+    fs::write(&config, "version = 2\nimports = [\"/srv/x/*.toml\"]\n").unwrap();
+    let out = run(&config, &["enable-nri", "--drop-in", "auto"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("imports none of the drop-in dirs"), "{err}");
+    assert!(err.contains("help: pass a path: `--drop-in"), "{err}");
+}
+
+/// k3s: the rendered config is left alone, the drop-in goes into the dir it imports; without
+/// that import `--drop-in auto` has nowhere to go, and a path would need an edit of the
+/// rendered file, which is refused.
+#[test]
+fn k3s_rendered_config_takes_the_drop_in_auto_route_without_being_edited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_string_lossy().into_owned();
+    let dir = tmp.path().join("var/lib/rancher/k3s/agent/etc/containerd");
+    fs::create_dir_all(dir.join("config-v3.toml.d")).unwrap();
+    let config = dir.join("config.toml");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/k3s");
+    let rendered = fs::read_to_string(fixture.join("k3s-rendered-v3-imports.toml"))
+        .unwrap()
+        .replace("\"/var/lib/rancher", &format!("\"{root}/var/lib/rancher"));
+    fs::write(&config, &rendered).unwrap();
+    // NRI is on by default on 2.x: a runtime spec needs a real change.
+    let out = run(
+        &config,
+        &[
+            "add-oci-hook",
+            "--runtime-spec",
+            SPEC,
+            "--drop-in",
+            "auto",
+            "--containerd-version",
+            "2.1",
+        ],
+    );
+    ok(&out);
+    assert_eq!(fs::read_to_string(&config).unwrap(), rendered);
+    let drop_in = dir.join("config-v3.toml.d").join(DROP_IN);
+    assert!(fs::read_to_string(&drop_in).unwrap().contains(SPEC));
+    if let Some(bin_path) = support::skip::require(
+        runtimes::containerd(Release::V2_1),
+        runtimes::missing(Release::V2_1),
+    ) {
+        let d = dump(&bin_path, &config);
+        let spec = [
+            "plugins",
+            "io.containerd.cri.v1.runtime",
+            "containerd",
+            "runtimes",
+            "runc",
+            "base_runtime_spec",
+        ];
+        assert_eq!(get(&d, &spec).and_then(Item::as_str), Some(SPEC));
+    }
+
+    let no_imports = fs::read_to_string(fixture.join("k3s-rendered-v3.toml")).unwrap();
+    fs::write(&config, &no_imports).unwrap();
+    let out = run(&config, &["enable-nri", "--drop-in", "auto"]);
+    assert_eq!(out.status.code(), Some(2));
+    let elsewhere = tmp.path().join("nri.toml");
+    let out = run(
+        &config,
+        &[
+            "add-oci-hook",
+            "--runtime-spec",
+            SPEC,
+            "--drop-in",
+            elsewhere.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is generated by k3s"), "{err}");
+    assert!(err.contains("config-v3.toml.tmpl"), "{err}");
+    assert_eq!(fs::read_to_string(&config).unwrap(), no_imports);
+    assert!(!elsewhere.exists());
+}
+
+/// The header records the main file by absolute path: a run from another directory, or with
+/// the config named relatively, still undoes its own entry.
+#[test]
+fn undo_removes_the_entry_whether_the_config_was_named_relatively_or_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    let original = "version = 2\n";
+    fs::write(&config, original).unwrap();
+    let out = bin()
+        .current_dir(tmp.path())
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--drop-in",
+            "nri-drop-in.toml",
+            "--containerd-version",
+            "1.7",
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        "version = 2\nimports = [\"nri-drop-in.toml\"]\n"
+    );
+    ok(&run(
+        &config,
+        &[
+            "enable-nri",
+            "--drop-in",
+            tmp.path().join("nri-drop-in.toml").to_str().unwrap(),
+            "--undo",
+        ],
+    ));
+    assert_eq!(fs::read_to_string(&config).unwrap(), original);
+    assert!(!tmp.path().join("nri-drop-in.toml").exists());
+}
