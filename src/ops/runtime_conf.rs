@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use rthooks::defaults;
+use rthooks::effective::{self, MergeRule};
 use rthooks::error::help_error;
 use rthooks::hooks_dirs::{self, HooksRuntime};
 use rthooks::layers::{DropIns, Layer, main_and_drop_in_dir, read_layers};
-use rthooks::nri_validator::{HookRejection, Runtime, oci_hook_rejection};
+use rthooks::nri_validator::{HookRejection, Runtime, containerd_rejection, oci_hook_rejection};
 
 use crate::cli::InstallArgs;
 
@@ -46,14 +47,18 @@ pub(super) fn nri_validator_rejections(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<HookRejection>> {
     let mut found = Vec::new();
-    // The main file only: imports are judged once the effective-config module (issue 11, the
-    // other half) can hand its files over as layers.
-    match Layer::read(containerd_config)? {
-        Some(layer) => found.extend(oci_hook_rejection(Runtime::Containerd, &[layer])?),
-        None => notes.push(format!(
+    // The main file and its imports, merged as containerd 2.x merges them (the validator
+    // exists only in 2.2+): a validator enabled in an imported drop-in counts.
+    match containerd_config.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => notes.push(format!(
             "`{}` does not exist: containerd's NRI validator not checked (--containerd-config)",
             containerd_config.display()
         )),
+        _ => {
+            let layers = effective::load(containerd_config, None)?;
+            let eff = effective::merge(&layers, MergeRule::KeyByKey)?;
+            found.extend(containerd_rejection(&eff)?);
+        }
     }
     if let Some(crio) = crio_config {
         let layers = read_runtime_config(
@@ -91,8 +96,12 @@ pub(super) fn nri_validator_warning(config: &Path) -> Option<String> {
         Ok(found) => found
             .first()
             .map(|r| format!("{}\nhelp: {}", r.message(), r.help())),
-        // The edit itself already read and judged this file; nothing more to say here.
-        Err(_) => None,
+        // The edit itself already read this file; what is left is a key of the wrong type (or
+        // an import that cannot be read): say so, with its file:line, rather than nothing.
+        Err(e) => Some(format!(
+            "cannot tell whether containerd's default NRI validator rejects OCI hooks: {}",
+            rthooks::error::Report(&e)
+        )),
     }
 }
 
