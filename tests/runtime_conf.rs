@@ -657,6 +657,49 @@ fn containers_conf_hooks_dir_is_checked_and_its_drop_ins_are_not_read() {
     assert!(listing(&node.path("hooks")).is_empty());
 }
 
+#[test]
+fn containers_conf_hooks_dir_appended_with_the_append_attribute_is_accepted() {
+    for (fixture, at) in [
+        (
+            "hooks-dirs/podman-append",
+            "`hooks_dir` at podman's default + [TMP]/conf/podman-append/containers.conf:3 \
+             (appended)",
+        ),
+        (
+            "hooks-dirs/podman-empty",
+            "`hooks_dir` at [TMP]/conf/podman-empty/containers.conf:3: an empty list, so \
+             podman's implicit dirs",
+        ),
+    ] {
+        let node = Node::new(fixture);
+        let name = Path::new(fixture).file_name().unwrap().to_str().unwrap();
+        let conf = format!(
+            "--containers-conf={}",
+            node.conf(&format!("{name}/containers.conf"))
+        );
+        let out = node.install(
+            "oci-hooks",
+            &[
+                "--oci-hooks.host-dir=/etc/containers/oci/hooks.d",
+                &conf,
+                "--dry-run",
+            ],
+        );
+        assert!(out.status.success(), "{fixture}: {}", node.stderr(&out));
+        let out = node.install("oci-hooks", &["--oci-hooks.host-dir=/opt/other", &conf]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            node.stderr(&out).starts_with(&format!(
+                "error: podman does not read hook files from `/opt/other`: it reads \
+                 `/usr/share/containers/oci/hooks.d`, `/etc/containers/oci/hooks.d` ({at})\n"
+            )),
+            "{fixture}: {}",
+            node.stderr(&out)
+        );
+        node.assert_nothing_written(fixture);
+    }
+}
+
 /// OpenShift's real drop-in (`../shared/fixtures`, machine-config-operator's `00-default`, no
 /// `.conf` suffix: cri-o reads every file of `crio.conf.d`) lists `/etc`, `/run` and the
 /// read-only `/usr` hooks dirs: the chart's default `/usr/share/...` is refused as read-only
