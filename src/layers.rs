@@ -5,10 +5,9 @@
 //! order: Go's `filepath.Walk`, all files whatever their suffix) on top of the same struct, so a
 //! key a later file sets replaces the earlier value and an array is replaced whole
 //! (`pkg/config/config.go`, `UpdateFromPath` / `UpdateFromDropInFile`). podman reads
-//! `containers.conf` and then `containers.conf.d/*.conf` the same way. containerd 2.x merges
-//! imports key by key too, which is what [`last_setting`] models; the other half of issue 11
-//! builds containerd's full effective config (imports, 1.7's section-replacing rule), and its
-//! files can be passed here as they are.
+//! `containers.conf` and then `containers.conf.d/*.conf` the same way (but its `hooks_dir` is
+//! an attributed list that can append: [`crate::hooks_dirs`] folds it). containerd's imports are
+//! merged by [`crate::effective`], not here.
 //!
 //! [`Layer::parse`] and [`last_setting`] do no I/O; [`read_layers`] reads the files, bounded,
 //! through [`crate::patch::read_config`].
