@@ -97,9 +97,10 @@ pub(crate) struct InstallArgs {
     pub(crate) crio_config: Option<PathBuf>,
 
     /// podman's config: a `containers.conf` read alone (as podman reads `CONTAINERS_CONF`), or
-    /// `auto` for the system files (`/usr/share/containers/containers.conf`,
-    /// `/etc/containers/containers.conf` and its `.d/*.conf`): check that podman reads the
-    /// hooks dir (oci-hooks interface).
+    /// `auto` for root's podman 4/5 file chain (`/usr/share/containers/containers.conf`,
+    /// `/etc/containers/containers.conf` and its `.d/*.conf`, root's
+    /// `~/.config/containers/containers.conf` and its `.d/*.conf`, then `$CONTAINERS_CONF_OVERRIDE`
+    /// when set here): check that podman reads the hooks dir (oci-hooks interface).
     #[arg(long, value_name = "PATH|auto")]
     pub(crate) containers_conf: Option<PathBuf>,
 

@@ -28,6 +28,17 @@ pub const CONTAINERD_BASE_SPEC: &str = "/etc/containerd/base-spec.json";
 pub const CRIO_CONFIG: &str = "/etc/crio/crio.conf";
 /// Name of the edit locks' directory (under `/run` for root).
 pub const LOCK_DIR_NAME: &str = "tetragon-oci-hook-setup";
+/// The default hooks dir of cri-o and podman (`hooks.DefaultDir`).
+pub const RUNTIME_HOOKS_DIR: &str = "/usr/share/containers/oci/hooks.d";
 /// The Helm chart's default host hooks dir (`rthooks.ociHooks.hooksPath`), mounted at
-/// [`HOOKS_LOCAL_DIR`].
-pub const CHART_HOOKS_HOST_DIR: &str = "/usr/share/containers/oci/hooks.d";
+/// [`HOOKS_LOCAL_DIR`]: the runtimes' default one.
+pub const CHART_HOOKS_HOST_DIR: &str = RUNTIME_HOOKS_DIR;
+/// podman 4/5's vendor `containers.conf` (containers/common <= 0.67), read first.
+pub const PODMAN_USR_CONF: &str = "/usr/share/containers/containers.conf";
+/// podman's system `containers.conf`, read next, then its `.d/*.conf`.
+pub const PODMAN_ETC_CONF: &str = "/etc/containers/containers.conf";
+/// root's user `containers.conf` (`$HOME/.config/containers/containers.conf`, HOME being
+/// `/root`), read after the system files, then its `.d/*.conf`.
+pub const PODMAN_ROOT_USER_CONF: &str = "/root/.config/containers/containers.conf";
+/// The environment variable naming a `containers.conf` podman reads last, over every other.
+pub const CONTAINERS_CONF_OVERRIDE_ENV: &str = "CONTAINERS_CONF_OVERRIDE";

@@ -6,7 +6,9 @@
 //! `["/usr/share/containers/oci/hooks.d"]` only (`hooks.DefaultDir`; `DefaultHooksDirs`): the
 //! override dir `/etc/containers/oci/hooks.d` is read only when the config lists it, as
 //! OpenShift's does (its `/usr` is read-only). A later dir's file wins over a same-named file in
-//! an earlier one. The list comes from the last file that sets it (see [`crate::layers`]).
+//! an earlier one. cri-o's list comes from the last file that sets it (see [`crate::layers`]);
+//! podman's is folded over every file that sets it (`{append=true}`, see [`hooks_dirs`]), and
+//! an empty one means both dirs above for root.
 //!
 //! Pure: the caller reads the files and states whether the local dir is read-only.
 
@@ -15,9 +17,10 @@ use std::path::{Component, Path, PathBuf};
 use crate::edit::describe;
 use crate::error::HelpError;
 use crate::layers::{Layer, last_setting};
+use toml_edit::Item;
 
 /// The default hooks dir of cri-o and podman (`hooks.DefaultDir`).
-pub const DEFAULT_DIR: &str = "/usr/share/containers/oci/hooks.d";
+pub const DEFAULT_DIR: &str = crate::defaults::RUNTIME_HOOKS_DIR;
 /// The hooks dir for local overrides (`hooks.OverrideDir`): where to install on OpenShift.
 pub const OVERRIDE_DIR: &str = "/etc/containers/oci/hooks.d";
 
@@ -78,6 +81,14 @@ impl HooksDirs {
 
 /// The effective `hooks_dir` of `layers` (in the order the runtime applies them).
 ///
+/// cri-o's is a plain list of strings: the last file that sets it wins. podman's is
+/// containers/common's attributed string list (`internal/attributedstring`): every file that
+/// sets it is folded in order onto the default, a `{append=true}` item switching appending on
+/// (and `{append=false}` off) for that file and the later ones (the attribute is kept on the
+/// decoded value), the file's strings then replacing the list, or appended to it when on. An
+/// empty list makes a root podman read both [`DEFAULT_DIR`] and [`OVERRIDE_DIR`] (libpod
+/// `setupOCIHooks`, `len(HooksDir.Get()) == 0`).
+///
 /// ```
 /// use rthooks::hooks_dirs::{HooksRuntime, hooks_dirs};
 /// use rthooks::layers::Layer;
@@ -86,6 +97,14 @@ impl HooksDirs {
 /// assert_eq!((d.dirs, d.set_at.as_deref()), (vec!["/h".to_owned()], Some("c.conf:2")));
 /// ```
 pub fn hooks_dirs(runtime: HooksRuntime, layers: &[Layer]) -> Result<HooksDirs, HelpError> {
+    match runtime {
+        HooksRuntime::Crio => crio_hooks_dirs(layers),
+        HooksRuntime::Podman => podman_hooks_dirs(layers),
+    }
+}
+
+fn crio_hooks_dirs(layers: &[Layer]) -> Result<HooksDirs, HelpError> {
+    let runtime = HooksRuntime::Crio;
     let Some(setting) = last_setting(layers, runtime.key()) else {
         return Ok(HooksDirs {
             runtime,
@@ -93,28 +112,118 @@ pub fn hooks_dirs(runtime: HooksRuntime, layers: &[Layer]) -> Result<HooksDirs, 
             set_at: None,
         });
     };
-    let bad = || {
+    let bad = |what: String| {
         HelpError::new(
             format!(
-                "{setting}: `{}` is {}, expected an array of strings",
-                runtime.key().join("."),
-                describe(setting.item)
+                "{setting}: `{}` is {what}, expected an array of strings",
+                runtime.key().join(".")
             ),
             format!(
-                "write it as `hooks_dir = [\"{OVERRIDE_DIR}\"]` under `{}`",
+                "write it as `hooks_dir = [\"{OVERRIDE_DIR}\"]` under `{}` (cri-o's `hooks_dir` \
+                 is a plain list of paths: no `{{append=true}}`, which is podman's syntax)",
                 runtime.table()
             ),
         )
     };
-    let array = setting.item.as_array().ok_or_else(bad)?;
+    let array = setting
+        .item
+        .as_array()
+        .ok_or_else(|| bad(describe(setting.item).to_owned()))?;
     let dirs = array
         .iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str().map(str::to_owned).ok_or_else(|| {
+                bad(format!(
+                    "an array whose item {} is {}",
+                    i + 1,
+                    describe(&Item::Value(v.clone()))
+                ))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HooksDirs {
         runtime,
         dirs,
         set_at: Some(setting.to_string()),
+    })
+}
+
+fn podman_hooks_dirs(layers: &[Layer]) -> Result<HooksDirs, HelpError> {
+    let runtime = HooksRuntime::Podman;
+    let mut dirs = vec![DEFAULT_DIR.to_owned()];
+    let mut set_at: Option<String> = None;
+    let mut append = false;
+    for setting in layers.iter().filter_map(|l| l.get(runtime.key())) {
+        let bad = |what: String| {
+            HelpError::new(
+                format!(
+                    "{setting}: `{}` {what}, expected strings and `{{append=true}}` or \
+                     `{{append=false}}`",
+                    runtime.key().join(".")
+                ),
+                format!(
+                    "write it as `hooks_dir = [\"{OVERRIDE_DIR}\"]` under `{}` (add \
+                     `{{append=true}}` as an item to add to the earlier files' dirs)",
+                    runtime.table()
+                ),
+            )
+        };
+        let array = setting
+            .item
+            .as_array()
+            .ok_or_else(|| bad(format!("is {}", describe(setting.item))))?;
+        let mut values = Vec::new();
+        for (i, v) in array.iter().enumerate() {
+            if let Some(s) = v.as_str() {
+                values.push(s.to_owned());
+                continue;
+            }
+            let Some(attrs) = v.as_inline_table() else {
+                return Err(bad(format!(
+                    "holds {} (item {})",
+                    describe(&Item::Value(v.clone())),
+                    i + 1
+                )));
+            };
+            for (k, a) in attrs.iter() {
+                match (k, a.as_bool()) {
+                    ("append", Some(on)) => append = on,
+                    ("append", None) => {
+                        return Err(bad(format!(
+                            "has `append = {}` (item {}), not a boolean",
+                            a.to_string().trim(),
+                            i + 1
+                        )));
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "has the unsupported attribute `{k}` (item {})",
+                            i + 1
+                        )));
+                    }
+                }
+            }
+        }
+        if append {
+            dirs.extend(values);
+            let prev = set_at
+                .take()
+                .unwrap_or_else(|| "podman's default".to_owned());
+            set_at = Some(format!("{prev} + {setting} (appended)"));
+        } else {
+            dirs = values;
+            set_at = Some(setting.to_string());
+        }
+    }
+    if set_at.is_some() && dirs.is_empty() {
+        dirs = vec![DEFAULT_DIR.to_owned(), OVERRIDE_DIR.to_owned()];
+        set_at = set_at.map(|at| format!("{at}: an empty list, so podman's implicit dirs"));
+    }
+    Ok(HooksDirs {
+        runtime,
+        dirs,
+        set_at,
     })
 }
 
@@ -225,6 +334,67 @@ mod tests {
             dirs: list.iter().map(|s| (*s).to_owned()).collect(),
             set_at: Some("crio.conf:3".to_owned()),
         }
+    }
+
+    fn layers(files: &[(&str, &str)]) -> Vec<Layer> {
+        files
+            .iter()
+            .map(|(p, t)| Layer::parse(*p, format!("[engine]\nhooks_dir = {t}\n")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn podman_append_attribute_folds_files_in_order() {
+        let d = hooks_dirs(
+            HooksRuntime::Podman,
+            &layers(&[
+                ("a.conf", "[\"/a\"]"),
+                ("b.conf", "[\"/b\", {append=true}]"),
+                // The attribute stays on: a later file without it appends too.
+                ("c.conf", "[\"/c\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(d.dirs, ["/a", "/b", "/c"]);
+        assert_eq!(
+            d.set_at.as_deref(),
+            Some("a.conf:2 + b.conf:2 (appended) + c.conf:2 (appended)")
+        );
+        // `{append=false}` switches it off: the file replaces the list.
+        let d = hooks_dirs(
+            HooksRuntime::Podman,
+            &layers(&[
+                ("a.conf", "[{append=true}, \"/a\"]"),
+                ("b.conf", "[\"/b\", {append=false}]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(d.dirs, ["/b"]);
+    }
+
+    #[test]
+    fn podman_empty_hooks_dir_reads_both_implicit_dirs() {
+        let d = hooks_dirs(HooksRuntime::Podman, &layers(&[("a.conf", "[]")])).unwrap();
+        assert_eq!(d.dirs, [DEFAULT_DIR, OVERRIDE_DIR]);
+    }
+
+    #[test]
+    fn crio_attribute_item_is_an_error_naming_the_item() {
+        let text = "[crio.runtime]\nhooks_dir = [\"/a\", {append=true}]\n";
+        let l = [Layer::parse("crio.conf", text.to_owned()).unwrap()];
+        let err = hooks_dirs(HooksRuntime::Crio, &l).unwrap_err();
+        assert_eq!(
+            err.message,
+            "crio.conf:2: `crio.runtime.hooks_dir` is an array whose item 2 is an inline table, \
+             expected an array of strings"
+        );
+        let bad =
+            hooks_dirs(HooksRuntime::Podman, &layers(&[("a.conf", "[{append=1}]")])).unwrap_err();
+        assert!(
+            bad.message.contains("`append = 1` (item 1)"),
+            "{}",
+            bad.message
+        );
     }
 
     #[test]

@@ -5,10 +5,9 @@
 //! order: Go's `filepath.Walk`, all files whatever their suffix) on top of the same struct, so a
 //! key a later file sets replaces the earlier value and an array is replaced whole
 //! (`pkg/config/config.go`, `UpdateFromPath` / `UpdateFromDropInFile`). podman reads
-//! `containers.conf` and then `containers.conf.d/*.conf` the same way. containerd 2.x merges
-//! imports key by key too, which is what [`last_setting`] models; the other half of issue 11
-//! builds containerd's full effective config (imports, 1.7's section-replacing rule), and its
-//! files can be passed here as they are.
+//! `containers.conf` and then `containers.conf.d/*.conf` the same way (but its `hooks_dir` is
+//! an attributed list that can append: [`crate::hooks_dirs`] folds it). containerd's imports are
+//! merged by [`crate::effective`], not here.
 //!
 //! [`Layer::parse`] and [`last_setting`] do no I/O; [`read_layers`] reads the files, bounded,
 //! through [`crate::patch::read_config`].
@@ -21,10 +20,12 @@ use toml_edit::Item;
 
 use crate::text;
 
-/// Most drop-in files read from one directory tree; more is an error, not a silent cut.
+/// Most drop-in files read from one directory tree (the main file not counted); more is an
+/// error, not a silent cut.
 pub const MAX_DROP_INS: usize = 512;
-/// Deepest sub-directory of a drop-in directory that is walked.
-const MAX_DEPTH: usize = 8;
+/// Deepest sub-directory of a drop-in directory that is walked; a deeper one is an error, not
+/// a silent cut.
+pub const MAX_DEPTH: usize = 8;
 
 /// One parsed file of a layered configuration.
 #[derive(Debug)]
@@ -147,8 +148,12 @@ pub enum DropIns {
 /// the runtime applies them. `Ok(None)` when neither exists.
 ///
 /// Every file is read through [`crate::patch::read_config`] (regular files only, bounded); a
-/// file that does not parse is an error naming it and its line. Sub-directories that are
-/// symlinks are not walked (Go's `filepath.Walk` does not follow them either).
+/// file that does not parse is an error naming it and its line. An entry of the drop-in dir
+/// (at any depth) that is a symlink is refused, whatever it points at: the runtime on the host
+/// would follow it (a symlinked file is read; a symlinked sub-directory is not walked by Go's
+/// `filepath.Walk` but read as a file, which fails), while from inside a pod an absolute link
+/// resolves to the pod's own files, not the host's. More than [`MAX_DROP_INS`] drop-ins, or a
+/// sub-directory deeper than [`MAX_DEPTH`], is an error naming the dir.
 pub fn read_layers(
     main: &Path,
     dir: &Path,
@@ -161,7 +166,9 @@ pub fn read_layers(
     }
     let dir_exists = dir.is_dir();
     if dir_exists {
-        collect_drop_ins(dir, drop_ins, 0, &mut files)?;
+        let mut drop_in_files = Vec::new();
+        collect_drop_ins(dir, drop_ins, 0, &mut drop_in_files)?;
+        files.extend(drop_in_files);
     }
     if !main_exists && !dir_exists {
         return Ok(None);
@@ -204,13 +211,41 @@ fn collect_drop_ins(
             .symlink_metadata()
             .with_context(|| format!("failed to stat `{}`", path.display()))?;
         if meta.is_dir() {
-            if drop_ins == DropIns::AllFilesRecursive && depth < MAX_DEPTH {
+            if drop_ins == DropIns::AllFilesRecursive {
+                if depth >= MAX_DEPTH {
+                    return Err(crate::error::help_error(
+                        format!(
+                            "`{}` is nested more than {MAX_DEPTH} directories deep in the \
+                             drop-in dir; refusing to read it",
+                            path.display()
+                        ),
+                        "flatten the drop-in dir (the runtime reads every file below it, in \
+                         lexical order of the paths)",
+                    ));
+                }
                 collect_drop_ins(&path, drop_ins, depth + 1, files)?;
             }
             continue;
         }
         if drop_ins == DropIns::ConfSuffix && path.extension().is_none_or(|e| e != "conf") {
             continue;
+        }
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path)
+                .map(|t| format!(" (-> `{}`)", t.display()))
+                .unwrap_or_default();
+            return Err(crate::error::help_error(
+                format!(
+                    "drop-in `{}` is a symlink{target}: from inside this pod it does not resolve \
+                     to the host's file the runtime reads",
+                    path.display()
+                ),
+                format!(
+                    "replace the symlink `{}` by a copy of the file it points at (or remove it), \
+                     then run again",
+                    path.display()
+                ),
+            ));
         }
         if files.len() >= MAX_DROP_INS {
             anyhow::bail!(
@@ -278,6 +313,80 @@ mod tests {
                 .len(),
             MAX_DROP_INS
         );
+    }
+
+    #[test]
+    fn main_file_does_not_count_as_a_drop_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("crio.conf.d");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..MAX_DROP_INS {
+            std::fs::write(dir.join(format!("{i:04}.conf")), "").unwrap();
+        }
+        let main = tmp.path().join("crio.conf");
+        std::fs::write(&main, "").unwrap();
+        let layers = read_layers(&main, &dir, DropIns::AllFilesRecursive)
+            .unwrap()
+            .unwrap();
+        assert_eq!(layers.len(), MAX_DROP_INS + 1);
+    }
+
+    #[test]
+    fn sub_directory_past_max_depth_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("crio.conf.d");
+        let mut deep = dir.clone();
+        for i in 0..=MAX_DEPTH {
+            deep.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("x.conf"), "").unwrap();
+        let main = tmp.path().join("crio.conf");
+        let err = read_layers(&main, &dir, DropIns::AllFilesRecursive).unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains(&format!("`{}` is nested more than 8", deep.display())),
+            "{shown}"
+        );
+        // One level less is read.
+        std::fs::rename(deep.join("x.conf"), deep.with_file_name("x.conf")).unwrap();
+        std::fs::remove_dir(&deep).unwrap();
+        assert_eq!(
+            read_layers(&main, &dir, DropIns::AllFilesRecursive)
+                .unwrap()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn symlinked_drop_in_is_refused_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("crio.conf.d");
+        std::fs::create_dir(&dir).unwrap();
+        let real = tmp.path().join("real.conf");
+        std::fs::write(&real, "[crio.runtime]\n").unwrap();
+        std::fs::write(dir.join("00.conf"), "").unwrap();
+        let link = dir.join("10-link.conf");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let main = tmp.path().join("crio.conf");
+        for mode in [DropIns::AllFilesRecursive, DropIns::ConfSuffix] {
+            let err = read_layers(&main, &dir, mode).unwrap_err();
+            assert!(
+                format!("{err}").starts_with(&format!("drop-in `{}` is a symlink", link.display())),
+                "{err}"
+            );
+            assert!(
+                crate::error::help_of(&err).is_some_and(|h| h.contains("10-link.conf")),
+                "{err:?}"
+            );
+        }
+        // A symlinked sub-directory is refused too (it is not walked as a directory).
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), dir.join("20-dir")).unwrap();
+        let err = read_layers(&main, &dir, DropIns::AllFilesRecursive).unwrap_err();
+        assert!(format!("{err}").contains("20-dir` is a symlink"), "{err}");
     }
 
     #[test]

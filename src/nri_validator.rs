@@ -13,12 +13,20 @@
 //! - cri-o (`internal/config/nri/nri.go`): `[crio.nri.default_validator]`
 //!   `nri_enable_default_validator` and `nri_validator_reject_oci_hook_adjustment`.
 //!
-//! The functions here take the config's files in the order the runtime applies them (see
-//! [`crate::layers`]) and do no I/O.
+//! Not modelled: NRI's per-role override (`roles.<role>.reject_oci_hook_adjustment` in the
+//! validator's config), which can reject (or allow) OCI hooks for plugins of one role only;
+//! only the validator-wide key is judged.
+//!
+//! [`oci_hook_rejection`] takes the config's files in the order the runtime applies them (see
+//! [`crate::layers`]); [`containerd_rejection`] takes containerd's effective config (main file
+//! and imports, [`crate::effective`]). Neither does I/O.
 
 use std::fmt;
 
+use toml_edit::Item;
+
 use crate::edit::describe;
+use crate::effective::{Effective, Setting as EffSetting};
 use crate::error::HelpError;
 use crate::layers::{Layer, Setting, last_setting};
 
@@ -149,6 +157,40 @@ pub fn oci_hook_rejection(
                 enabled_at: enable.to_string(),
             }));
         }
+    }
+    Ok(None)
+}
+
+/// Like [`oci_hook_rejection`] for containerd, on its effective config: the main file and its
+/// imports merged (the validator exists only in containerd 2.2+, whose rule merges key by key),
+/// so a validator enabled in an imported drop-in counts, named by its file and line.
+pub fn containerd_rejection(eff: &Effective) -> Result<Option<HookRejection>, HelpError> {
+    let table = ["plugins", eff.nri_plugin(), "default_validator"];
+    let (enable_key, reject_key) = ("enable", "reject_oci_hook_adjustment");
+    let get = |k: &str| eff.get(&[table[0], table[1], table[2], k]);
+    let bool_at = |s: &EffSetting, key: &str| {
+        s.as_bool().ok_or_else(|| {
+            HelpError::new(
+                format!(
+                    "{}: `{}` is {}, expected a boolean",
+                    s.origin,
+                    dotted(&table, key),
+                    describe(&Item::Value(s.value.clone()))
+                ),
+                format!("write `{key} = true` or `{key} = false`"),
+            )
+        })
+    };
+    let (Some(enable), Some(reject)) = (get(enable_key), get(reject_key)) else {
+        return Ok(None);
+    };
+    if bool_at(enable, enable_key)? && bool_at(reject, reject_key)? {
+        return Ok(Some(HookRejection {
+            runtime: Runtime::Containerd,
+            key: dotted(&table, reject_key),
+            at: reject.origin.to_string(),
+            enabled_at: enable.origin.to_string(),
+        }));
     }
     Ok(None)
 }

@@ -145,6 +145,62 @@ fn nri_hook_install_refuses_when_containerd_validator_rejects_oci_hooks() {
 }
 
 #[test]
+fn nri_hook_install_refuses_when_an_imported_drop_in_enables_the_validator() {
+    let fixture = "nri-validator/containerd-2.2-rejects-in-import";
+    let node = Node::new(fixture);
+    let config = node.conf("containerd-2.2-rejects-in-import/config.toml");
+    let out = node.install(
+        "nri-hook",
+        &["--daemonize", &format!("--containerd-config={config}")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = node.stderr(&out);
+    let drop_in = "[TMP]/conf/containerd-2.2-rejects-in-import/conf.d/50-nri-lockdown.toml";
+    assert!(
+        err.starts_with(&format!(
+            "error: refusing to start the NRI plugin: {drop_in}:5: \
+             `plugins.\"io.containerd.nri.v1.nri\".default_validator.reject_oci_hook_adjustment = \
+             true` (validator enabled at {drop_in}:4)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "help: set `reject_oci_hook_adjustment = false` (or remove it) at {drop_in}:5"
+        )),
+        "{err}"
+    );
+    node.assert_nothing_written(fixture);
+}
+
+#[test]
+fn enable_nri_warns_naming_a_validator_key_of_the_wrong_type() {
+    let fixture = "nri-validator/containerd-2.2-enable-not-a-bool-v3.toml";
+    let node = Node::new(fixture);
+    let config = node.conf("containerd-2.2-enable-not-a-bool-v3.toml");
+    let out = bin()
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            &config,
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    let err = node.stderr(&out);
+    assert!(
+        err.contains(
+            "warning: cannot tell whether containerd's default NRI validator rejects OCI hooks: \
+             [TMP]/conf/containerd-2.2-enable-not-a-bool-v3.toml:4: \
+             `plugins.\"io.containerd.nri.v1.nri\".default_validator.enable` is a string, \
+             expected a boolean\nhelp: write `enable = true` or `enable = false`"
+        ),
+        "{out:?} {err}"
+    );
+}
+
+#[test]
 fn nri_hook_install_starts_when_validator_allows_oci_hooks_or_is_not_enabled() {
     for fixture in [
         "nri-validator/containerd-2.2-validator-allows-oci-hooks-v3.toml",
@@ -599,6 +655,49 @@ fn containers_conf_hooks_dir_is_checked_and_its_drop_ins_are_not_read() {
         node.stderr(&out)
     );
     assert!(listing(&node.path("hooks")).is_empty());
+}
+
+#[test]
+fn containers_conf_hooks_dir_appended_with_the_append_attribute_is_accepted() {
+    for (fixture, at) in [
+        (
+            "hooks-dirs/podman-append",
+            "`hooks_dir` at podman's default + [TMP]/conf/podman-append/containers.conf:3 \
+             (appended)",
+        ),
+        (
+            "hooks-dirs/podman-empty",
+            "`hooks_dir` at [TMP]/conf/podman-empty/containers.conf:3: an empty list, so \
+             podman's implicit dirs",
+        ),
+    ] {
+        let node = Node::new(fixture);
+        let name = Path::new(fixture).file_name().unwrap().to_str().unwrap();
+        let conf = format!(
+            "--containers-conf={}",
+            node.conf(&format!("{name}/containers.conf"))
+        );
+        let out = node.install(
+            "oci-hooks",
+            &[
+                "--oci-hooks.host-dir=/etc/containers/oci/hooks.d",
+                &conf,
+                "--dry-run",
+            ],
+        );
+        assert!(out.status.success(), "{fixture}: {}", node.stderr(&out));
+        let out = node.install("oci-hooks", &["--oci-hooks.host-dir=/opt/other", &conf]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            node.stderr(&out).starts_with(&format!(
+                "error: podman does not read hook files from `/opt/other`: it reads \
+                 `/usr/share/containers/oci/hooks.d`, `/etc/containers/oci/hooks.d` ({at})\n"
+            )),
+            "{fixture}: {}",
+            node.stderr(&out)
+        );
+        node.assert_nothing_written(fixture);
+    }
 }
 
 /// OpenShift's real drop-in (`../shared/fixtures`, machine-config-operator's `00-default`, no

@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use rthooks::defaults;
+use rthooks::effective::{self, MergeRule};
 use rthooks::error::help_error;
 use rthooks::hooks_dirs::{self, HooksRuntime};
 use rthooks::layers::{DropIns, Layer, main_and_drop_in_dir, read_layers};
-use rthooks::nri_validator::{HookRejection, Runtime, oci_hook_rejection};
+use rthooks::nri_validator::{HookRejection, Runtime, containerd_rejection, oci_hook_rejection};
 
 use crate::cli::InstallArgs;
 
@@ -46,14 +47,18 @@ pub(super) fn nri_validator_rejections(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<HookRejection>> {
     let mut found = Vec::new();
-    // The main file only: imports are judged once the effective-config module (issue 11, the
-    // other half) can hand its files over as layers.
-    match Layer::read(containerd_config)? {
-        Some(layer) => found.extend(oci_hook_rejection(Runtime::Containerd, &[layer])?),
-        None => notes.push(format!(
+    // The main file and its imports, merged as containerd 2.x merges them (the validator
+    // exists only in 2.2+): a validator enabled in an imported drop-in counts.
+    match containerd_config.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => notes.push(format!(
             "`{}` does not exist: containerd's NRI validator not checked (--containerd-config)",
             containerd_config.display()
         )),
+        _ => {
+            let layers = effective::load(containerd_config, None)?;
+            let eff = effective::merge(&layers, MergeRule::KeyByKey)?;
+            found.extend(containerd_rejection(&eff)?);
+        }
     }
     if let Some(crio) = crio_config {
         let layers = read_runtime_config(
@@ -91,8 +96,12 @@ pub(super) fn nri_validator_warning(config: &Path) -> Option<String> {
         Ok(found) => found
             .first()
             .map(|r| format!("{}\nhelp: {}", r.message(), r.help())),
-        // The edit itself already read and judged this file; nothing more to say here.
-        Err(_) => None,
+        // The edit itself already read this file; what is left is a key of the wrong type (or
+        // an import that cannot be read): say so, with its file:line, rather than nothing.
+        Err(e) => Some(format!(
+            "cannot tell whether containerd's default NRI validator rejects OCI hooks: {}",
+            rthooks::error::Report(&e)
+        )),
     }
 }
 
@@ -159,18 +168,29 @@ pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>>
     Ok(notes)
 }
 
-/// podman's config files, in the order it reads them (containers/common `pkg/config/new.go`):
-/// `auto` is root's system chain (`/usr/share/containers/containers.conf`,
-/// `/etc/containers/containers.conf`, then `/etc/containers/containers.conf.d/*.conf`); a path
-/// is read alone, as podman reads `CONTAINERS_CONF` (which replaces the whole chain).
+/// podman's config files, in the order it reads them (containers/common `pkg/config/new.go`,
+/// <= 0.67: podman 4/5): `auto` is root's chain (see [`podman_auto_layers`]); a path is read
+/// alone, as podman reads `CONTAINERS_CONF` (which replaces the whole chain).
 fn podman_layers(arg: &Path) -> anyhow::Result<(String, Vec<Layer>)> {
     if arg == Path::new("auto") {
-        let mut layers: Vec<Layer> = Layer::read(Path::new(PODMAN_USR_CONF))?
-            .into_iter()
-            .collect();
-        let (main, dir) = main_and_drop_in_dir(Path::new(PODMAN_ETC_CONF));
-        layers.extend(read_layers(&main, &dir, DropIns::ConfSuffix)?.unwrap_or_default());
-        return Ok((format!("{PODMAN_USR_CONF}, {PODMAN_ETC_CONF}[.d]"), layers));
+        let over = std::env::var_os(defaults::CONTAINERS_CONF_OVERRIDE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let layers = podman_auto_layers(Path::new("/"), over.as_deref())?;
+        let mut what = format!(
+            "{}, {}[.d], {}[.d]",
+            defaults::PODMAN_USR_CONF,
+            defaults::PODMAN_ETC_CONF,
+            defaults::PODMAN_ROOT_USER_CONF
+        );
+        if let Some(o) = &over {
+            what.push_str(&format!(
+                ", {} {}",
+                defaults::CONTAINERS_CONF_OVERRIDE_ENV,
+                o.display()
+            ));
+        }
+        return Ok((what, layers));
     }
     match Layer::read(arg)? {
         Some(layer) => Ok((arg.display().to_string(), vec![layer])),
@@ -182,10 +202,24 @@ fn podman_layers(arg: &Path) -> anyhow::Result<(String, Vec<Layer>)> {
     }
 }
 
-/// podman's vendor config, read first.
-const PODMAN_USR_CONF: &str = "/usr/share/containers/containers.conf";
-/// podman's system config, read next, then its `.d/*.conf`.
-const PODMAN_ETC_CONF: &str = "/etc/containers/containers.conf";
+/// root's podman 4/5 chain under `root` (`/` but in tests), each file only when it exists:
+/// the vendor file, the system file and its `.d/*.conf`, root's user file
+/// (`$HOME/.config/containers/containers.conf`, HOME `/root`) and its `.d/*.conf`, then
+/// `override_conf` (`CONTAINERS_CONF_OVERRIDE`, read last, over every other; not under `root`).
+fn podman_auto_layers(root: &Path, override_conf: Option<&Path>) -> anyhow::Result<Vec<Layer>> {
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let mut layers: Vec<Layer> = Layer::read(&at(defaults::PODMAN_USR_CONF))?
+        .into_iter()
+        .collect();
+    for conf in [defaults::PODMAN_ETC_CONF, defaults::PODMAN_ROOT_USER_CONF] {
+        let (main, dir) = main_and_drop_in_dir(&at(conf));
+        layers.extend(read_layers(&main, &dir, DropIns::ConfSuffix)?.unwrap_or_default());
+    }
+    if let Some(o) = override_conf {
+        layers.extend(Layer::read(o)?);
+    }
+    Ok(layers)
+}
 
 /// `patch-crio-conf enable-annotations`: which file sets each runtime's effective
 /// `allowed_annotations`, counting `edited` as setting it for every runtime table it has.
@@ -259,4 +293,52 @@ fn overridden(name: &str, at: &str, edited: &Path) -> String {
          annotations added here have no effect on it (patch that file instead: --config-file)",
         edited.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn podman_auto_chain_reads_roots_user_files_and_the_override_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let write = |rel: &str, dir: &str| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("[engine]\nhooks_dir = [\"{dir}\"]\n")).unwrap();
+        };
+        write("usr/share/containers/containers.conf", "/usr");
+        write("etc/containers/containers.conf", "/etc");
+        write("etc/containers/containers.conf.d/10.conf", "/etc.d");
+        write("root/.config/containers/containers.conf", "/user");
+        write(
+            "root/.config/containers/containers.conf.d/10.conf",
+            "/user.d",
+        );
+        write("override.conf", "/override");
+        let layers = podman_auto_layers(root, Some(&root.join("override.conf"))).unwrap();
+        let names: Vec<String> = layers
+            .iter()
+            .map(|l| l.path().strip_prefix(root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "usr/share/containers/containers.conf",
+                "etc/containers/containers.conf",
+                "etc/containers/containers.conf.d/10.conf",
+                "root/.config/containers/containers.conf",
+                "root/.config/containers/containers.conf.d/10.conf",
+                "override.conf",
+            ]
+        );
+        let dirs = hooks_dirs::hooks_dirs(HooksRuntime::Podman, &layers).unwrap();
+        assert_eq!(dirs.dirs, ["/override"]);
+        // A missing override file is skipped, as podman skips it.
+        let layers = podman_auto_layers(root, Some(&root.join("nope.conf"))).unwrap();
+        let dirs = hooks_dirs::hooks_dirs(HooksRuntime::Podman, &layers).unwrap();
+        assert_eq!(dirs.dirs, ["/user.d"]);
+    }
 }
