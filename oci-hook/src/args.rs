@@ -492,9 +492,13 @@ pub fn parse(args: &[String], binary_dir: &Path, defaults_file: Option<(&Path, &
     }
 }
 
+/// The OCI stage the hook is installed at, and the hook name the runtime then passes: the one
+/// definition (the setup tool's `defaults::STAGE` is this).
+pub const CREATE_RUNTIME: &str = "createRuntime";
+
 /// Hook names the runtime may pass.
 pub const HOOK_NAMES: [&str; 4] = [
-    "createRuntime",
+    CREATE_RUNTIME,
     "createContainer",
     "poststop",
     "server-version",
@@ -550,7 +554,7 @@ pub fn validate_args_but_cel(args: &[String]) -> anyhow::Result<Option<String>> 
     }
     for p in &parsed.positionals {
         problems.push(format!(
-            "unexpected argument `{p}`\nhelp: hook arguments are flags only; the runtime passes the hook name (createRuntime) itself"
+            "unexpected argument `{p}`\nhelp: hook arguments are flags only; the runtime passes the hook name ({CREATE_RUNTIME}) itself"
         ));
     }
     if problems.is_empty() {
