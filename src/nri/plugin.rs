@@ -238,11 +238,19 @@ impl Plugin {
                 Ok(None) => {}
                 Ok(Some(warning)) => self.log.warn(format_args!("{}: {warning}", self.full_name)),
                 Err(e) => {
+                    // A status text for containerd's log: one line, the fix at its end.
+                    let mut help = "fix `hook_args` in the plugin's `.conf` file (containerd's \
+                                    NRI `plugin_config_path`); the plugin adds no hook until it \
+                                    is valid"
+                        .to_owned();
+                    if let Some(fix) = crate::error::help_of(&e) {
+                        help.push_str("; ");
+                        help.push_str(fix);
+                    }
                     let msg = format!(
-                        "{}: `hook_args` in the plugin configuration: {e:#}\nhelp: fix \
-                         `hook_args` in the plugin's `.conf` file (containerd's NRI \
-                         `plugin_config_path`); the plugin adds no hook until it is valid",
-                        self.full_name
+                        "{}: `hook_args` in the plugin configuration: {}; help: {help}",
+                        self.full_name,
+                        format!("{e:#}").replace(":\n", ": ").replace('\n', "; "),
                     );
                     self.log.error(format_args!("{msg}"));
                     return Err((code::INVALID_ARGUMENT, msg));
