@@ -10,8 +10,9 @@ pub const LOCAL_BINARY: &str = "/usr/bin/tetragon-oci-hook";
 pub const HOOK_LOG_NAME: &str = oci_hook::args::DEFAULT_LOG_FILE;
 /// File name of the NRI plugin's own log in pre-launched mode, under the install dir.
 pub const NRI_PLUGIN_LOG_NAME: &str = "tetragon-nri-hook.log";
-/// The OCI stage the hook runs at (hooks.d `stages`, the NRI adjustment's hook list).
-pub const STAGE: &str = "createRuntime";
+/// The OCI stage the hook runs at (hooks.d `stages`, the NRI adjustment's hook list): the hook
+/// crate's own definition.
+pub use oci_hook::args::CREATE_RUNTIME as STAGE;
 /// The hooks dir as the installer's pod mounts it (`--oci-hooks.local-dir`).
 pub const HOOKS_LOCAL_DIR: &str = "/hostHooks";
 /// containerd's NRI socket (`--nri-hook.socket`, and the `socket_path` `enable-nri` writes).

@@ -151,6 +151,12 @@ impl EditError {
         }
     }
 
+    /// What is wrong, without the fix: `` `key` message``. `Display` adds `\nhelp: ...` (the
+    /// edit reports show it so); [`crate::error::render`] uses this and prints the fix last.
+    pub fn message_without_help(&self) -> String {
+        format!("`{}` {}", self.key, self.message)
+    }
+
     /// Adds a `help:` line.
     #[must_use]
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -161,7 +167,7 @@ impl EditError {
 
 impl fmt::Display for EditError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` {}", self.key, self.message)?;
+        f.write_str(&self.message_without_help())?;
         if let Some(help) = &self.help {
             write!(f, "\nhelp: {help}")?;
         }

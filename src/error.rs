@@ -1,12 +1,18 @@
 //! Errors that say how to fix them.
 //!
-//! An error with a fix carries it as a field ([`HelpError`], as [`crate::edit::EditError`]
-//! does), not inside its message, so that [`render`] prints it last: `error: ...`, the
+//! An error with a fix carries it as a field ([`HelpError`], as [`crate::edit::EditError`],
+//! [`crate::patch::ConfigError`] and the hook crate's [`oci_hook::args::ArgError`] do), not
+//! inside its message, so that [`render`] prints it last: `error: ...`, the
 //! `Caused by:` chain, then `help: ...`. Build one with [`help_error`] (no cause) or
 //! [`WithHelp::with_help`] (wrapping a cause), and print one-line forms (a log line, an NRI
 //! status) with [`Report`].
 
 use std::fmt;
+
+use oci_hook::args::ArgError;
+
+use crate::edit::EditError;
+use crate::patch::ConfigError;
 
 /// An error message and the fix for it. `Display` shows the message only: [`render`] and
 /// [`Report`] add the `help:` line after the causes.
@@ -66,25 +72,58 @@ where
     }
 }
 
-/// The fix of the outermost [`HelpError`] in `err`'s chain, if any.
+/// The fix one error carries as a field: a [`HelpError`], an [`EditError`] or a
+/// [`ConfigError`] (whose `Display` also shows it, for the edit reports), or the hook crate's
+/// [`ArgError`].
+fn own_help<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a str> {
+    if let Some(h) = e.downcast_ref::<HelpError>() {
+        Some(&h.help)
+    } else if let Some(e) = e.downcast_ref::<EditError>() {
+        e.help.as_deref()
+    } else if let Some(e) = e.downcast_ref::<ConfigError>() {
+        e.error.help.as_deref()
+    } else if let Some(e) = e.downcast_ref::<ArgError>() {
+        e.help.as_deref()
+    } else {
+        None
+    }
+}
+
+/// One error's message without its fix (which [`render`] and [`Report`] print last).
+fn message_of(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(e) = e.downcast_ref::<EditError>() {
+        e.message_without_help()
+    } else if let Some(e) = e.downcast_ref::<ConfigError>() {
+        e.message_without_help()
+    } else {
+        e.to_string()
+    }
+}
+
+/// The fix of the outermost error in `err`'s chain that has one ([`HelpError`], [`EditError`],
+/// [`ConfigError`], [`ArgError`]), if any: a `.context()` around it does not bury it.
 pub fn help_of(err: &anyhow::Error) -> Option<&str> {
     if let Some(h) = err.downcast_ref::<HelpError>() {
         return Some(&h.help);
     }
-    err.chain()
-        .find_map(|e| e.downcast_ref::<HelpError>())
-        .map(|h| h.help.as_str())
+    err.chain().find_map(own_help)
+}
+
+/// Each message of `err`'s chain, outermost first, without the fixes.
+fn messages(err: &anyhow::Error) -> Vec<String> {
+    err.chain().map(message_of).collect()
 }
 
 /// `error: ...`, then one `Caused by:` block per source, then `help: ...` last; as anyhow's
 /// `{:?}` but without the backtrace it appends when `RUST_BACKTRACE` is set in the caller's
 /// shell.
 pub fn render(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}");
-    let causes: Vec<String> = err.chain().skip(1).map(ToString::to_string).collect();
+    let messages = messages(err);
+    let mut out = format!("error: {}", messages[0]);
+    let causes = &messages[1..];
     if !causes.is_empty() {
         out.push_str("\n\nCaused by:");
-        for cause in &causes {
+        for cause in causes {
             for (i, line) in cause.lines().enumerate() {
                 let lead = if i == 0 { "\n  - " } else { "\n    " };
                 out.push_str(lead);
@@ -109,7 +148,7 @@ pub struct Report<'a>(pub &'a anyhow::Error);
 
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.0)?;
+        f.write_str(&messages(self.0).join(": "))?;
         if let Some(help) = help_of(self.0) {
             write!(f, "\nhelp: {help}")?;
         }
@@ -144,6 +183,51 @@ mod tests {
         assert_eq!(
             render(&outer),
             "error: cannot install\n\nCaused by:\n  - `x` is not absolute\n\nhelp: e.g. `/x`"
+        );
+    }
+
+    #[test]
+    fn the_help_of_an_edit_config_or_hook_args_error_is_found_under_a_context_and_printed_once_last()
+     {
+        let key = crate::edit::KeyPath::new(["a", "b"]);
+        let edit = EditError::new(key, "is a string").with_help("write `b = true`");
+        let config = ConfigError {
+            path: "/c.toml".into(),
+            line: Some(3),
+            error: edit.clone(),
+        };
+        // The edit reports still show the fix in the error's own text.
+        assert_eq!(
+            config.to_string(),
+            "/c.toml:3: `a.b` is a string\nhelp: write `b = true`"
+        );
+        let outer = anyhow::Error::new(config).context("cannot patch");
+        assert_eq!(help_of(&outer), Some("write `b = true`"));
+        assert_eq!(
+            render(&outer),
+            "error: cannot patch\n\nCaused by:\n  - /c.toml:3: `a.b` is a string\n\nhelp: write `b = true`"
+        );
+        assert_eq!(
+            Report(&outer).to_string(),
+            "cannot patch: /c.toml:3: `a.b` is a string\nhelp: write `b = true`"
+        );
+        let outer = anyhow::Error::new(edit).context("cannot patch");
+        assert_eq!(help_of(&outer), Some("write `b = true`"));
+        // Without a context the rendering is what it always was.
+        let bare: anyhow::Error = ConfigError {
+            path: "/c.toml".into(),
+            line: None,
+            error: EditError::new(crate::edit::KeyPath::new(["k"]), "is bad").with_help("fix"),
+        }
+        .into();
+        assert_eq!(render(&bare), "error: /c.toml: `k` is bad\nhelp: fix");
+        let hook = oci_hook::args::validate_args_but_cel(&["--log-level=bad".to_owned()])
+            .unwrap_err()
+            .context("cannot install");
+        assert_eq!(
+            render(&hook),
+            "error: cannot install\n\nCaused by:\n  - invalid hook arguments:\n    \
+             invalid `--log-level` `bad`\n\nhelp: use one of debug, info, warn, error"
         );
     }
 

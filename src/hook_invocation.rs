@@ -35,22 +35,17 @@ pub const RUNTIME_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from
 /// value, so the backstop is then the largest value the hook accepts plus the slack. An invalid
 /// value (which `install` refuses anyway) gets the same largest backstop.
 pub fn runtime_timeout(extra_args: &[String]) -> i64 {
-    let mut given = None;
-    let mut it = extra_args.iter();
-    while let Some(arg) = it.next() {
-        let flag = arg.trim_start_matches('-');
-        if arg.starts_with('-') && flag == "grpc-timeout" {
-            given = it.next().map(String::as_str);
-        } else if let Some(v) = flag
-            .strip_prefix("grpc-timeout=")
-            .filter(|_| arg.starts_with('-'))
-        {
-            given = Some(v);
-        }
-    }
-    let grpc = given
-        .and_then(|v| oci_hook::args::parse_duration(v).ok())
-        .unwrap_or(MAX_GRPC_TIMEOUT)
+    // The hook's own parser, so every spelling it accepts (`--grpc_timeout`, `-grpc-timeout`,
+    // `=value`) counts and the last one wins, as in the hook. The leading maximum is what stays
+    // when the arguments do not set a valid value.
+    let mut args = vec![
+        "--grpc-timeout".to_owned(),
+        oci_hook::args::format_duration(MAX_GRPC_TIMEOUT),
+    ];
+    args.extend(extra_args.iter().cloned());
+    let grpc = oci_hook::args::parse(&args, std::path::Path::new("/"), None)
+        .config
+        .grpc_timeout
         .min(MAX_GRPC_TIMEOUT);
     let total = grpc + RUNTIME_TIMEOUT_SLACK;
     let secs = total.as_secs() + u64::from(total.subsec_nanos() > 0);
@@ -156,6 +151,22 @@ mod tests {
             runtime_timeout(&args("--fail-cel-expr grpc-timeout=1s")),
             largest
         );
+    }
+
+    #[test]
+    fn runtime_timeout_follows_every_spelling_the_hook_accepts_last_one_wins() {
+        assert_eq!(
+            runtime_timeout(&args("--grpc-timeout=1s --grpc_timeout=30s")),
+            32
+        );
+        assert_eq!(
+            runtime_timeout(&args("--grpc_timeout 30s -grpc-timeout=1s")),
+            3
+        );
+        assert_eq!(runtime_timeout(&args("-grpc_timeout=4s")), 6);
+        // After `--` nothing is a flag, for the hook either.
+        let largest = i64::try_from((MAX_GRPC_TIMEOUT + RUNTIME_TIMEOUT_SLACK).as_secs()).unwrap();
+        assert_eq!(runtime_timeout(&args("-- --grpc-timeout=1s")), largest);
     }
 
     #[test]

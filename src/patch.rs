@@ -37,13 +37,27 @@ pub struct ConfigError {
     pub error: EditError,
 }
 
+impl ConfigError {
+    /// `path[:line]: ` and the edit's message, without the fix (which `Display` appends as
+    /// `\nhelp: ...` and [`crate::error::render`] prints last).
+    pub fn message_without_help(&self) -> String {
+        let mut out = self.path.display().to_string();
+        if let Some(line) = self.line {
+            out.push_str(&format!(":{line}"));
+        }
+        out.push_str(": ");
+        out.push_str(&self.error.message_without_help());
+        out
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
+        f.write_str(&self.message_without_help())?;
+        if let Some(help) = &self.error.help {
+            write!(f, "\nhelp: {help}")?;
         }
-        write!(f, ": {}", self.error)
+        Ok(())
     }
 }
 

@@ -120,12 +120,72 @@ pub struct Diagnostic {
     pub source: String,
     /// What is wrong, naming the flag or key in backticks.
     pub message: String,
+    /// What the hook uses instead, when that is not the lower layer's value (`60s` for a
+    /// `--grpc-timeout` over the maximum): the hook's log says it, a refusal does not.
+    pub using: Option<String>,
+    /// How to fix it (without the `help: ` prefix).
+    pub help: Option<String>,
 }
 
+impl Diagnostic {
+    fn new(source: &str, message: String, help: Option<String>) -> Self {
+        Self {
+            source: source.to_owned(),
+            message,
+            using: None,
+            help,
+        }
+    }
+}
+
+/// One line for the hook's log: `source: message[; using X][; help: fix]`.
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.message)
+        write!(f, "{}: {}", self.source, self.message)?;
+        if let Some(using) = &self.using {
+            write!(f, "; using {using}")?;
+        }
+        if let Some(help) = &self.help {
+            write!(f, "; help: {help}")?;
+        }
+        Ok(())
     }
+}
+
+/// An error in hook arguments and, when there is one, its fix as a field: `Display` shows the
+/// message only, and the setup tool prints the fix last (`help: ...`, after any causes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgError {
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it (without the `help: ` prefix).
+    pub help: Option<String>,
+}
+
+impl ArgError {
+    /// An error with its fix.
+    pub fn new(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+}
+
+impl fmt::Display for ArgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ArgError {}
+
+/// The fix of the outermost [`ArgError`] in `err`, if any.
+fn help_in(err: &anyhow::Error) -> Option<String> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<ArgError>())
+        .and_then(|a| a.help.clone())
+        .or_else(|| err.downcast_ref::<ArgError>().and_then(|a| a.help.clone()))
 }
 
 /// Result of [`parse`]: the configuration, the positional arguments and the problems found.
@@ -230,10 +290,11 @@ fn scan(args: &[String]) -> (Vec<Setting>, Vec<String>, bool, bool, Vec<Diagnost
             _ => {}
         }
         let Some(canon) = canonical(name) else {
-            diags.push(cmdline(format!(
-                "unknown flag `{arg}`\nhelp: known flags are {}",
-                known_flags()
-            )));
+            diags.push(Diagnostic::new(
+                "command line",
+                format!("unknown flag `{arg}`"),
+                Some(format!("known flags are {}", known_flags())),
+            ));
             continue;
         };
         let kind = kind_of(canon).unwrap_or(Kind::Value);
@@ -243,7 +304,11 @@ fn scan(args: &[String]) -> (Vec<Setting>, Vec<String>, bool, bool, Vec<Diagnost
             (_, None) => match iter.next() {
                 Some(v) => v.clone(),
                 None => {
-                    diags.push(cmdline(format!("flag `--{canon}` needs a value")));
+                    diags.push(Diagnostic::new(
+                        "command line",
+                        format!("flag `--{canon}` needs a value"),
+                        None,
+                    ));
                     continue;
                 }
             },
@@ -261,13 +326,6 @@ fn known_flags() -> String {
         .join(", ")
 }
 
-fn cmdline(message: String) -> Diagnostic {
-    Diagnostic {
-        source: "command line".to_owned(),
-        message,
-    }
-}
-
 /// Splits a list-flag value on commas, trimming blanks and dropping empty names.
 fn split_names(value: &str) -> impl Iterator<Item = String> + '_ {
     value
@@ -283,10 +341,9 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
     let mut replaced: Vec<&str> = Vec::new();
     for Setting { name, value } in settings {
         let name = *name;
-        let err = |message: String| Diagnostic {
-            source: source.to_owned(),
-            message,
-        };
+        let err = |message: String| Diagnostic::new(source, message, None);
+        let fix =
+            |message: String, help: &str| Diagnostic::new(source, message, Some(help.to_owned()));
         if matches!(kind_of(name), Some(Kind::List | Kind::RegexList)) && !replaced.contains(&name)
         {
             replaced.push(name);
@@ -306,9 +363,10 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
             }
             "log-level" => match Level::parse(value) {
                 Some(level) => config.log_level = level,
-                None => diags.push(err(format!(
-                    "invalid `--log-level` `{value}`\nhelp: use one of debug, info, warn, error"
-                ))),
+                None => diags.push(fix(
+                    format!("invalid `--log-level` `{value}`"),
+                    "use one of debug, info, warn, error",
+                )),
             },
             "grpc-address" => {
                 // Kept even when invalid: the call then fails with a clear error and the fail
@@ -321,29 +379,43 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
             "grpc-timeout" => match parse_duration(value) {
                 Ok(d) if d > MAX_GRPC_TIMEOUT => {
                     config.grpc_timeout = MAX_GRPC_TIMEOUT;
-                    diags.push(err(format!(
-                        "`--grpc-timeout` `{value}` is more than the maximum {}; using {}\nhelp: every container start waits for the hook, give at most {}",
-                        format_duration(MAX_GRPC_TIMEOUT),
-                        format_duration(MAX_GRPC_TIMEOUT),
-                        format_duration(MAX_GRPC_TIMEOUT),
-                    )));
+                    let max = format_duration(MAX_GRPC_TIMEOUT);
+                    diags.push(Diagnostic {
+                        using: Some(max.clone()),
+                        ..fix(
+                            format!("`--grpc-timeout` `{value}` is more than the maximum {max}"),
+                            &format!(
+                                "every container start waits for the hook, give at most {max}"
+                            ),
+                        )
+                    });
                 }
                 Ok(d) => config.grpc_timeout = d,
-                Err(e) => diags.push(err(format!("invalid `--grpc-timeout`: {e:#}"))),
+                Err(e) => diags.push(Diagnostic::new(
+                    source,
+                    format!("invalid `--grpc-timeout`: {e:#}"),
+                    help_in(&e),
+                )),
             },
             "fail-cel-timeout" => match parse_duration(value) {
                 Ok(d) if !d.is_zero() => config.fail_cel_timeout = d,
-                Ok(_) => diags.push(err(
-                    "`--fail-cel-timeout` is zero\nhelp: give a duration such as 200ms".to_owned(),
+                Ok(_) => diags.push(fix(
+                    "`--fail-cel-timeout` is zero".to_owned(),
+                    "give a duration such as 200ms",
                 )),
-                Err(e) => diags.push(err(format!("invalid `--fail-cel-timeout`: {e:#}"))),
+                Err(e) => diags.push(Diagnostic::new(
+                    source,
+                    format!("invalid `--fail-cel-timeout`: {e:#}"),
+                    help_in(&e),
+                )),
             },
             "disable-grpc" | "just-print-config" => match parse_bool(value) {
                 Some(b) if name == "disable-grpc" => config.disable_grpc = b,
                 Some(b) => config.just_print_config = b,
-                None => diags.push(err(format!(
-                    "invalid value `{value}` for `--{name}`\nhelp: use true or false"
-                ))),
+                None => diags.push(fix(
+                    format!("invalid value `{value}` for `--{name}`"),
+                    "use true or false",
+                )),
             },
             "fail-cel-expr" => {
                 if value.trim().is_empty() {
@@ -394,15 +466,14 @@ fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, 
     let mut settings = Vec::new();
     let mut diags = Vec::new();
     for (key, value) in map {
-        let err = |message: String| Diagnostic {
-            source: source.to_owned(),
-            message,
-        };
+        let err = |message: String| Diagnostic::new(source, message, None);
         let bare = key.trim_start_matches('-');
         let Some(name) = canonical(bare) else {
-            diags.push(err(format!(
-                "unknown key `{key}` ignored\nhelp: keys are flag names"
-            )));
+            diags.push(Diagnostic::new(
+                source,
+                format!("unknown key `{key}` ignored"),
+                Some("keys are flag names".to_owned()),
+            ));
             continue;
         };
         let mut push = |v: &serde_json::Value| -> bool {
@@ -453,10 +524,11 @@ pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
         }
         Err(e) => (
             None,
-            vec![Diagnostic {
-                source: path.display().to_string(),
-                message: format!("failed to read `{}`: {e:#}; ignored", path.display()),
-            }],
+            vec![Diagnostic::new(
+                &path.display().to_string(),
+                format!("failed to read `{}`: {e:#}; ignored", path.display()),
+                None,
+            )],
         ),
     }
 }
@@ -474,10 +546,11 @@ pub fn parse(args: &[String], binary_dir: &Path, defaults_file: Option<(&Path, &
                 diagnostics.extend(diags);
                 apply(&mut config, &settings, &source, &mut diagnostics);
             }
-            Err(e) => diagnostics.push(Diagnostic {
-                source: source.clone(),
-                message: format!("malformed defaults file, ignored: {e:#}"),
-            }),
+            Err(e) => diagnostics.push(Diagnostic::new(
+                &source,
+                format!("malformed defaults file, ignored: {e:#}"),
+                None,
+            )),
         }
     }
     let (settings, positionals, help, version, diags) = scan(args);
@@ -492,9 +565,13 @@ pub fn parse(args: &[String], binary_dir: &Path, defaults_file: Option<(&Path, &
     }
 }
 
+/// The OCI stage the hook is installed at, and the hook name the runtime then passes: the one
+/// definition (the setup tool's `defaults::STAGE` is this).
+pub const CREATE_RUNTIME: &str = "createRuntime";
+
 /// Hook names the runtime may pass.
 pub const HOOK_NAMES: [&str; 4] = [
-    "createRuntime",
+    CREATE_RUNTIME,
     "createContainer",
     "poststop",
     "server-version",
@@ -530,10 +607,10 @@ pub fn validate_args(args: &[String]) -> anyhow::Result<()> {
 /// half of the hook's size, and the installed hook is the one whose CEL dialect matters.
 pub fn validate_args_but_cel(args: &[String]) -> anyhow::Result<Option<String>> {
     let parsed = parse(args, Path::new("/"), None);
-    let mut problems: Vec<String> = parsed
+    let mut problems: Vec<(String, Option<String>)> = parsed
         .diagnostics
         .iter()
-        .map(|d| d.message.clone())
+        .map(|d| (d.message.clone(), d.help.clone()))
         .collect();
     // These make the hook print something and exit 0 without calling the agent or applying
     // the fail policy: in `hook-args` they would let every container start, silently.
@@ -543,21 +620,43 @@ pub fn validate_args_but_cel(args: &[String]) -> anyhow::Result<Option<String>> 
         (parsed.config.just_print_config, "--just-print-config"),
     ] {
         if given {
-            problems.push(format!(
-                "`{flag}` is not allowed in hook arguments\nhelp: it makes the hook print and exit without contacting the agent or applying the fail policy; remove it"
+            problems.push((
+                format!("`{flag}` is not allowed in hook arguments"),
+                Some(format!(
+                    "`{flag}` makes the hook print and exit without contacting the agent or \
+                     applying the fail policy; remove it"
+                )),
             ));
         }
     }
     for p in &parsed.positionals {
-        problems.push(format!(
-            "unexpected argument `{p}`\nhelp: hook arguments are flags only; the runtime passes the hook name (createRuntime) itself"
+        problems.push((
+            format!("unexpected argument `{p}`"),
+            Some(format!(
+                "hook arguments are flags only; the runtime passes the hook name \
+                 ({CREATE_RUNTIME}) itself"
+            )),
         ));
     }
     if problems.is_empty() {
-        Ok(parsed.config.fail_cel_expr.clone())
-    } else {
-        bail!("invalid hook arguments:\n{}", problems.join("\n"))
+        return Ok(parsed.config.fail_cel_expr.clone());
     }
+    let message = problems
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut helps: Vec<&str> = Vec::new();
+    for h in problems.iter().filter_map(|(_, h)| h.as_deref()) {
+        if !helps.contains(&h) {
+            helps.push(h);
+        }
+    }
+    Err(ArgError {
+        message: format!("invalid hook arguments:\n{message}"),
+        help: (!helps.is_empty()).then(|| helps.join("; ")),
+    }
+    .into())
 }
 
 /// Parses a Go-style duration (`10s`, `1.5s`, `500ms`, `1m30s`, `2h`); it must be positive.
@@ -565,7 +664,11 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let orig = s;
     let s = s.trim();
     if s.is_empty() {
-        bail!("empty duration\nhelp: write a number and a unit, such as `10s` or `500ms`");
+        return Err(ArgError::new(
+            "empty duration",
+            "write a number and a unit, such as `10s` or `500ms`",
+        )
+        .into());
     }
     let mut rest = s;
     let mut total = 0f64;
@@ -574,9 +677,12 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
-        let n: f64 = num
-            .parse()
-            .with_context(|| format!("`{orig}` is not a duration\nhelp: write a number and a unit, such as `10s` or `500ms`"))?;
+        let n: f64 = num.parse().with_context(|| {
+            ArgError::new(
+                format!("`{orig}` is not a duration"),
+                "write a number and a unit, such as `10s` or `500ms`",
+            )
+        })?;
         let unit_len = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
@@ -588,10 +694,20 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => bail!("missing unit in duration `{orig}`\nhelp: write `{orig}s` for seconds"),
-            other => bail!(
-                "unknown unit `{other}` in duration `{orig}`\nhelp: use ns, us, ms, s, m or h"
-            ),
+            "" => {
+                return Err(ArgError::new(
+                    format!("missing unit in duration `{orig}`"),
+                    format!("write `{orig}s` for seconds"),
+                )
+                .into());
+            }
+            other => {
+                return Err(ArgError::new(
+                    format!("unknown unit `{other}` in duration `{orig}`"),
+                    "use ns, us, ms, s, m or h",
+                )
+                .into());
+            }
         };
         total += n * scale;
         rest = tail;
@@ -831,8 +947,43 @@ mod tests {
         insta::assert_snapshot!(format!("{err:#}"), @r"
         invalid hook arguments:
         invalid `--grpc-timeout`: missing unit in duration `2`
-        help: write `2s` for seconds
         ");
+        assert_eq!(help_in(&err).as_deref(), Some("write `2s` for seconds"));
+    }
+
+    #[test]
+    fn a_refusal_lists_the_problems_then_one_help_kept_out_of_the_message() {
+        let err =
+            validate_args_but_cel(&args(&["--grpc-timeout=5m", "--log-level=bad"])).unwrap_err();
+        let msg = format!("{err:#}");
+        assert_eq!(
+            msg,
+            "invalid hook arguments:\n\
+             `--grpc-timeout` `5m` is more than the maximum 60s\n\
+             invalid `--log-level` `bad`"
+        );
+        assert!(!msg.contains("help:") && !msg.contains("using"), "{msg}");
+        assert_eq!(
+            help_in(&err).as_deref(),
+            Some(
+                "every container start waits for the hook, give at most 60s; \
+                 use one of debug, info, warn, error"
+            )
+        );
+        // The same problems in the hook's log: one line each, with what it uses and the fix.
+        let p = cfg(&["--grpc-timeout=5m"]);
+        assert_eq!(
+            p.diagnostics[0].to_string(),
+            "command line: `--grpc-timeout` `5m` is more than the maximum 60s; using 60s; \
+             help: every container start waits for the hook, give at most 60s"
+        );
+        // A duration's own fix comes out of parse_duration as a field too.
+        let p = cfg(&["--fail-cel-timeout=3"]);
+        assert_eq!(
+            p.diagnostics[0].help.as_deref(),
+            Some("write `3s` for seconds")
+        );
+        assert!(!p.diagnostics[0].message.contains("help:"));
     }
 
     #[test]
@@ -870,20 +1021,32 @@ mod tests {
             let err = validate_args_but_cel(&args(bad)).unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.starts_with("invalid hook arguments:"), "{bad:?}: {msg}");
-            assert!(msg.contains("help:"), "{bad:?}: {msg}");
+            assert!(help_in(&err).is_some(), "{bad:?}: {msg}");
         }
         let err = validate_args_but_cel(&args(&["--version"])).unwrap_err();
         insta::assert_snapshot!(format!("{err:#}"), @r"
         invalid hook arguments:
         `--version` is not allowed in hook arguments
-        help: it makes the hook print and exit without contacting the agent or applying the fail policy; remove it
         ");
+        assert_eq!(
+            help_in(&err).as_deref(),
+            Some(
+                "`--version` makes the hook print and exit without contacting the agent or \
+                 applying the fail policy; remove it"
+            )
+        );
         let err = validate_args_but_cel(&args(&["poststop"])).unwrap_err();
         insta::assert_snapshot!(format!("{err:#}"), @r"
         invalid hook arguments:
         unexpected argument `poststop`
-        help: hook arguments are flags only; the runtime passes the hook name (createRuntime) itself
         ");
+        assert_eq!(
+            help_in(&err).as_deref(),
+            Some(
+                "hook arguments are flags only; the runtime passes the hook name \
+                 (createRuntime) itself"
+            )
+        );
         validate_args_but_cel(&args(&["--just-print-config=false"])).unwrap();
     }
 
@@ -908,7 +1071,7 @@ mod tests {
             Some((Path::new("/d/f.json"), r#"{"grpc-timeout": "100000h"}"#)),
         );
         assert_eq!(p.config.grpc_timeout, MAX_GRPC_TIMEOUT);
-        assert!(p.diagnostics[0].message.contains("using 60s"));
+        assert!(p.diagnostics[0].to_string().contains("; using 60s"));
     }
 
     #[test]

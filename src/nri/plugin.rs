@@ -238,11 +238,19 @@ impl Plugin {
                 Ok(None) => {}
                 Ok(Some(warning)) => self.log.warn(format_args!("{}: {warning}", self.full_name)),
                 Err(e) => {
+                    // A status text for containerd's log: one line, the fix at its end.
+                    let mut help = "fix `hook_args` in the plugin's `.conf` file (containerd's \
+                                    NRI `plugin_config_path`); the plugin adds no hook until it \
+                                    is valid"
+                        .to_owned();
+                    if let Some(fix) = crate::error::help_of(&e) {
+                        help.push_str("; ");
+                        help.push_str(fix);
+                    }
                     let msg = format!(
-                        "{}: `hook_args` in the plugin configuration: {e:#}\nhelp: fix \
-                         `hook_args` in the plugin's `.conf` file (containerd's NRI \
-                         `plugin_config_path`); the plugin adds no hook until it is valid",
-                        self.full_name
+                        "{}: `hook_args` in the plugin configuration: {}; help: {help}",
+                        self.full_name,
+                        format!("{e:#}").replace(":\n", ": ").replace('\n', "; "),
                     );
                     self.log.error(format_args!("{msg}"));
                     return Err((code::INVALID_ARGUMENT, msg));
@@ -374,5 +382,44 @@ mod tests {
         assert!(err("host_install_dir = \"/x\"\nhook_args = [1]").contains("list of strings"));
         assert!(err("host_install_dir = \"/x\"\nfoo = 1").contains("unknown key `foo`"));
         assert!(err("host_install_dir = ").contains("not valid TOML"));
+    }
+
+    #[test]
+    fn a_refused_hook_args_status_is_one_line_ending_with_every_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "host_install_dir = \"{}\"\nhook_args = [\"--log-level=bad\", \"poststop\"]\n\
+             log_file = \"{}\"\n",
+            dir.path().display(),
+            dir.path().join("plugin.log").display()
+        );
+        let req = ConfigureRequest {
+            config,
+            runtime_name: "fake".into(),
+            runtime_version: "0".into(),
+            registration_timeout: 0,
+            request_timeout: 0,
+        };
+        let mut plugin = Plugin::from_config("tetragon", "01", Log::pending());
+        let (status, msg) = plugin
+            .handle(PLUGIN_SERVICE, "Configure", &req.encode_to_vec())
+            .unwrap_err();
+        assert_eq!(status, code::INVALID_ARGUMENT);
+        assert!(!msg.contains('\n'), "{msg}");
+        assert_eq!(msg.matches("help:").count(), 1, "{msg}");
+        assert!(
+            msg.contains(
+                "invalid hook arguments: invalid `--log-level` `bad`; unexpected argument \
+                 `poststop`; help: fix `hook_args`"
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with(
+                "; use one of debug, info, warn, error; hook arguments are flags only; the \
+                 runtime passes the hook name (createRuntime) itself"
+            ),
+            "{msg}"
+        );
     }
 }

@@ -808,27 +808,27 @@ mod tests {
 
     #[test]
     fn config_that_is_not_a_regular_file_is_refused_without_being_opened() {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        use std::os::unix::ffi::OsStrExt;
+        use rustix::fs::inotify;
         use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("config.toml");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let link = dir.path().join("link.toml");
         std::os::unix::fs::symlink(&fifo, &link).unwrap();
-        // SAFETY: plain system calls on a descriptor we own and a valid path.
-        let ino = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        assert!(ino >= 0);
-        let ino = unsafe { std::os::fd::OwnedFd::from_raw_fd(ino) };
-        assert!(
-            unsafe { libc::inotify_add_watch(ino.as_raw_fd(), c.as_ptr(), libc::IN_OPEN) } >= 0
-        );
+        let ino =
+            inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC).unwrap();
+        inotify::add_watch(&ino, &fifo, inotify::WatchFlags::OPEN).unwrap();
         let opened = || {
             let mut buf = [0u8; 1024];
-            // SAFETY: reads into a buffer of that size.
-            unsafe { libc::read(ino.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) > 0 }
+            // Non-blocking: no event is `EAGAIN`.
+            rustix::io::read(&ino, &mut buf).is_ok_and(|n| n > 0)
         };
         for path in [&fifo, &link] {
             let err = open_regular(path, 1024, true).unwrap_err();
@@ -846,5 +846,38 @@ mod tests {
             .open(&fifo)
             .unwrap();
         assert!(opened());
+    }
+
+    /// `src/sys.rs` holds the setup package's only `unsafe` code, tests included.
+    #[test]
+    fn no_unsafe_code_in_src_outside_sys_rs() {
+        fn walk(dir: &Path, found: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("src/sys.rs")
+                {
+                    let text = fs::read_to_string(&path).unwrap();
+                    let word = ["un", "safe"].concat();
+                    for (i, line) in text.lines().enumerate() {
+                        let code = line.split("//").next().unwrap_or("");
+                        if code
+                            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                            .any(|w| w == word)
+                        {
+                            found.push(format!("{}:{}", path.display(), i + 1));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        assert!(found.is_empty(), "{found:#?}");
     }
 }
