@@ -161,7 +161,7 @@ pub fn run(args: &[String]) -> Outcome {
     }
     // The watchdog starts before anything is written to the log: a log on a hung filesystem
     // must not hold the container start past the budget.
-    let budget = (hook == Some("createRuntime")).then(|| {
+    let budget = (hook == Some(args::CREATE_RUNTIME)).then(|| {
         let budget = Budget::new(started, cfg);
         budget.start_watchdog(cfg.disable_grpc);
         budget
@@ -191,7 +191,7 @@ pub fn run(args: &[String]) -> Outcome {
             log.warn("hook called without event, bailing out", &[]);
             Outcome::default()
         }
-        Some("createRuntime") => {
+        Some(args::CREATE_RUNTIME) => {
             let budget = budget.unwrap_or_else(|| Budget::new(started, cfg));
             create_runtime(cfg, &mut log, start, &budget)
         }
@@ -338,7 +338,7 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
 }
 
 fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
-    log.with("hook", "createRuntime");
+    log.with("hook", args::CREATE_RUNTIME);
     log.with("start-time", log::rfc3339(start, 9));
 
     let stdin = std::io::stdin();
