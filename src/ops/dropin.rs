@@ -131,7 +131,7 @@ pub(super) fn run(
             )?
         }
     } else {
-        let rendered = effective::rendered_by(config, &text);
+        let rendered = super::effective::rendered(config, &text);
         // Without our drop-in: what everything else gives.
         let without: BTreeMap<PathBuf, String> = [(drop_in.clone(), String::new())].into();
         let layers = effective::load_with(config, Some(text.clone()), &without)?;
@@ -170,6 +170,10 @@ pub(super) fn run(
                         drop_in.display()
                     ),
                     match &r.drop_in_dir {
+                        _ if !super::effective::is_k3s(r) => format!(
+                            "make the change where {} takes its settings from, or --force",
+                            r.program
+                        ),
                         Some(dir) => format!("use `--drop-in auto` (a file matching `{dir}`)"),
                         None => format!(
                             "put the import in `{}` (starting with `{{{{ template \"base\" . }}}}`)",
