@@ -150,9 +150,10 @@ fn action_sections(goal: Goal<'_>) -> &'static [&'static str] {
     }
 }
 
-/// `--undo` of one action: our drop-in without that action's plugin sections, or `None` when
-/// nothing of ours is left (then the file and its import go).
-pub fn without_action(text: &str, goal: Goal<'_>) -> Result<Option<String>, String> {
+/// `--undo` of one action: our drop-in without that action's plugin sections, and what is
+/// left in it (`plugins.X` sections, other tables); `None` when nothing but `version` is left
+/// (then the file and its import go).
+pub fn without_action(text: &str, goal: Goal<'_>) -> Result<Option<(String, Vec<String>)>, String> {
     // The header (leading comment lines) is kept as is.
     let split = text
         .split_inclusive('\n')
@@ -163,16 +164,25 @@ pub fn without_action(text: &str, goal: Goal<'_>) -> Result<Option<String>, Stri
     let mut doc = rest
         .parse::<DocumentMut>()
         .map_err(|e| e.message().to_owned())?;
-    let Some(plugins) = doc.get_mut("plugins").and_then(Item::as_table_like_mut) else {
-        return Ok(None);
-    };
-    for s in action_sections(goal) {
-        plugins.remove(s);
+    let mut left = Vec::new();
+    if let Some(plugins) = doc.get_mut("plugins").and_then(Item::as_table_like_mut) {
+        for s in action_sections(goal) {
+            plugins.remove(s);
+        }
+        left.extend(plugins.iter().map(|(k, _)| format!("plugins.{k}")));
+        if plugins.is_empty() {
+            doc.remove("plugins");
+        }
     }
-    if plugins.is_empty() {
+    left.extend(
+        doc.iter()
+            .map(|(k, _)| k.to_owned())
+            .filter(|k| k != "version" && k != "plugins"),
+    );
+    if left.is_empty() {
         return Ok(None);
     }
-    Ok(Some(format!("{header}{doc}")))
+    Ok(Some((format!("{header}{doc}"), left)))
 }
 
 /// The keys our drop-in holds in the section `goal` writes that a rerun on containerd 1.x
@@ -512,5 +522,22 @@ mod tests {
         );
         let doc: DocumentMut = "imports = [\"/srv/x/*.toml\"]\n".parse().unwrap();
         assert!(auto_path(main, &doc).is_err());
+    }
+
+    #[test]
+    fn undo_of_one_action_keeps_what_else_is_in_the_drop_in() {
+        let text = format!(
+            "{HEADER}\n# x\nversion = 2\n\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n\n[grpc]\naddress = \"/x\"\n"
+        );
+        let (rest, left) = without_action(&text, Goal::NriEnabled).unwrap().unwrap();
+        assert_eq!(left, ["grpc"]);
+        assert_eq!(
+            rest,
+            format!("{HEADER}\n# x\nversion = 2\n\n[grpc]\naddress = \"/x\"\n")
+        );
+        let text = format!(
+            "{HEADER}\nversion = 2\n\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n"
+        );
+        assert_eq!(without_action(&text, Goal::NriEnabled).unwrap(), None);
     }
 }

@@ -594,6 +594,8 @@ fn undo_of_one_action_keeps_the_other_actions_settings_in_effect() {
             &config,
             &["enable-nri", "--drop-in", "auto", "--undo"],
         ));
+        let ours = fs::read_to_string(config.with_file_name("conf.d").join(DROP_IN)).unwrap();
+        assert!(!ours.contains("nri"), "{release}: {ours}");
         let d = dump(&bin_path, &config);
         let text = d.to_string();
         assert!(text.contains(SPEC), "{release}: {text}");

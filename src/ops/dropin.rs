@@ -78,7 +78,7 @@ pub(super) fn run(
         Some(t) => Some(dropin::parse_ours(&drop_in, t).map_err(|e| {
             help_error(
                 e,
-                "fix the line (or delete the file and rerun the command); nothing was written",
+                "fix that line and rerun the command; nothing was written",
             )
         })?),
         None => None,
@@ -103,12 +103,17 @@ pub(super) fn run(
                 "fix or delete the file; nothing was written",
             )
         })?;
-        if let Some(rest) = rest {
+        if let Some((rest, left)) = rest {
             // The other action's keys stay, and so do the file and its import.
             if !mode.quiet {
                 eprintln!(
-                    "note: `{}` keeps the other action's settings: only this action's are removed",
-                    drop_in.display()
+                    "note: `{}` keeps {}: only this action's settings are removed (the file \
+                     and its import go once nothing else is left)",
+                    drop_in.display(),
+                    left.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             Plan {
