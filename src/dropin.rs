@@ -96,6 +96,117 @@ pub fn import_entry(main: &Path, doc: &DocumentMut, drop_in: &Path) -> Option<St
     Some(rel.unwrap_or(drop_in).to_string_lossy().into_owned())
 }
 
+/// Whether `a` and `b` name the same file: the same cleaned path, or the same (dev, inode)
+/// where both exist (a symlinked directory on the way).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if effective::clean(a) == effective::clean(b) {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// The plain (non-glob) `imports` entries of `importer` (with text `text`) that resolve, as
+/// containerd resolves them, to `target`: containerd fails to start once `target` is gone.
+pub fn plain_imports_naming(importer: &Path, text: &str, target: &Path) -> Vec<String> {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let Ok(doc) = body.parse::<DocumentMut>() else {
+        return Vec::new();
+    };
+    imports(&doc)
+        .into_iter()
+        .filter(|e| !e.contains('*') && same_file(&resolve(importer, e), target))
+        .collect()
+}
+
+/// Our drop-in parsed; an error with `path:line` when it does not parse (a hand edit gone
+/// wrong), so that a rerun never throws the file's content away.
+pub fn parse_ours(path: &Path, text: &str) -> Result<DocumentMut, String> {
+    text.parse::<DocumentMut>().map_err(|e| {
+        let line = e.span().map_or(1, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        });
+        format!(
+            "{}:{line}: our drop-in does not parse: {}",
+            path.display(),
+            e.message()
+        )
+    })
+}
+
+/// The plugin sections an action writes in our drop-in, under every name a containerd
+/// version reads them by.
+fn action_sections(goal: Goal<'_>) -> &'static [&'static str] {
+    match goal {
+        Goal::NriEnabled => &["nri", crate::containerd::NRI_PLUGIN_ID],
+        Goal::BaseRuntimeSpec(_) => &[
+            "cri",
+            "io.containerd.grpc.v1.cri",
+            "io.containerd.cri.v1.runtime",
+        ],
+    }
+}
+
+/// `--undo` of one action: our drop-in without that action's plugin sections, and what is
+/// left in it (`plugins.X` sections, other tables); `None` when nothing but `version` is left
+/// (then the file and its import go).
+pub fn without_action(text: &str, goal: Goal<'_>) -> Result<Option<(String, Vec<String>)>, String> {
+    // The header (leading comment lines) is kept as is.
+    let split = text
+        .split_inclusive('\n')
+        .take_while(|l| l.starts_with('#'))
+        .map(str::len)
+        .sum::<usize>();
+    let (header, rest) = text.split_at(split);
+    let mut doc = rest
+        .parse::<DocumentMut>()
+        .map_err(|e| e.message().to_owned())?;
+    let mut left = Vec::new();
+    if let Some(plugins) = doc.get_mut("plugins").and_then(Item::as_table_like_mut) {
+        for s in action_sections(goal) {
+            plugins.remove(s);
+        }
+        left.extend(plugins.iter().map(|(k, _)| format!("plugins.{k}")));
+        if plugins.is_empty() {
+            doc.remove("plugins");
+        }
+    }
+    left.extend(
+        doc.iter()
+            .map(|(k, _)| k.to_owned())
+            .filter(|k| k != "version" && k != "plugins"),
+    );
+    if left.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((format!("{header}{doc}"), left)))
+}
+
+/// The keys our drop-in holds in the section `goal` writes that a rerun on containerd 1.x
+/// rules drops (the section is written again from the effective config without it): keys
+/// added by hand.
+pub fn dropped_keys(eff: &Effective, goal: Goal<'_>, existing: &DocumentMut) -> Vec<String> {
+    if eff.rule != MergeRule::WholePluginSection {
+        return Vec::new();
+    }
+    let section = match goal {
+        Goal::NriEnabled => eff.nri_plugin(),
+        Goal::BaseRuntimeSpec(_) => eff.cri_plugin(),
+    };
+    let mut old = Vec::new();
+    leaves_of(existing.as_table(), &mut Vec::new(), &mut old);
+    old.into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.len() > 2 && k[0] == "plugins" && k[1] == section)
+        .filter(|k| !eff.leaves.contains_key(k))
+        .filter(|k| !(matches!(goal, Goal::NriEnabled) && k.len() == 3 && k[2] == "disable"))
+        .map(|k| k.join("."))
+        .collect()
+}
+
 /// Adds `entry` to the main file's `imports` (creating the array), keeping the array's
 /// comments and layout.
 pub fn add_import(doc: &mut DocumentMut, entry: &str) -> Result<Edit, EditError> {
@@ -411,5 +522,22 @@ mod tests {
         );
         let doc: DocumentMut = "imports = [\"/srv/x/*.toml\"]\n".parse().unwrap();
         assert!(auto_path(main, &doc).is_err());
+    }
+
+    #[test]
+    fn undo_of_one_action_keeps_what_else_is_in_the_drop_in() {
+        let text = format!(
+            "{HEADER}\n# x\nversion = 2\n\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n\n[grpc]\naddress = \"/x\"\n"
+        );
+        let (rest, left) = without_action(&text, Goal::NriEnabled).unwrap().unwrap();
+        assert_eq!(left, ["grpc"]);
+        assert_eq!(
+            rest,
+            format!("{HEADER}\n# x\nversion = 2\n\n[grpc]\naddress = \"/x\"\n")
+        );
+        let text = format!(
+            "{HEADER}\nversion = 2\n\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n"
+        );
+        assert_eq!(without_action(&text, Goal::NriEnabled).unwrap(), None);
     }
 }

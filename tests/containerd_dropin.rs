@@ -168,6 +168,18 @@ fn drop_in_auto_changes_only_our_keys_in_containerd_config_dump() {
             &config,
             &["enable-nri", "--drop-in", "auto", "--undo"],
         ));
+        assert!(drop_in.exists());
+        ok(&run(
+            &config,
+            &[
+                "add-oci-hook",
+                "--runtime-spec",
+                SPEC,
+                "--drop-in",
+                "auto",
+                "--undo",
+            ],
+        ));
         assert!(!drop_in.exists());
         assert_eq!(fs::read(&config).unwrap(), main_before);
         assert_eq!(leaves(&dump(&bin_path, &config)), b);
@@ -370,4 +382,240 @@ fn undo_removes_the_entry_whether_the_config_was_named_relatively_or_not() {
     ));
     assert_eq!(fs::read_to_string(&config).unwrap(), original);
     assert!(!tmp.path().join("nri-drop-in.toml").exists());
+}
+
+const NRI_OFF: &str = "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n";
+
+/// `config dump` of every installed release succeeds on `config`.
+fn dump_ok_everywhere(config: &Path) {
+    for release in Release::ALL {
+        if let Some(bin_path) =
+            support::skip::require(runtimes::containerd(release), runtimes::missing(release))
+        {
+            runtimes::config_dump(&bin_path, config).unwrap_or_else(|e| {
+                panic!("{release}: {e}\n{}", fs::read_to_string(config).unwrap())
+            });
+        }
+    }
+}
+
+/// `--undo` never leaves a plain import naming the deleted drop-in: an entry spelled
+/// `./extra/ours.toml` by hand, or a config reached through a symlinked dir, is removed too,
+/// and containerd still loads the config; an import of it in another file is refused with
+/// nothing written.
+#[test]
+fn undo_leaves_no_import_of_the_deleted_drop_in_and_containerd_still_loads_the_config() {
+    // A hand-respelled entry.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(&config, NRI_OFF).unwrap();
+    fs::create_dir(tmp.path().join("extra")).unwrap();
+    let drop_in = tmp.path().join("extra/ours.toml");
+    let args = |undo: bool| {
+        let mut a = vec!["enable-nri", "--drop-in", drop_in.to_str().unwrap()];
+        a.extend(if undo {
+            vec!["--undo"]
+        } else {
+            vec!["--containerd-version", "2.1"]
+        });
+        a
+    };
+    ok(&run(&config, &args(false)));
+    let main = fs::read_to_string(&config).unwrap();
+    assert!(main.contains("imports = [\"extra/ours.toml\"]"), "{main}");
+    fs::write(&config, main.replace("\"extra/", "\"./extra/")).unwrap();
+    ok(&run(&config, &args(true)));
+    assert!(!drop_in.exists());
+    assert_eq!(fs::read_to_string(&config).unwrap(), NRI_OFF);
+    dump_ok_everywhere(&config);
+
+    // Created through a symlinked dir, undone through the real one.
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", tmp.path().join("etc")).unwrap();
+    fs::write(tmp.path().join("real/config.toml"), NRI_OFF).unwrap();
+    let out = bin()
+        .current_dir(tmp.path())
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "etc/config.toml",
+            "--drop-in",
+            "etc/ours.toml",
+            "--containerd-version",
+            "2.1",
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    let out = bin()
+        .current_dir(tmp.path())
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "real/config.toml",
+            "--drop-in",
+            "real/ours.toml",
+            "--undo",
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    let config = tmp.path().join("real/config.toml");
+    assert_eq!(fs::read_to_string(&config).unwrap(), NRI_OFF);
+    assert!(!tmp.path().join("real/ours.toml").exists());
+    dump_ok_everywhere(&config);
+
+    // Another file imports it by name: refused, nothing written.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(&config, format!("imports = [\"other.toml\"]\n{NRI_OFF}")).unwrap();
+    fs::write(tmp.path().join("other.toml"), "version = 2\n").unwrap();
+    let drop_in = tmp.path().join("ours.toml");
+    ok(&run(
+        &config,
+        &[
+            "enable-nri",
+            "--drop-in",
+            drop_in.to_str().unwrap(),
+            "--containerd-version",
+            "2.1",
+        ],
+    ));
+    fs::write(
+        tmp.path().join("other.toml"),
+        "version = 2\nimports = [\"ours.toml\"]\n",
+    )
+    .unwrap();
+    let main = fs::read_to_string(&config).unwrap();
+    let out = run(
+        &config,
+        &[
+            "enable-nri",
+            "--drop-in",
+            drop_in.to_str().unwrap(),
+            "--undo",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("other.toml` imports `ours.toml`"), "{err}");
+    assert!(drop_in.exists());
+    assert_eq!(fs::read_to_string(&config).unwrap(), main);
+}
+
+/// A hand edit that breaks our drop-in stops a rerun (and --undo) with `file:line`; the file
+/// is left as it is.
+#[test]
+fn broken_drop_in_is_reported_with_its_line_and_never_rewritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(&config, NRI_OFF).unwrap();
+    let drop_in = tmp.path().join("ours.toml");
+    let d = drop_in.to_str().unwrap();
+    ok(&run(
+        &config,
+        &["enable-nri", "--drop-in", d, "--containerd-version", "2.1"],
+    ));
+    let broken = format!("{}plugin_path = \n", fs::read_to_string(&drop_in).unwrap());
+    let line = broken.lines().count();
+    fs::write(&drop_in, &broken).unwrap();
+    for args in [
+        vec!["enable-nri", "--drop-in", d, "--containerd-version", "2.1"],
+        vec![
+            "add-oci-hook",
+            "--runtime-spec",
+            SPEC,
+            "--drop-in",
+            d,
+            "--containerd-version",
+            "2.1",
+        ],
+        vec!["enable-nri", "--drop-in", d, "--undo"],
+    ] {
+        let out = run(&config, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{d}:{line}: our drop-in does not parse")),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&drop_in).unwrap(), broken);
+    }
+}
+
+/// On containerd 1.x rules a rerun writes our NRI section again from the effective config: a
+/// key added by hand in it is named in a warning.
+#[test]
+fn rerun_warns_about_hand_added_keys_it_drops_on_1x_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(&config, NRI_OFF).unwrap();
+    let drop_in = tmp.path().join("ours.toml");
+    let d = drop_in.to_str().unwrap();
+    ok(&run(
+        &config,
+        &["enable-nri", "--drop-in", d, "--containerd-version", "1.7"],
+    ));
+    let text = fs::read_to_string(&drop_in).unwrap();
+    let (head, section) = text.split_once("disable = false\n").unwrap();
+    fs::write(
+        &drop_in,
+        format!("{head}disable = false\nplugin_path = \"/opt/mine\"\n{section}"),
+    )
+    .unwrap();
+    let err = ok(&run(
+        &config,
+        &["enable-nri", "--drop-in", d, "--containerd-version", "1.7"],
+    ));
+    assert!(err.contains("plugin_path"), "{err}");
+    assert!(err.contains("warning:"), "{err}");
+}
+
+/// `enable-nri --undo` removes only the NRI settings from the shared drop-in: add-oci-hook's
+/// base runtime spec stays in effect for containerd; undoing both removes file and import.
+#[test]
+fn undo_of_one_action_keeps_the_other_actions_settings_in_effect() {
+    for release in Release::ALL {
+        let bin_path = require!(runtimes::containerd(release), runtimes::missing(release));
+        let (_tmp, config) = default_with_conf_d(&bin_path);
+        let main_before = fs::read(&config).unwrap();
+        let v = release_args(release);
+        let auto = ["--drop-in", "auto", v[0], v[1]];
+        let mut nri = vec!["enable-nri"];
+        nri.extend(auto);
+        let mut hook = vec!["add-oci-hook", "--runtime-spec", SPEC];
+        hook.extend(auto);
+        ok(&run(&config, &nri));
+        ok(&run(&config, &hook));
+        ok(&run(
+            &config,
+            &["enable-nri", "--drop-in", "auto", "--undo"],
+        ));
+        let ours = fs::read_to_string(config.with_file_name("conf.d").join(DROP_IN)).unwrap();
+        assert!(!ours.contains("nri"), "{release}: {ours}");
+        let d = dump(&bin_path, &config);
+        let text = d.to_string();
+        assert!(text.contains(SPEC), "{release}: {text}");
+        ok(&run(
+            &config,
+            &[
+                "add-oci-hook",
+                "--runtime-spec",
+                SPEC,
+                "--drop-in",
+                "auto",
+                "--undo",
+            ],
+        ));
+        assert!(
+            !config.with_file_name("conf.d").join(DROP_IN).exists(),
+            "{release}"
+        );
+        assert_eq!(fs::read(&config).unwrap(), main_before, "{release}");
+        let text = dump(&bin_path, &config).to_string();
+        assert!(!text.contains(SPEC), "{release}");
+    }
 }

@@ -73,10 +73,20 @@ pub(super) fn run(
             ));
         }
     }
+    // A hand edit gone wrong in our drop-in: stop rather than rewrite (or delete) it unread.
+    let existing_doc = match &existing {
+        Some(t) => Some(dropin::parse_ours(&drop_in, t).map_err(|e| {
+            help_error(
+                e,
+                "fix that line and rerun the command; nothing was written",
+            )
+        })?),
+        None => None,
+    };
     let recorded = existing
         .as_deref()
         .and_then(dropin::added_import)
-        .filter(|(main, ..)| *main == config_abs);
+        .filter(|(main, ..)| dropin::same_file(main, &config_abs));
     let mut notes = Vec::new();
     let mut warnings = Vec::new();
 
@@ -87,20 +97,46 @@ pub(super) fn run(
             }
             return Ok(ExitCode::SUCCESS);
         };
-        let mut steps = vec![Step::Remove(FileRemove::new(
-            drop_in.clone(),
-            Some(existing.into_bytes()),
-            true,
-        )?)];
-        if let Some((_, entry, created)) = &recorded {
-            let patched = rthooks::patch::patch_text(config, &text, |d| {
-                dropin::remove_import(d, entry, *created)
-            })?;
-            steps.push(Step::Write(main_write(config, text.clone(), patched.after)));
+        let rest = dropin::without_action(&existing, goal).map_err(|e| {
+            help_error(
+                format!("{}: {e}", drop_in.display()),
+                "fix or delete the file; nothing was written",
+            )
+        })?;
+        if let Some((rest, left)) = rest {
+            // The other action's keys stay, and so do the file and its import.
+            if !mode.quiet {
+                eprintln!(
+                    "note: `{}` keeps {}: only this action's settings are removed (the file \
+                     and its import go once nothing else is left)",
+                    drop_in.display(),
+                    left.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            Plan {
+                steps: vec![Step::Install(FileInstall::new(
+                    None,
+                    drop_in.clone(),
+                    rest.into_bytes(),
+                    0o644,
+                    true,
+                )?)],
+            }
+        } else {
+            undo_all(
+                config,
+                &text,
+                &drop_in,
+                existing,
+                recorded.as_ref(),
+                mode.quiet,
+            )?
         }
-        Plan { steps }
     } else {
-        let rendered = effective::rendered_by(config, &text);
+        let rendered = super::effective::rendered(config, &text);
         // Without our drop-in: what everything else gives.
         let without: BTreeMap<PathBuf, String> = [(drop_in.clone(), String::new())].into();
         let layers = effective::load_with(config, Some(text.clone()), &without)?;
@@ -139,12 +175,32 @@ pub(super) fn run(
                         drop_in.display()
                     ),
                     match &r.drop_in_dir {
+                        _ if !super::effective::is_k3s(r) => format!(
+                            "make the change where {} takes its settings from, or --force",
+                            r.program
+                        ),
                         Some(dir) => format!("use `--drop-in auto` (a file matching `{dir}`)"),
                         None => format!(
                             "put the import in `{}` (starting with `{{{{ template \"base\" . }}}}`)",
                             r.template.display()
                         ),
                     },
+                ));
+            }
+        }
+        if let Some(old) = &existing_doc {
+            let dropped = dropin::dropped_keys(&eff, goal, old);
+            if !dropped.is_empty() {
+                warnings.push(format!(
+                    "`{}` holds {} that this rerun drops: on containerd 1.x rules the section is \
+                     written again from the effective config; put them in the main file (or \
+                     another drop-in) to keep them",
+                    drop_in.display(),
+                    dropped
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -227,6 +283,82 @@ pub(super) fn run(
     let applied = plan.apply()?;
     super::report(&applied, talk);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--undo` when nothing of ours is left in the drop-in: removes it and every plain `imports`
+/// entry of the main file that names it (by resolved path or same file), after checking that
+/// no other file still imports it by name (containerd would not start).
+fn undo_all(
+    config: &Path,
+    text: &str,
+    drop_in: &Path,
+    existing: String,
+    recorded: Option<&(PathBuf, String, bool)>,
+    quiet: bool,
+) -> anyhow::Result<Plan> {
+    let named = dropin::plain_imports_naming(config, text, drop_in);
+    let created = recorded.is_some_and(|(_, _, c)| *c);
+    let new_main = if named.is_empty() {
+        text.to_owned()
+    } else {
+        rthooks::patch::patch_text(config, text, |d| {
+            let mut edit = Edit::default();
+            for entry in &named {
+                edit.changes
+                    .extend(dropin::remove_import(d, entry, created)?.changes);
+            }
+            Ok(edit)
+        })?
+        .after
+    };
+    let recorded_entry = recorded.map(|(_, e, _)| e.as_str());
+    if !quiet && (named.len() > 1 || named.iter().any(|e| Some(e.as_str()) != recorded_entry)) {
+        eprintln!(
+            "note: removing the `imports` entr{} {} of `{}`: {} `{}`",
+            if named.len() == 1 { "y" } else { "ies" },
+            named
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.display(),
+            if named.len() == 1 {
+                "it names"
+            } else {
+                "they name"
+            },
+            drop_in.display()
+        );
+    }
+    // What containerd loads once the drop-in is gone: no file may still name it.
+    let layers = effective::load_with(config, Some(new_main.clone()), &BTreeMap::new())?;
+    let left: Vec<String> = layers
+        .iter()
+        .flat_map(|l| {
+            dropin::plain_imports_naming(&l.path, &l.text, drop_in)
+                .into_iter()
+                .map(|e| format!("`{}` imports `{e}`", l.path.display()))
+        })
+        .collect();
+    if !left.is_empty() {
+        return Err(help_error(
+            format!(
+                "{}: containerd would fail to start without `{}`; nothing was written",
+                left.join(", "),
+                drop_in.display()
+            ),
+            "remove that entry first (or use a glob such as `conf.d/*.toml`), then rerun --undo",
+        ));
+    }
+    let mut steps = vec![Step::Remove(FileRemove::new(
+        drop_in.to_owned(),
+        Some(existing.into_bytes()),
+        true,
+    )?)];
+    if new_main != text {
+        steps.push(Step::Write(main_write(config, text.to_owned(), new_main)));
+    }
+    Ok(Plan { steps })
 }
 
 /// An in-place write of the main file.
