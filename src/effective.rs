@@ -33,6 +33,9 @@ use crate::text;
 /// How many files one load may read (main file included).
 pub const MAX_FILES: usize = 256;
 
+/// The longest `imports` entry accepted (containerd has no limit, but no real config comes near).
+pub const MAX_IMPORT_LEN: usize = 4096;
+
 /// How a containerd release merges an imported file into what it loaded before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeRule {
@@ -259,67 +262,168 @@ pub fn clean(path: &Path) -> PathBuf {
     out.iter().collect()
 }
 
-/// Go's `filepath.Match` for one path element: `*`, `?`, `[...]` (with `^` negation and
-/// ranges) and `\` escapes. `None` for a malformed pattern.
+/// Go's `filepath.Match` (Unix): `*`, `?`, `[...]` (with `^` negation and ranges) and `\`
+/// escapes; `*` and `?` do not match `/`. `None` for a malformed pattern (Go's `ErrBadPattern`),
+/// found anywhere in the pattern as Go does, not only up to the first mismatch. Like Go, it
+/// matches chunk by chunk (a chunk is the text between stars) and never backtracks across a
+/// star, so it runs in O(pattern × name) time and constant stack.
 pub fn match_element(pattern: &[char], name: &[char]) -> Option<bool> {
-    let (Some(&p), rest) = (pattern.first(), pattern.get(1..).unwrap_or(&[])) else {
-        return Some(name.is_empty());
-    };
-    match p {
-        '*' => {
-            for i in 0..=name.len() {
-                if name[..i].contains(&'/') {
-                    break;
-                }
-                if match_element(rest, &name[i..])? {
-                    return Some(true);
-                }
-            }
-            Some(false)
+    let mut pattern = pattern;
+    let mut name = name;
+    'pattern: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing `*` matches the rest unless it holds a `/`.
+            return Some(!name.contains(&'/'));
         }
-        '?' => match name.first() {
-            Some(&c) if c != '/' => match_element(rest, &name[1..]),
-            _ => Some(false),
-        },
-        '[' => {
-            let end = rest.iter().position(|&c| c == ']')?;
-            let (class, after) = (&rest[..end], &rest[end + 1..]);
-            let (negate, class) = match class.first() {
-                Some('^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let Some(&c) = name.first() else {
-                return Some(false);
-            };
-            let mut hit = false;
+        let (t, ok) = match_chunk(chunk, name)?;
+        if ok && (t.is_empty() || !pattern.is_empty()) {
+            name = t;
+            continue;
+        }
+        if star {
+            // Skip i+1 characters (never a `/`), leftmost match first, as Go does.
             let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == '-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
+            while i < name.len() && name[i] != '/' {
+                let (t, ok) = match_chunk(chunk, &name[i + 1..])?;
+                if ok {
+                    if pattern.is_empty() && !t.is_empty() {
+                        i += 1;
+                        continue;
+                    }
+                    name = t;
+                    continue 'pattern;
+                }
+                i += 1;
+            }
+        }
+        // No match: the rest of the pattern must still be well-formed.
+        while !pattern.is_empty() {
+            let (_, chunk, rest) = scan_chunk(pattern);
+            pattern = rest;
+            match_chunk(chunk, &[])?;
+        }
+        return Some(false);
+    }
+    Some(name.is_empty())
+}
+
+/// Go's `scanChunk`: the leading stars, the chunk up to the next star outside `[...]`, the rest.
+fn scan_chunk(pattern: &[char]) -> (bool, &[char], &[char]) {
+    let stars = pattern.iter().take_while(|&&c| c == '*').count();
+    let pattern = &pattern[stars..];
+    let mut in_range = false;
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            '\\' if i + 1 < pattern.len() => i += 1,
+            '[' => in_range = true,
+            ']' => in_range = false,
+            '*' if !in_range => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (stars > 0, &pattern[..i], &pattern[i..])
+}
+
+/// Go's `matchChunk`: `(rest of name, matched)`, `None` for a malformed chunk. After a
+/// mismatch it keeps reading the chunk (not the name) to check its syntax.
+fn match_chunk<'a>(chunk: &[char], name: &'a [char]) -> Option<(&'a [char], bool)> {
+    let mut chunk = chunk;
+    let mut s = name;
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match c {
+            '[' => {
+                let mut r = '\0';
+                if !failed {
+                    r = s[0];
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut hit = false;
+                let mut nrange = 0;
+                loop {
+                    if chunk.first() == Some(&']') && nrange > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let (lo, rest) = get_esc(chunk)?;
+                    chunk = rest;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&'-') {
+                        let (h, rest) = get_esc(&chunk[1..])?;
+                        hi = h;
+                        chunk = rest;
+                    }
+                    if lo <= r && r <= hi {
+                        hit = true;
+                    }
+                    nrange += 1;
+                }
+                if hit == negated {
+                    failed = true;
                 }
             }
-            if hit != negate {
-                match_element(after, &name[1..])
-            } else {
-                Some(false)
+            '?' => {
+                if !failed {
+                    if s[0] == '/' {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                if c == '\\' {
+                    chunk = &chunk[1..];
+                    if chunk.is_empty() {
+                        return None;
+                    }
+                }
+                if !failed {
+                    if chunk[0] != s[0] {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
             }
         }
-        '\\' => {
-            let (&lit, rest) = rest.split_first()?;
-            match name.first() {
-                Some(&c) if c == lit => match_element(rest, &name[1..]),
-                _ => Some(false),
-            }
-        }
-        lit => match name.first() {
-            Some(&c) if c == lit => match_element(rest, &name[1..]),
-            _ => Some(false),
-        },
     }
+    if failed {
+        Some((&[], false))
+    } else {
+        Some((s, true))
+    }
+}
+
+/// Go's `getEsc`: one (possibly escaped) character of a class; `None` when malformed,
+/// including a class that never closes.
+fn get_esc(chunk: &[char]) -> Option<(char, &[char])> {
+    let mut chunk = chunk;
+    match chunk.first() {
+        None | Some('-' | ']') => return None,
+        Some('\\') => {
+            chunk = &chunk[1..];
+            chunk.first()?;
+        }
+        Some(_) => {}
+    }
+    let rest = &chunk[1..];
+    if rest.is_empty() {
+        return None;
+    }
+    Some((chunk[0], rest))
 }
 
 /// Whether an import, resolved (and globbed when it holds `*`), loads `path`.
@@ -344,6 +448,14 @@ fn has_meta(s: &str) -> bool {
 /// Go's `filepath.Glob`: matches in each directory in sorted order; a missing directory or an
 /// unreadable one matches nothing.
 pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    // Go checks the whole pattern first (`Match(pattern, "")`): a bad class anywhere fails.
+    let whole: Vec<char> = pattern.to_string_lossy().chars().collect();
+    if whole.len() > MAX_IMPORT_LEN {
+        anyhow::bail!("pattern longer than {MAX_IMPORT_LEN} characters");
+    }
+    if match_element(&whole, &[]).is_none() {
+        anyhow::bail!("syntax error in pattern");
+    }
     let mut current = vec![PathBuf::new()];
     let comps: Vec<Component<'_>> = pattern.components().collect();
     for (i, c) in comps.iter().enumerate() {
@@ -421,6 +533,16 @@ pub fn load_with(
         next += 1;
         let imports = imports_of(&layers[at].path, &layers[at].text)?;
         for (entry, line) in imports {
+            if entry.len() > MAX_IMPORT_LEN {
+                return Err(help_error(
+                    format!(
+                        "{}:{line}: import entry is {} bytes long, more than {MAX_IMPORT_LEN}",
+                        layers[at].path.display(),
+                        entry.len()
+                    ),
+                    "an `imports` entry that long is not a real config; fix that line",
+                ));
+            }
             let mut resolved = clean(Path::new(&entry));
             if !resolved.is_absolute() {
                 let dir = layers[at].path.parent().unwrap_or(Path::new(""));
@@ -1001,5 +1123,76 @@ mod tests {
         assert_eq!(m("[0-9]?-*.toml", "1a-x.toml"), Some(true));
         assert_eq!(m("[^0-9]*", "1"), Some(false));
         assert_eq!(m("[abc", "a"), None);
+    }
+
+    fn chars(s: &str) -> Vec<char> {
+        s.chars().collect()
+    }
+
+    #[test]
+    fn glob_matcher_does_not_backtrack_exponentially() {
+        // Took > 20 s with the recursive matcher; Go's chunk matcher is polynomial.
+        let pat = chars(&format!("{}b.toml", "*a".repeat(14)));
+        let name = chars(&format!("{}.toml", "a".repeat(60)));
+        assert_eq!(match_element(&pat, &name), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(
+            dir.path()
+                .join("conf.d")
+                .join(format!("{}.toml", "a".repeat(60))),
+            "",
+        )
+        .unwrap();
+        let main = dir.path().join("config.toml");
+        let text = format!(
+            "version = 2\nimports = [\"conf.d/{}b.toml\"]\n",
+            "*a".repeat(14)
+        );
+        let layers = load(&main, Some(text)).unwrap();
+        assert_eq!(layers.len(), 1);
+    }
+
+    #[test]
+    fn glob_matcher_uses_bounded_stack_and_caps_import_length() {
+        // 300000 stars overflowed the stack of the recursive matcher.
+        let pat = chars(&"*".repeat(300_000));
+        assert_eq!(match_element(&pat, &chars("x.toml")), Some(true));
+        let mut pat = chars(&"*x".repeat(150_000));
+        pat.push('y');
+        assert_eq!(match_element(&pat, &chars("xxxx")), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        let text = format!(
+            "version = 2\n\nimports = [\"conf.d/{}\"]\n",
+            "*".repeat(300_000)
+        );
+        let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
+        assert!(err.contains(&format!("{}:3:", main.display())), "{err}");
+        assert!(err.contains("4096"), "{err}");
+    }
+
+    #[test]
+    fn malformed_glob_is_refused_wherever_the_error_is() {
+        // The check used to stop at the first mismatch (`a` vs the empty name).
+        assert_eq!(match_element(&chars("a[*.toml"), &[]), None);
+        assert_eq!(match_element(&chars("a[*.toml"), &chars("b.toml")), None);
+        assert_eq!(match_element(&chars("x*[]"), &chars("x")), None);
+        assert_eq!(match_element(&chars("*.toml\\"), &chars("a.conf")), None);
+        assert_eq!(match_element(&chars("[a-]"), &chars("a")), None);
+        assert_eq!(match_element(&chars("[]a]"), &chars("]")), None);
+        assert_eq!(match_element(&chars("[\\]a]"), &chars("]")), Some(true));
+        assert_eq!(
+            match_element(&chars("a*b*c"), &chars("axxbyyc")),
+            Some(true)
+        );
+        assert_eq!(match_element(&chars("a*b"), &chars("a/b")), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        let main = dir.path().join("config.toml");
+        let text = "version = 2\nimports = [\"conf.d/a[*.toml\"]\n".to_owned();
+        let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
+        assert!(err.contains(&format!("{}:2:", main.display())), "{err}");
+        assert!(err.contains("syntax error in pattern"), "{err}");
     }
 }
