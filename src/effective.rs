@@ -173,6 +173,18 @@ pub struct Effective {
     /// For every `plugins.<id>` table, the last file that has it (on 1.x rules, the file whose
     /// section is in effect).
     pub sections: BTreeMap<String, Origin>,
+    /// The version containerd's loader ends with: on 2.x rules the last file's `version` of 2 or
+    /// more (a version 0 or 1 file is migrated to the version loaded before it), else the
+    /// default, 3; on 1.x rules [`Effective::version`].
+    pub loaded_version: i64,
+    /// The CRI plugin whose `containerd.runtimes` containerd uses, after 2.x's migration.
+    cri_read: &'static str,
+    /// The CRI plugin under which a file loaded last sets `containerd.runtimes` keys that
+    /// containerd uses (2.x: the version 2 name while 2.x migrates version 2 runtimes).
+    cri_write: &'static str,
+    /// On 2.x rules, a version 2 `plugins."io.containerd.grpc.v1.cri".containerd.runtimes`
+    /// setting that containerd does not migrate, so does not use, and why.
+    pub cri_not_migrated: Option<(Origin, String)>,
 }
 
 impl Effective {
@@ -191,12 +203,21 @@ impl Effective {
         }
     }
 
-    /// The CRI plugin whose `containerd.runtimes` containerd reads for this version.
+    /// The CRI plugin under which a file loaded last (the drop-in) sets `containerd.runtimes`
+    /// keys so that containerd uses them: on 1.x rules the one for the version; on 2.x rules
+    /// `io.containerd.cri.v1.runtime`, except while containerd migrates version 2 runtimes
+    /// (`io.containerd.grpc.v1.cri`): a `cri.v1.runtime` runtimes table would stop that.
     pub fn cri_plugin(&self) -> &'static str {
-        match self.version {
-            ..=1 if self.rule == MergeRule::WholePluginSection => "cri",
-            ..=2 => "io.containerd.grpc.v1.cri",
-            _ => "io.containerd.cri.v1.runtime",
+        self.cri_write
+    }
+
+    /// The `version` a file loaded last (the drop-in) is written with, so that it changes
+    /// neither the version containerd ends with nor, on 2.x, which keys it migrates (2.3+ also
+    /// refuses an import with a higher version than the main file). `None`: no `version` line.
+    pub fn dropin_version(&self) -> Option<i64> {
+        match self.rule {
+            MergeRule::WholePluginSection => (self.version >= 2).then_some(self.version),
+            MergeRule::KeyByKey => Some(self.loaded_version),
         }
     }
 
@@ -220,7 +241,7 @@ impl Effective {
 
     /// The CRI runtimes by name: `(runtime_type, base_runtime_spec)` as set by the files.
     pub fn runtimes(&self) -> BTreeMap<String, (Option<&Setting>, Option<&Setting>)> {
-        let cri = self.cri_plugin();
+        let cri = self.cri_read;
         let mut out: BTreeMap<String, (Option<&Setting>, Option<&Setting>)> = BTreeMap::new();
         for (key, setting) in &self.leaves {
             let [p, c, ctr, rts, name, leaf] = key.as_slice() else {
@@ -754,6 +775,11 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
     let mut sections: BTreeMap<String, Origin> = BTreeMap::new();
     let mut version = 0;
     let mut version_origin = None;
+    // 2.x: the last `version` of 2 or more (a version 0/1 file is migrated to the one before it).
+    let mut loaded: Option<(i64, Option<Origin>)> = None;
+    // 2.x: the `plugins."io.containerd.cri.v1.runtime".containerd.<key>` any file has, with
+    // where: version 2 `containerd.<key>` is not migrated over them.
+    let mut cri_v3_keys: BTreeMap<String, Origin> = BTreeMap::new();
     for layer in layers {
         let doc = parse(&layer.path, &layer.text)?;
         let body = layer.text.strip_prefix('\u{feff}').unwrap_or(&layer.text);
@@ -822,25 +848,164 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
             }
             leaves.insert(key, setting);
         }
+        if let Some(containerd) = doc
+            .get("plugins")
+            .and_then(Item::as_table_like)
+            .and_then(|p| p.get(CRI_RUNTIME_PLUGIN))
+            .and_then(Item::as_table_like)
+            .and_then(|c| c.get("containerd"))
+            .and_then(Item::as_table_like)
+        {
+            for (k, item) in containerd.iter() {
+                let line = containerd
+                    .get_key_value(k)
+                    .and_then(|(key, _)| key.span())
+                    .or_else(|| item.span())
+                    .map_or(1, |s| text::line_of(body, s.start));
+                cri_v3_keys.insert(
+                    k.to_owned(),
+                    Origin {
+                        path: layer.path.clone(),
+                        line,
+                    },
+                );
+            }
+        }
         if file_version != 0 {
-            version = file_version;
-            version_origin = doc
+            let origin = doc
                 .get_key_value("version")
                 .and_then(|(k, _)| k.span())
                 .map(|sp| Origin {
                     path: layer.path.clone(),
                     line: text::line_of(body, sp.start),
                 });
+            if file_version >= 2 {
+                loaded = Some((file_version, origin.clone()));
+            }
+            version = file_version;
+            version_origin = origin;
         }
     }
-    Ok(Effective {
+    let mut eff = Effective {
         version: version.max(1),
         version_origin,
         leaves,
         files: layers.iter().map(|l| l.path.clone()).collect(),
         rule,
         sections,
-    })
+        loaded_version: version.max(1),
+        cri_read: "",
+        cri_write: "",
+        cri_not_migrated: None,
+    };
+    match rule {
+        MergeRule::WholePluginSection => {
+            let cri = match eff.version {
+                ..=1 => "cri",
+                2 => CRI_V2_PLUGIN,
+                _ => CRI_RUNTIME_PLUGIN,
+            };
+            eff.cri_read = cri;
+            eff.cri_write = cri;
+        }
+        MergeRule::KeyByKey => {
+            if let Some((v, origin)) = &loaded {
+                eff.version = *v;
+                eff.version_origin.clone_from(origin);
+            }
+            eff.loaded_version = loaded.as_ref().map_or(CONFIG_VERSION_2X, |(v, _)| *v);
+            migrate_cri_2x(&mut eff, &cri_v3_keys);
+        }
+    }
+    Ok(eff)
+}
+
+/// The CRI plugin of version 2 configs.
+const CRI_V2_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+/// The CRI runtime plugin of version 3 configs.
+const CRI_RUNTIME_PLUGIN: &str = "io.containerd.cri.v1.runtime";
+/// The version containerd 2.x's loader starts from (`version.ConfigVersion`).
+const CONFIG_VERSION_2X: i64 = 3;
+
+/// containerd 2.0-2.2: after merging every file, when the version it ends with is below 3, the
+/// CRI runtime plugin's `ConfigMigration` copies each
+/// `plugins."io.containerd.grpc.v1.cri".containerd.<key>` (but the snapshotter keys, which
+/// go to the image plugin) to `plugins."io.containerd.cri.v1.runtime".containerd.<key>`, whole,
+/// where that key is not set already (`plugins/cri/runtime/plugin.go`, `migrateConfig`). At 3,
+/// nothing is migrated and the version 2 keys are ignored.
+fn migrate_cri_2x(eff: &mut Effective, cri_v3_keys: &BTreeMap<String, Origin>) {
+    const TO_IMAGE_PLUGIN: [&str; 3] = [
+        "snapshotter",
+        "disable_snapshot_annotations",
+        "discard_unpacked_layers",
+    ];
+    eff.cri_read = CRI_RUNTIME_PLUGIN;
+    eff.cri_write = CRI_RUNTIME_PLUGIN;
+    let src_runtimes = eff
+        .leaves
+        .iter()
+        .find(|(k, _)| {
+            k.len() > 3
+                && k[0] == "plugins"
+                && k[1] == CRI_V2_PLUGIN
+                && k[2] == "containerd"
+                && k[3] == "runtimes"
+        })
+        .map(|(_, s)| s.origin.clone());
+    if eff.loaded_version >= CONFIG_VERSION_2X {
+        if let Some(at) = src_runtimes {
+            let why = match &eff.version_origin {
+                Some(o) => format!("`version = {}` at {o}", eff.loaded_version),
+                None => format!(
+                    "no file sets `version` 2 or more (containerd 2.x then loads it as {})",
+                    eff.loaded_version
+                ),
+            };
+            eff.cri_not_migrated = Some((
+                at,
+                format!(
+                    "containerd 2.x migrates (and so uses) version 2 \
+                     `plugins.\"{CRI_V2_PLUGIN}\".containerd` keys only when the version it \
+                     loads is 2, and {why} makes it {}",
+                    eff.loaded_version
+                ),
+            ));
+        }
+        return;
+    }
+    let moved: Vec<(Vec<String>, Setting)> = eff
+        .leaves
+        .iter()
+        .filter(|(k, _)| {
+            k.len() > 3
+                && k[0] == "plugins"
+                && k[1] == CRI_V2_PLUGIN
+                && k[2] == "containerd"
+                && !TO_IMAGE_PLUGIN.contains(&k[3].as_str())
+                && !cri_v3_keys.contains_key(&k[3])
+        })
+        .map(|(k, s)| {
+            let mut k = k.clone();
+            CRI_RUNTIME_PLUGIN.clone_into(&mut k[1]);
+            (k, s.clone())
+        })
+        .collect();
+    eff.leaves.extend(moved);
+    match cri_v3_keys.get("runtimes") {
+        None => eff.cri_write = CRI_V2_PLUGIN,
+        Some(dst) => {
+            if let Some(at) = src_runtimes {
+                eff.cri_not_migrated = Some((
+                    at,
+                    format!(
+                        "containerd 2.x migrates version 2 `plugins.\"{CRI_V2_PLUGIN}\".\
+                         containerd.runtimes` only when no file sets \
+                         `plugins.\"{CRI_RUNTIME_PLUGIN}\".containerd.runtimes`, and {dst} does"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// What an edit of the main file is for, judged on the effective config.
@@ -926,6 +1091,15 @@ impl Goal<'_> {
                     }
                 }
                 if ours.is_empty() {
+                    if let Some((at, why)) = &eff.cri_not_migrated {
+                        return Err((
+                            Some(at.clone()),
+                            format!(
+                                "sets runtimes that containerd does not use: {why}; so no runc \
+                                 runtime has `base_runtime_spec = \"{spec}\"`"
+                            ),
+                        ));
+                    }
                     return Err((
                         eff.sections.get(eff.cri_plugin()).cloned(),
                         format!("leaves no runc runtime with `base_runtime_spec = \"{spec}\"`"),
