@@ -862,13 +862,11 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
                     .and_then(|(key, _)| key.span())
                     .or_else(|| item.span())
                     .map_or(1, |s| text::line_of(body, s.start));
-                cri_v3_keys.insert(
-                    k.to_owned(),
-                    Origin {
-                        path: layer.path.clone(),
-                        line,
-                    },
-                );
+                // The first file that sets it: the one that stops the migration.
+                cri_v3_keys.entry(k.to_owned()).or_insert(Origin {
+                    path: layer.path.clone(),
+                    line,
+                });
             }
         }
         if file_version != 0 {
@@ -1062,6 +1060,17 @@ impl Goal<'_> {
                 }
             }
             Goal::BaseRuntimeSpec(spec) => {
+                // Runtimes a file sets that containerd 2.x drops: which runtimes (and which
+                // runc options) pods get is not what the files say; fixing that is the admin's.
+                if let Some((at, why)) = &eff.cri_not_migrated {
+                    return Err((
+                        Some(at.clone()),
+                        format!(
+                            "sets CRI runtimes that containerd does not use: {why} (write every \
+                             file with the same `version`)"
+                        ),
+                    ));
+                }
                 let runc: Vec<_> = eff
                     .runtimes()
                     .into_iter()
@@ -1091,15 +1100,6 @@ impl Goal<'_> {
                     }
                 }
                 if ours.is_empty() {
-                    if let Some((at, why)) = &eff.cri_not_migrated {
-                        return Err((
-                            Some(at.clone()),
-                            format!(
-                                "sets runtimes that containerd does not use: {why}; so no runc \
-                                 runtime has `base_runtime_spec = \"{spec}\"`"
-                            ),
-                        ));
-                    }
                     return Err((
                         eff.sections.get(eff.cri_plugin()).cloned(),
                         format!("leaves no runc runtime with `base_runtime_spec = \"{spec}\"`"),
