@@ -1369,4 +1369,65 @@ mod tests {
         assert!(err.contains(&format!("{}:2:", main.display())), "{err}");
         assert!(err.contains("syntax error in pattern"), "{err}");
     }
+
+    #[test]
+    fn v2_runtimes_migrate_on_2x_only_at_loaded_version_2_where_v3_lacks_them() {
+        let v2_runc = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let v3_gpu = "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.gpu]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let v2_nri = "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n";
+        let names = |eff: &Effective| eff.runtimes().into_keys().collect::<Vec<_>>();
+        // All version 2: migrated; a drop-in writes version 2 names.
+        let eff = merge(
+            &[layer("/m", v2_runc), layer("/i", v2_nri)],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["runc"]);
+        assert_eq!(eff.cri_plugin(), "io.containerd.grpc.v1.cri");
+        assert_eq!(eff.dropin_version(), Some(2));
+        assert!(eff.cri_not_migrated.is_none());
+        // A version 3 file read last: nothing migrated, the version 2 runtimes are unused.
+        let eff = merge(
+            &[layer("/m", v2_runc), layer("/i", v3_gpu)],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["gpu"]);
+        assert_eq!(eff.loaded_version, 3);
+        assert_eq!(eff.dropin_version(), Some(3));
+        assert_eq!(
+            eff.cri_not_migrated.as_ref().unwrap().0.path,
+            Path::new("/m")
+        );
+        assert!(Goal::BaseRuntimeSpec("/s").check(&eff).is_err());
+        // Version 3 runtimes read first: version 2 runtimes are not copied over them.
+        let eff = merge(
+            &[layer("/m", v3_gpu), layer("/i", v2_runc)],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["gpu"]);
+        assert_eq!(eff.loaded_version, 2);
+        assert_eq!(eff.cri_plugin(), "io.containerd.cri.v1.runtime");
+        assert_eq!(
+            eff.cri_not_migrated.as_ref().unwrap().0.path,
+            Path::new("/i")
+        );
+        // No file with version 2 or more: 2.x loads it as 3 and ignores version 2 names.
+        let eff = merge(
+            &[layer("/m", &v2_runc.replace("version = 2\n", ""))],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert!(names(&eff).is_empty());
+        assert_eq!(eff.dropin_version(), Some(3));
+        // 1.x rules: unchanged.
+        let eff = merge(
+            &[layer("/m", v2_runc), layer("/i", v2_nri)],
+            MergeRule::WholePluginSection,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["runc"]);
+        assert_eq!(eff.dropin_version(), Some(2));
+    }
 }
