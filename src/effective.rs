@@ -692,7 +692,8 @@ fn imports_of(path: &Path, text: &str) -> anyhow::Result<Vec<(String, usize)>> {
         .collect()
 }
 
-/// The short plugin names containerd 2.x renames in a version 1 file (`v1MigratePluginName`).
+/// The short plugin names containerd 2.x renames in a version 1 file (`v1MigratePluginName`,
+/// as of 2.1.9).
 fn v1_plugin_name(name: &str) -> String {
     if name.contains('.') {
         return name.to_owned();
@@ -706,13 +707,23 @@ fn v1_plugin_name(name: &str) -> String {
         ("task", "io.containerd.runtime.v2.task"),
         ("opt", "io.containerd.internal.v1.opt"),
         ("restart", "io.containerd.internal.v1.restart"),
+        ("tracing", "io.containerd.internal.v1.tracing"),
+        ("otlp", "io.containerd.tracing.processor.v1.otlp"),
+        ("aufs", "io.containerd.snapshotter.v1.aufs"),
+        ("btrfs", "io.containerd.snapshotter.v1.btrfs"),
+        ("devmapper", "io.containerd.snapshotter.v1.devmapper"),
+        ("native", "io.containerd.snapshotter.v1.native"),
         ("overlayfs", "io.containerd.snapshotter.v1.overlayfs"),
+        ("zfs", "io.containerd.snapshotter.v1.zfs"),
     ];
     if let Some((_, full)) = core.iter().find(|(short, _)| *short == name) {
         return (*full).to_owned();
     }
     if name.ends_with("-service") {
         return format!("io.containerd.service.v1.{name}");
+    }
+    if name == "windows" || name == "windows-lcow" {
+        return format!("io.containerd.snapshotter.v1.{name}");
     }
     format!("io.containerd.grpc.v1.{name}")
 }
