@@ -369,8 +369,8 @@ pub fn render(
     existing: Option<&str>,
 ) -> Result<String, String> {
     let mut doc = DocumentMut::new();
-    if eff.version >= 2 {
-        doc.insert("version", Item::Value(Value::from(eff.version)));
+    if let Some(version) = eff.dropin_version() {
+        doc.insert("version", Item::Value(Value::from(version)));
     }
     // Every leaf, in key order: the file reads the same whichever action ran first.
     let mut all: std::collections::BTreeMap<Vec<String>, Value> = Default::default();

@@ -33,6 +33,9 @@ use crate::text;
 /// How many files one load may read (main file included).
 pub const MAX_FILES: usize = 256;
 
+/// The longest `imports` entry accepted (containerd has no limit, but no real config comes near).
+pub const MAX_IMPORT_LEN: usize = 4096;
+
 /// How a containerd release merges an imported file into what it loaded before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MergeRule {
@@ -170,6 +173,18 @@ pub struct Effective {
     /// For every `plugins.<id>` table, the last file that has it (on 1.x rules, the file whose
     /// section is in effect).
     pub sections: BTreeMap<String, Origin>,
+    /// The version containerd's loader ends with: on 2.x rules the last file's `version` of 2 or
+    /// more (a version 0 or 1 file is migrated to the version loaded before it), else the
+    /// default, 3; on 1.x rules [`Effective::version`].
+    pub loaded_version: i64,
+    /// The CRI plugin whose `containerd.runtimes` containerd uses, after 2.x's migration.
+    cri_read: &'static str,
+    /// The CRI plugin under which a file loaded last sets `containerd.runtimes` keys that
+    /// containerd uses (2.x: the version 2 name while 2.x migrates version 2 runtimes).
+    cri_write: &'static str,
+    /// On 2.x rules, a version 2 `plugins."io.containerd.grpc.v1.cri".containerd.runtimes`
+    /// setting that containerd does not migrate, so does not use, and why.
+    pub cri_not_migrated: Option<(Origin, String)>,
 }
 
 impl Effective {
@@ -188,12 +203,21 @@ impl Effective {
         }
     }
 
-    /// The CRI plugin whose `containerd.runtimes` containerd reads for this version.
+    /// The CRI plugin under which a file loaded last (the drop-in) sets `containerd.runtimes`
+    /// keys so that containerd uses them: on 1.x rules the one for the version; on 2.x rules
+    /// `io.containerd.cri.v1.runtime`, except while containerd migrates version 2 runtimes
+    /// (`io.containerd.grpc.v1.cri`): a `cri.v1.runtime` runtimes table would stop that.
     pub fn cri_plugin(&self) -> &'static str {
-        match self.version {
-            ..=1 if self.rule == MergeRule::WholePluginSection => "cri",
-            ..=2 => "io.containerd.grpc.v1.cri",
-            _ => "io.containerd.cri.v1.runtime",
+        self.cri_write
+    }
+
+    /// The `version` a file loaded last (the drop-in) is written with, so that it changes
+    /// neither the version containerd ends with nor, on 2.x, which keys it migrates (2.3+ also
+    /// refuses an import with a higher version than the main file). `None`: no `version` line.
+    pub fn dropin_version(&self) -> Option<i64> {
+        match self.rule {
+            MergeRule::WholePluginSection => (self.version >= 2).then_some(self.version),
+            MergeRule::KeyByKey => Some(self.loaded_version),
         }
     }
 
@@ -217,7 +241,7 @@ impl Effective {
 
     /// The CRI runtimes by name: `(runtime_type, base_runtime_spec)` as set by the files.
     pub fn runtimes(&self) -> BTreeMap<String, (Option<&Setting>, Option<&Setting>)> {
-        let cri = self.cri_plugin();
+        let cri = self.cri_read;
         let mut out: BTreeMap<String, (Option<&Setting>, Option<&Setting>)> = BTreeMap::new();
         for (key, setting) in &self.leaves {
             let [p, c, ctr, rts, name, leaf] = key.as_slice() else {
@@ -259,67 +283,168 @@ pub fn clean(path: &Path) -> PathBuf {
     out.iter().collect()
 }
 
-/// Go's `filepath.Match` for one path element: `*`, `?`, `[...]` (with `^` negation and
-/// ranges) and `\` escapes. `None` for a malformed pattern.
+/// Go's `filepath.Match` (Unix): `*`, `?`, `[...]` (with `^` negation and ranges) and `\`
+/// escapes; `*` and `?` do not match `/`. `None` for a malformed pattern (Go's `ErrBadPattern`),
+/// found anywhere in the pattern as Go does, not only up to the first mismatch. Like Go, it
+/// matches chunk by chunk (a chunk is the text between stars) and never backtracks across a
+/// star, so it runs in O(pattern × name) time and constant stack.
 pub fn match_element(pattern: &[char], name: &[char]) -> Option<bool> {
-    let (Some(&p), rest) = (pattern.first(), pattern.get(1..).unwrap_or(&[])) else {
-        return Some(name.is_empty());
-    };
-    match p {
-        '*' => {
-            for i in 0..=name.len() {
-                if name[..i].contains(&'/') {
-                    break;
-                }
-                if match_element(rest, &name[i..])? {
-                    return Some(true);
-                }
-            }
-            Some(false)
+    let mut pattern = pattern;
+    let mut name = name;
+    'pattern: while !pattern.is_empty() {
+        let (star, chunk, rest) = scan_chunk(pattern);
+        pattern = rest;
+        if star && chunk.is_empty() {
+            // A trailing `*` matches the rest unless it holds a `/`.
+            return Some(!name.contains(&'/'));
         }
-        '?' => match name.first() {
-            Some(&c) if c != '/' => match_element(rest, &name[1..]),
-            _ => Some(false),
-        },
-        '[' => {
-            let end = rest.iter().position(|&c| c == ']')?;
-            let (class, after) = (&rest[..end], &rest[end + 1..]);
-            let (negate, class) = match class.first() {
-                Some('^') => (true, &class[1..]),
-                _ => (false, class),
-            };
-            let Some(&c) = name.first() else {
-                return Some(false);
-            };
-            let mut hit = false;
+        let (t, ok) = match_chunk(chunk, name)?;
+        if ok && (t.is_empty() || !pattern.is_empty()) {
+            name = t;
+            continue;
+        }
+        if star {
+            // Skip i+1 characters (never a `/`), leftmost match first, as Go does.
             let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == '-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
+            while i < name.len() && name[i] != '/' {
+                let (t, ok) = match_chunk(chunk, &name[i + 1..])?;
+                if ok {
+                    if pattern.is_empty() && !t.is_empty() {
+                        i += 1;
+                        continue;
+                    }
+                    name = t;
+                    continue 'pattern;
+                }
+                i += 1;
+            }
+        }
+        // No match: the rest of the pattern must still be well-formed.
+        while !pattern.is_empty() {
+            let (_, chunk, rest) = scan_chunk(pattern);
+            pattern = rest;
+            match_chunk(chunk, &[])?;
+        }
+        return Some(false);
+    }
+    Some(name.is_empty())
+}
+
+/// Go's `scanChunk`: the leading stars, the chunk up to the next star outside `[...]`, the rest.
+fn scan_chunk(pattern: &[char]) -> (bool, &[char], &[char]) {
+    let stars = pattern.iter().take_while(|&&c| c == '*').count();
+    let pattern = &pattern[stars..];
+    let mut in_range = false;
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            '\\' if i + 1 < pattern.len() => i += 1,
+            '[' => in_range = true,
+            ']' => in_range = false,
+            '*' if !in_range => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    (stars > 0, &pattern[..i], &pattern[i..])
+}
+
+/// Go's `matchChunk`: `(rest of name, matched)`, `None` for a malformed chunk. After a
+/// mismatch it keeps reading the chunk (not the name) to check its syntax.
+fn match_chunk<'a>(chunk: &[char], name: &'a [char]) -> Option<(&'a [char], bool)> {
+    let mut chunk = chunk;
+    let mut s = name;
+    let mut failed = false;
+    while let Some(&c) = chunk.first() {
+        if !failed && s.is_empty() {
+            failed = true;
+        }
+        match c {
+            '[' => {
+                let mut r = '\0';
+                if !failed {
+                    r = s[0];
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+                let negated = chunk.first() == Some(&'^');
+                if negated {
+                    chunk = &chunk[1..];
+                }
+                let mut hit = false;
+                let mut nrange = 0;
+                loop {
+                    if chunk.first() == Some(&']') && nrange > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let (lo, rest) = get_esc(chunk)?;
+                    chunk = rest;
+                    let mut hi = lo;
+                    if chunk.first() == Some(&'-') {
+                        let (h, rest) = get_esc(&chunk[1..])?;
+                        hi = h;
+                        chunk = rest;
+                    }
+                    if lo <= r && r <= hi {
+                        hit = true;
+                    }
+                    nrange += 1;
+                }
+                if hit == negated {
+                    failed = true;
                 }
             }
-            if hit != negate {
-                match_element(after, &name[1..])
-            } else {
-                Some(false)
+            '?' => {
+                if !failed {
+                    if s[0] == '/' {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
+            }
+            _ => {
+                if c == '\\' {
+                    chunk = &chunk[1..];
+                    if chunk.is_empty() {
+                        return None;
+                    }
+                }
+                if !failed {
+                    if chunk[0] != s[0] {
+                        failed = true;
+                    }
+                    s = &s[1..];
+                }
+                chunk = &chunk[1..];
             }
         }
-        '\\' => {
-            let (&lit, rest) = rest.split_first()?;
-            match name.first() {
-                Some(&c) if c == lit => match_element(rest, &name[1..]),
-                _ => Some(false),
-            }
-        }
-        lit => match name.first() {
-            Some(&c) if c == lit => match_element(rest, &name[1..]),
-            _ => Some(false),
-        },
     }
+    if failed {
+        Some((&[], false))
+    } else {
+        Some((s, true))
+    }
+}
+
+/// Go's `getEsc`: one (possibly escaped) character of a class; `None` when malformed,
+/// including a class that never closes.
+fn get_esc(chunk: &[char]) -> Option<(char, &[char])> {
+    let mut chunk = chunk;
+    match chunk.first() {
+        None | Some('-' | ']') => return None,
+        Some('\\') => {
+            chunk = &chunk[1..];
+            chunk.first()?;
+        }
+        Some(_) => {}
+    }
+    let rest = &chunk[1..];
+    if rest.is_empty() {
+        return None;
+    }
+    Some((chunk[0], rest))
 }
 
 /// Whether an import, resolved (and globbed when it holds `*`), loads `path`.
@@ -344,6 +469,14 @@ fn has_meta(s: &str) -> bool {
 /// Go's `filepath.Glob`: matches in each directory in sorted order; a missing directory or an
 /// unreadable one matches nothing.
 pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    // Go checks the whole pattern first (`Match(pattern, "")`): a bad class anywhere fails.
+    let whole: Vec<char> = pattern.to_string_lossy().chars().collect();
+    if whole.len() > MAX_IMPORT_LEN {
+        anyhow::bail!("pattern longer than {MAX_IMPORT_LEN} characters");
+    }
+    if match_element(&whole, &[]).is_none() {
+        anyhow::bail!("syntax error in pattern");
+    }
     let mut current = vec![PathBuf::new()];
     let comps: Vec<Component<'_>> = pattern.components().collect();
     for (i, c) in comps.iter().enumerate() {
@@ -421,6 +554,16 @@ pub fn load_with(
         next += 1;
         let imports = imports_of(&layers[at].path, &layers[at].text)?;
         for (entry, line) in imports {
+            if entry.len() > MAX_IMPORT_LEN {
+                return Err(help_error(
+                    format!(
+                        "{}:{line}: import entry is {} bytes long, more than {MAX_IMPORT_LEN}",
+                        layers[at].path.display(),
+                        entry.len()
+                    ),
+                    "an `imports` entry that long is not a real config; fix that line",
+                ));
+            }
             let mut resolved = clean(Path::new(&entry));
             if !resolved.is_absolute() {
                 let dir = layers[at].path.parent().unwrap_or(Path::new(""));
@@ -549,7 +692,8 @@ fn imports_of(path: &Path, text: &str) -> anyhow::Result<Vec<(String, usize)>> {
         .collect()
 }
 
-/// The short plugin names containerd 2.x renames in a version 1 file (`v1MigratePluginName`).
+/// The short plugin names containerd 2.x renames in a version 1 file (`v1MigratePluginName`,
+/// as of 2.1.9).
 fn v1_plugin_name(name: &str) -> String {
     if name.contains('.') {
         return name.to_owned();
@@ -563,13 +707,23 @@ fn v1_plugin_name(name: &str) -> String {
         ("task", "io.containerd.runtime.v2.task"),
         ("opt", "io.containerd.internal.v1.opt"),
         ("restart", "io.containerd.internal.v1.restart"),
+        ("tracing", "io.containerd.internal.v1.tracing"),
+        ("otlp", "io.containerd.tracing.processor.v1.otlp"),
+        ("aufs", "io.containerd.snapshotter.v1.aufs"),
+        ("btrfs", "io.containerd.snapshotter.v1.btrfs"),
+        ("devmapper", "io.containerd.snapshotter.v1.devmapper"),
+        ("native", "io.containerd.snapshotter.v1.native"),
         ("overlayfs", "io.containerd.snapshotter.v1.overlayfs"),
+        ("zfs", "io.containerd.snapshotter.v1.zfs"),
     ];
     if let Some((_, full)) = core.iter().find(|(short, _)| *short == name) {
         return (*full).to_owned();
     }
     if name.ends_with("-service") {
         return format!("io.containerd.service.v1.{name}");
+    }
+    if name == "windows" || name == "windows-lcow" {
+        return format!("io.containerd.snapshotter.v1.{name}");
     }
     format!("io.containerd.grpc.v1.{name}")
 }
@@ -632,6 +786,11 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
     let mut sections: BTreeMap<String, Origin> = BTreeMap::new();
     let mut version = 0;
     let mut version_origin = None;
+    // 2.x: the last `version` of 2 or more (a version 0/1 file is migrated to the one before it).
+    let mut loaded: Option<(i64, Option<Origin>)> = None;
+    // 2.x: the `plugins."io.containerd.cri.v1.runtime".containerd.<key>` any file has, with
+    // where: version 2 `containerd.<key>` is not migrated over them.
+    let mut cri_v3_keys: BTreeMap<String, Origin> = BTreeMap::new();
     for layer in layers {
         let doc = parse(&layer.path, &layer.text)?;
         let body = layer.text.strip_prefix('\u{feff}').unwrap_or(&layer.text);
@@ -700,25 +859,162 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
             }
             leaves.insert(key, setting);
         }
+        if let Some(containerd) = doc
+            .get("plugins")
+            .and_then(Item::as_table_like)
+            .and_then(|p| p.get(CRI_RUNTIME_PLUGIN))
+            .and_then(Item::as_table_like)
+            .and_then(|c| c.get("containerd"))
+            .and_then(Item::as_table_like)
+        {
+            for (k, item) in containerd.iter() {
+                let line = containerd
+                    .get_key_value(k)
+                    .and_then(|(key, _)| key.span())
+                    .or_else(|| item.span())
+                    .map_or(1, |s| text::line_of(body, s.start));
+                // The first file that sets it: the one that stops the migration.
+                cri_v3_keys.entry(k.to_owned()).or_insert(Origin {
+                    path: layer.path.clone(),
+                    line,
+                });
+            }
+        }
         if file_version != 0 {
-            version = file_version;
-            version_origin = doc
+            let origin = doc
                 .get_key_value("version")
                 .and_then(|(k, _)| k.span())
                 .map(|sp| Origin {
                     path: layer.path.clone(),
                     line: text::line_of(body, sp.start),
                 });
+            if file_version >= 2 {
+                loaded = Some((file_version, origin.clone()));
+            }
+            version = file_version;
+            version_origin = origin;
         }
     }
-    Ok(Effective {
+    let mut eff = Effective {
         version: version.max(1),
         version_origin,
         leaves,
         files: layers.iter().map(|l| l.path.clone()).collect(),
         rule,
         sections,
-    })
+        loaded_version: version.max(1),
+        cri_read: "",
+        cri_write: "",
+        cri_not_migrated: None,
+    };
+    match rule {
+        MergeRule::WholePluginSection => {
+            let cri = match eff.version {
+                ..=1 => "cri",
+                2 => CRI_V2_PLUGIN,
+                _ => CRI_RUNTIME_PLUGIN,
+            };
+            eff.cri_read = cri;
+            eff.cri_write = cri;
+        }
+        MergeRule::KeyByKey => {
+            if let Some((v, origin)) = &loaded {
+                eff.version = *v;
+                eff.version_origin.clone_from(origin);
+            }
+            eff.loaded_version = loaded.as_ref().map_or(CONFIG_VERSION_2X, |(v, _)| *v);
+            migrate_cri_2x(&mut eff, &cri_v3_keys);
+        }
+    }
+    Ok(eff)
+}
+
+/// The CRI plugin of version 2 configs.
+const CRI_V2_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+/// The CRI runtime plugin of version 3 configs.
+const CRI_RUNTIME_PLUGIN: &str = "io.containerd.cri.v1.runtime";
+/// The version containerd 2.x's loader starts from (`version.ConfigVersion`).
+const CONFIG_VERSION_2X: i64 = 3;
+
+/// containerd 2.0-2.2: after merging every file, when the version it ends with is below 3, the
+/// CRI runtime plugin's `ConfigMigration` copies each
+/// `plugins."io.containerd.grpc.v1.cri".containerd.<key>` (but the snapshotter keys, which
+/// go to the image plugin) to `plugins."io.containerd.cri.v1.runtime".containerd.<key>`, whole,
+/// where that key is not set already (`plugins/cri/runtime/plugin.go`, `migrateConfig`). At 3,
+/// nothing is migrated and the version 2 keys are ignored.
+fn migrate_cri_2x(eff: &mut Effective, cri_v3_keys: &BTreeMap<String, Origin>) {
+    const TO_IMAGE_PLUGIN: [&str; 3] = [
+        "snapshotter",
+        "disable_snapshot_annotations",
+        "discard_unpacked_layers",
+    ];
+    eff.cri_read = CRI_RUNTIME_PLUGIN;
+    eff.cri_write = CRI_RUNTIME_PLUGIN;
+    let src_runtimes = eff
+        .leaves
+        .iter()
+        .find(|(k, _)| {
+            k.len() > 3
+                && k[0] == "plugins"
+                && k[1] == CRI_V2_PLUGIN
+                && k[2] == "containerd"
+                && k[3] == "runtimes"
+        })
+        .map(|(_, s)| s.origin.clone());
+    if eff.loaded_version >= CONFIG_VERSION_2X {
+        if let Some(at) = src_runtimes {
+            let why = match &eff.version_origin {
+                Some(o) => format!("`version = {}` at {o}", eff.loaded_version),
+                None => format!(
+                    "no file sets `version` 2 or more (containerd 2.x then loads it as {})",
+                    eff.loaded_version
+                ),
+            };
+            eff.cri_not_migrated = Some((
+                at,
+                format!(
+                    "containerd 2.x migrates (and so uses) version 2 \
+                     `plugins.\"{CRI_V2_PLUGIN}\".containerd` keys only when the version it \
+                     loads is 2, and {why} makes it {}",
+                    eff.loaded_version
+                ),
+            ));
+        }
+        return;
+    }
+    let moved: Vec<(Vec<String>, Setting)> = eff
+        .leaves
+        .iter()
+        .filter(|(k, _)| {
+            k.len() > 3
+                && k[0] == "plugins"
+                && k[1] == CRI_V2_PLUGIN
+                && k[2] == "containerd"
+                && !TO_IMAGE_PLUGIN.contains(&k[3].as_str())
+                && !cri_v3_keys.contains_key(&k[3])
+        })
+        .map(|(k, s)| {
+            let mut k = k.clone();
+            CRI_RUNTIME_PLUGIN.clone_into(&mut k[1]);
+            (k, s.clone())
+        })
+        .collect();
+    eff.leaves.extend(moved);
+    match cri_v3_keys.get("runtimes") {
+        None => eff.cri_write = CRI_V2_PLUGIN,
+        Some(dst) => {
+            if let Some(at) = src_runtimes {
+                eff.cri_not_migrated = Some((
+                    at,
+                    format!(
+                        "containerd 2.x migrates version 2 `plugins.\"{CRI_V2_PLUGIN}\".\
+                         containerd.runtimes` only when no file sets \
+                         `plugins.\"{CRI_RUNTIME_PLUGIN}\".containerd.runtimes`, and {dst} does"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// What an edit of the main file is for, judged on the effective config.
@@ -775,6 +1071,17 @@ impl Goal<'_> {
                 }
             }
             Goal::BaseRuntimeSpec(spec) => {
+                // Runtimes a file sets that containerd 2.x drops: which runtimes (and which
+                // runc options) pods get is not what the files say; fixing that is the admin's.
+                if let Some((at, why)) = &eff.cri_not_migrated {
+                    return Err((
+                        Some(at.clone()),
+                        format!(
+                            "sets CRI runtimes that containerd does not use: {why} (write every \
+                             file with the same `version`)"
+                        ),
+                    ));
+                }
                 let runc: Vec<_> = eff
                     .runtimes()
                     .into_iter()
@@ -1001,5 +1308,137 @@ mod tests {
         assert_eq!(m("[0-9]?-*.toml", "1a-x.toml"), Some(true));
         assert_eq!(m("[^0-9]*", "1"), Some(false));
         assert_eq!(m("[abc", "a"), None);
+    }
+
+    fn chars(s: &str) -> Vec<char> {
+        s.chars().collect()
+    }
+
+    #[test]
+    fn glob_matcher_does_not_backtrack_exponentially() {
+        // Took > 20 s with the recursive matcher; Go's chunk matcher is polynomial.
+        let pat = chars(&format!("{}b.toml", "*a".repeat(14)));
+        let name = chars(&format!("{}.toml", "a".repeat(60)));
+        assert_eq!(match_element(&pat, &name), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(
+            dir.path()
+                .join("conf.d")
+                .join(format!("{}.toml", "a".repeat(60))),
+            "",
+        )
+        .unwrap();
+        let main = dir.path().join("config.toml");
+        let text = format!(
+            "version = 2\nimports = [\"conf.d/{}b.toml\"]\n",
+            "*a".repeat(14)
+        );
+        let layers = load(&main, Some(text)).unwrap();
+        assert_eq!(layers.len(), 1);
+    }
+
+    #[test]
+    fn glob_matcher_uses_bounded_stack_and_caps_import_length() {
+        // 300000 stars overflowed the stack of the recursive matcher.
+        let pat = chars(&"*".repeat(300_000));
+        assert_eq!(match_element(&pat, &chars("x.toml")), Some(true));
+        let mut pat = chars(&"*x".repeat(150_000));
+        pat.push('y');
+        assert_eq!(match_element(&pat, &chars("xxxx")), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        let text = format!(
+            "version = 2\n\nimports = [\"conf.d/{}\"]\n",
+            "*".repeat(300_000)
+        );
+        let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
+        assert!(err.contains(&format!("{}:3:", main.display())), "{err}");
+        assert!(err.contains("4096"), "{err}");
+    }
+
+    #[test]
+    fn malformed_glob_is_refused_wherever_the_error_is() {
+        // The check used to stop at the first mismatch (`a` vs the empty name).
+        assert_eq!(match_element(&chars("a[*.toml"), &[]), None);
+        assert_eq!(match_element(&chars("a[*.toml"), &chars("b.toml")), None);
+        assert_eq!(match_element(&chars("x*[]"), &chars("x")), None);
+        assert_eq!(match_element(&chars("*.toml\\"), &chars("a.conf")), None);
+        assert_eq!(match_element(&chars("[a-]"), &chars("a")), None);
+        assert_eq!(match_element(&chars("[]a]"), &chars("]")), None);
+        assert_eq!(match_element(&chars("[\\]a]"), &chars("]")), Some(true));
+        assert_eq!(
+            match_element(&chars("a*b*c"), &chars("axxbyyc")),
+            Some(true)
+        );
+        assert_eq!(match_element(&chars("a*b"), &chars("a/b")), Some(false));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        let main = dir.path().join("config.toml");
+        let text = "version = 2\nimports = [\"conf.d/a[*.toml\"]\n".to_owned();
+        let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
+        assert!(err.contains(&format!("{}:2:", main.display())), "{err}");
+        assert!(err.contains("syntax error in pattern"), "{err}");
+    }
+
+    #[test]
+    fn v2_runtimes_migrate_on_2x_only_at_loaded_version_2_where_v3_lacks_them() {
+        let v2_runc = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let v3_gpu = "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.gpu]\nruntime_type = \"io.containerd.runc.v2\"\n";
+        let v2_nri = "version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n";
+        let names = |eff: &Effective| eff.runtimes().into_keys().collect::<Vec<_>>();
+        // All version 2: migrated; a drop-in writes version 2 names.
+        let eff = merge(
+            &[layer("/m", v2_runc), layer("/i", v2_nri)],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["runc"]);
+        assert_eq!(eff.cri_plugin(), "io.containerd.grpc.v1.cri");
+        assert_eq!(eff.dropin_version(), Some(2));
+        assert!(eff.cri_not_migrated.is_none());
+        // A version 3 file read last: nothing migrated, the version 2 runtimes are unused.
+        let eff = merge(
+            &[layer("/m", v2_runc), layer("/i", v3_gpu)],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["gpu"]);
+        assert_eq!(eff.loaded_version, 3);
+        assert_eq!(eff.dropin_version(), Some(3));
+        assert_eq!(
+            eff.cri_not_migrated.as_ref().unwrap().0.path,
+            Path::new("/m")
+        );
+        assert!(Goal::BaseRuntimeSpec("/s").check(&eff).is_err());
+        // Version 3 runtimes read first: version 2 runtimes are not copied over them.
+        let eff = merge(
+            &[layer("/m", v3_gpu), layer("/i", v2_runc)],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["gpu"]);
+        assert_eq!(eff.loaded_version, 2);
+        assert_eq!(eff.cri_plugin(), "io.containerd.cri.v1.runtime");
+        assert_eq!(
+            eff.cri_not_migrated.as_ref().unwrap().0.path,
+            Path::new("/i")
+        );
+        // No file with version 2 or more: 2.x loads it as 3 and ignores version 2 names.
+        let eff = merge(
+            &[layer("/m", &v2_runc.replace("version = 2\n", ""))],
+            MergeRule::KeyByKey,
+        )
+        .unwrap();
+        assert!(names(&eff).is_empty());
+        assert_eq!(eff.dropin_version(), Some(3));
+        // 1.x rules: unchanged.
+        let eff = merge(
+            &[layer("/m", v2_runc), layer("/i", v2_nri)],
+            MergeRule::WholePluginSection,
+        )
+        .unwrap();
+        assert_eq!(names(&eff), ["runc"]);
+        assert_eq!(eff.dropin_version(), Some(2));
     }
 }

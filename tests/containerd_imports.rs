@@ -198,3 +198,190 @@ fn merge_rule_differs_between_1_7_and_2_1_on_the_same_files() {
     let origin = new.nri_disable().unwrap().origin.to_string();
     assert!(origin.ends_with("conf.d/50-nri.toml:3"), "{origin}");
 }
+
+/// The runtimes of a 2.1 dump: name -> (runtime_type, base_runtime_spec).
+fn dumped_runtimes(doc: &DocumentMut) -> Vec<(String, String, String)> {
+    let rts = get(
+        doc.as_item(),
+        &[
+            "plugins",
+            "io.containerd.cri.v1.runtime",
+            "containerd",
+            "runtimes",
+        ],
+    )
+    .and_then(Item::as_table_like)
+    .unwrap();
+    rts.iter()
+        .map(|(n, d)| {
+            let s = |k: &str| {
+                get(d, &[k])
+                    .and_then(Item::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (n.to_owned(), s("runtime_type"), s("base_runtime_spec"))
+        })
+        .collect()
+}
+
+/// A layout: its name, the main file, the files in `conf.d/` (name, text).
+type Layout = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Mixed version 2 / version 3 layouts whose runc runtimes lack a base spec: a main file and
+/// the files in `conf.d/` (it imports `conf.d/*.toml`). The first three set runtimes containerd
+/// 2.x does not use (not migrated): the tool must refuse them, naming the file.
+const MIXED_WITHOUT_SPEC: &[Layout] = &[
+    (
+        "v3 main, v2 NVIDIA-style import",
+        "version = 3\nimports = [\"conf.d/*.toml\"]\n\
+         [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]\n\
+         runtime_type = \"io.containerd.runc.v2\"\n",
+        &[(
+            "10-nvidia.toml",
+            "version = 2\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\n\
+             runtime_type = \"io.containerd.runc.v2\"\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia.options]\n\
+             BinaryName = \"/usr/bin/nvidia-container-runtime\"\n",
+        )],
+    ),
+    (
+        "v2 main, v3 import",
+        "version = 2\nimports = [\"conf.d/*.toml\"]\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+         runtime_type = \"io.containerd.runc.v2\"\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n\
+         SystemdCgroup = true\n",
+        &[(
+            "10-gpu.toml",
+            "version = 3\n\
+             [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.gpu]\n\
+             runtime_type = \"io.containerd.runc.v2\"\n",
+        )],
+    ),
+    (
+        "v2 main, v2 import with a v3 runtimes table",
+        "version = 2\nimports = [\"conf.d/*.toml\"]\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+         runtime_type = \"io.containerd.runc.v2\"\n",
+        &[(
+            "10-gpu.toml",
+            "version = 2\n\
+             [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.gpu]\n\
+             runtime_type = \"io.containerd.runc.v2\"\n",
+        )],
+    ),
+    (
+        "v2 main, v2 NVIDIA-style import",
+        "version = 2\nimports = [\"conf.d/*.toml\"]\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+         runtime_type = \"io.containerd.runc.v2\"\n",
+        &[(
+            "10-nvidia.toml",
+            "version = 2\n\
+             [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.nvidia]\n\
+             runtime_type = \"io.containerd.runc.v2\"\n",
+        )],
+    ),
+    (
+        "v2 main, versionless NRI import",
+        "version = 2\nimports = [\"conf.d/*.toml\"]\n\
+         [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+         runtime_type = \"io.containerd.runc.v2\"\n",
+        &[(
+            "10-nri.toml",
+            "[plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n",
+        )],
+    ),
+    (
+        "v3 main, v3 import",
+        "version = 3\nimports = [\"conf.d/*.toml\"]\n\
+         [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]\n\
+         runtime_type = \"io.containerd.runc.v2\"\n",
+        &[(
+            "10-kata.toml",
+            "version = 3\n\
+             [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.kata]\n\
+             runtime_type = \"io.containerd.kata.v2\"\n",
+        )],
+    ),
+];
+
+/// `add-oci-hook --drop-in auto` on mixed version 2 / version 3 layouts, judged by containerd
+/// 2.1's `config dump`: when the tool says it succeeded, every runc runtime containerd uses has a
+/// base spec, ours on at least one, and every runtime containerd used before is still there
+/// with its type (a version 3 drop-in over version 2 files would stop 2.x migrating them).
+#[test]
+fn dropin_on_mixed_version_files_takes_effect_in_containerd_2_1() {
+    const SPEC: &str = "/etc/containerd/tetragon-base-spec.json";
+    let release = Release::V2_1;
+    let bin = require!(runtimes::containerd(release), runtimes::missing(release));
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, (name, main_text, files)) in MIXED_WITHOUT_SPEC.iter().enumerate() {
+        let dir = tmp.path().join(i.to_string());
+        fs::create_dir_all(dir.join("conf.d")).unwrap();
+        let main = dir.join("config.toml");
+        fs::write(&main, main_text).unwrap();
+        for (file, text) in *files {
+            fs::write(dir.join("conf.d").join(file), text).unwrap();
+        }
+        let before = runtimes::config_dump(&bin, &main).unwrap();
+        let before = dumped_runtimes(&before.parse().unwrap());
+        let out = support::cmd::bin()
+            .env("PATH", "/nonexistent")
+            .args([
+                "patch-containerd-conf",
+                "add-oci-hook",
+                "--runtime-spec",
+                SPEC,
+            ])
+            .args([
+                "--drop-in",
+                "auto",
+                "--containerd-version",
+                "2.1",
+                "--config-file",
+            ])
+            .arg(&main)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        let drop_in = dir.join("conf.d/99-tetragon-oci-hook.toml");
+        if i < 3 {
+            assert!(!out.status.success(), "{name}: accepted: {said}");
+            assert!(
+                said.contains("does not use") && said.contains(".toml:") && !drop_in.exists(),
+                "{name}: {said}"
+            );
+            continue;
+        }
+        assert!(out.status.success(), "{name}: {said}");
+        let drop_in = fs::read_to_string(drop_in).unwrap();
+        let after = runtimes::config_dump(&bin, &main)
+            .unwrap_or_else(|e| panic!("{name}: 2.1 rejects the result: {e}\n{drop_in}"));
+        let after = dumped_runtimes(&after.parse().unwrap());
+        for (rt, ty, _) in &before {
+            assert!(
+                after.iter().any(|(n, t, _)| n == rt && t == ty),
+                "{name}: runtime {rt} ({ty}) lost: {after:?}\n{drop_in}"
+            );
+        }
+        let runc: Vec<_> = after
+            .iter()
+            .filter(|(_, t, _)| t == "io.containerd.runc.v2")
+            .collect();
+        assert!(
+            runc.iter().any(|(_, _, s)| s == SPEC),
+            "{name}: no runc runtime with our spec: {after:?}\n{drop_in}"
+        );
+        assert!(
+            runc.iter().all(|(_, _, s)| !s.is_empty()),
+            "{name}: a runc runtime without a base spec: {after:?}\n{drop_in}"
+        );
+    }
+}
