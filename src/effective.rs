@@ -1026,6 +1026,10 @@ pub enum Goal<'a> {
     BaseRuntimeSpec(&'a str),
 }
 
+/// How [`Verdict::Undone`] starts its `what` when files of mixed versions set CRI runtimes that
+/// containerd 2.x ignores (aligning the versions is the fix, not editing another file).
+pub const MIXED_VERSIONS: &str = "sets CRI runtimes that containerd does not use";
+
 /// The verdict on an edit of the main file, given everything it imports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -1077,8 +1081,7 @@ impl Goal<'_> {
                     return Err((
                         Some(at.clone()),
                         format!(
-                            "sets CRI runtimes that containerd does not use: {why} (write every \
-                             file with the same `version`)"
+                            "{MIXED_VERSIONS}: {why} (write every file with the same `version`)"
                         ),
                     ));
                 }

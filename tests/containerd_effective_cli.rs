@@ -516,3 +516,38 @@ fn other_generators_get_a_generic_refusal_without_k3s_template_advice() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Files of mixed versions whose CRI runtimes containerd 2.x ignores: the fix is to align the
+/// versions, so the refusal says that, not "edit the file read last" (whose runtimes are the
+/// ignored ones), whichever file is at fault; nothing is written.
+#[test]
+fn mixed_version_refusal_asks_to_align_versions_not_to_edit_another_file() {
+    for rel in [
+        "containerd-imports/25-mixed-v2-main-v3-import-stops-migration",
+        "containerd-imports/26-mixed-v3-main-v2-import-runtimes-not-migrated",
+    ] {
+        let dir = layout(rel);
+        let before = snapshot(dir.path());
+        let config = dir.path().join("config.toml");
+        let out = bin()
+            .args([
+                "patch-containerd-conf",
+                "add-oci-hook",
+                "--runtime-spec",
+                "/s.json",
+            ])
+            .arg("--config-file")
+            .arg(&config)
+            .args(["--containerd-version", "2.1", "--in-place"])
+            .output()
+            .unwrap();
+        let t = transcript(&out, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{rel}: {t}");
+        assert!(
+            t.contains("help: give every file of the config the same `version`")
+                && !t.contains("edit the file that is read last"),
+            "{rel}: {t}"
+        );
+        assert_eq!(snapshot(dir.path()), before, "{rel}: something was written");
+    }
+}

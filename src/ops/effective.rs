@@ -81,6 +81,22 @@ impl Judge<'_> {
                 Ok(pre)
             }
             Verdict::EditTakesEffect => Ok(pre),
+            // The main file itself, or a file whose runtimes containerd ignores for its version
+            // (the judge says so with `MIXED_VERSIONS`): editing the file read last cannot help.
+            Verdict::Undone { by, what }
+                if same_path(&by.path, self.config) || what.contains(effective::MIXED_VERSIONS) =>
+            {
+                Err(help_error(
+                    format!(
+                        "{by}: {what}; editing `{}` alone would change nothing containerd runs \
+                     with; nothing written",
+                        self.config.display()
+                    ),
+                    "give every file of the config the same `version` (containerd 2.x ignores the \
+                 CRI runtimes of files whose version it does not migrate), or remove that setting"
+                        .to_owned(),
+                ))
+            }
             Verdict::Undone { by, what } => Err(help_error(
                 format!(
                     "{by}: this imported file {what}, after `{}`: editing `{}` would change \
@@ -272,4 +288,13 @@ pub(super) fn rendered(config: &Path, text: &str) -> Option<effective::Rendered>
         template,
         drop_in_dir,
     })
+}
+
+/// Whether two paths name the same file (by identity when both exist, else by text).
+fn same_path(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
 }
