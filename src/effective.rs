@@ -14,8 +14,10 @@
 //! - `version` is the last non-zero one; 2.x migrates a versionless (version 1) file's plugin
 //!   names before merging it (`v1MigratePluginName`).
 //!
-//! A cycle (a file importing itself or one of the files that imported it) is refused here,
-//! though containerd skips the repeat: such a layout is a mistake worth fixing before editing.
+//! A cycle through a plain entry (a file naming itself or one of the files that imported it)
+//! is refused here, though containerd skips the repeat: such a layout is a mistake worth
+//! fixing before editing. A glob matching such a file (e.g. `*.toml` in the main file's own
+//! dir) is normal: the match is skipped, as containerd skips every file already loaded.
 //!
 //! [`load`] does the reading (bounded, through [`crate::patch::read_config`]); [`merge`] is
 //! pure and keeps, for every leaf key, the value and the file:line that set it.
@@ -569,7 +571,8 @@ pub fn load_with(
                 let dir = layers[at].path.parent().unwrap_or(Path::new(""));
                 resolved = clean(&dir.join(resolved));
             }
-            let matches = if resolved.to_string_lossy().contains('*') {
+            let is_glob = resolved.to_string_lossy().contains('*');
+            let matches = if is_glob {
                 let mut found = glob(&resolved).map_err(|e| {
                     help_error(
                         format!(
@@ -591,8 +594,10 @@ pub fn load_with(
                 vec![resolved]
             };
             for path in matches {
-                // The chain of importers: a file importing one of them is a cycle.
-                let mut chain = Some(at);
+                // The chain of importers: a plain entry naming one of them is a cycle. A glob
+                // match of one (even of the importing file) is skipped below, as containerd
+                // skips every file already loaded.
+                let mut chain = if is_glob { None } else { Some(at) };
                 while let Some(i) = chain {
                     if layers[i].path == path {
                         return Err(help_error(
@@ -602,8 +607,8 @@ pub fn load_with(
                                 layers[at].path.display(),
                                 path.display()
                             ),
-                            "remove that import (containerd skips the repeat, so it has no \
-                             effect)",
+                            "remove that entry: containerd skips a file already loaded, so \
+                             this one has no effect",
                         ));
                     }
                     chain = layers[i].imported_by;
