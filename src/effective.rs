@@ -468,9 +468,24 @@ fn has_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '\\'])
 }
 
+/// Directory entries one import glob may read (and paths it may hold at any step): a pattern
+/// such as `/*/*/*/*/*/*.toml` would otherwise walk the whole disk.
+pub const MAX_GLOB_ENTRIES: usize = 10_000;
+
 /// Go's `filepath.Glob`: matches in each directory in sorted order; a missing directory or an
 /// unreadable one matches nothing.
 pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    glob_capped(pattern, MAX_GLOB_ENTRIES)
+}
+
+/// [`glob`], reading at most `cap` directory entries in all and holding at most `cap` paths.
+pub fn glob_capped(pattern: &Path, cap: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let too_many = || {
+        anyhow::anyhow!(
+            "the pattern reads more than {cap} directory entries (or paths); a runaway glob"
+        )
+    };
+    let mut read_entries = 0usize;
     // Go checks the whole pattern first (`Match(pattern, "")`): a bad class anywhere fails.
     let whole: Vec<char> = pattern.to_string_lossy().chars().collect();
     if whole.len() > MAX_IMPORT_LEN {
@@ -510,15 +525,22 @@ pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 std::fs::read_dir(&dir)
             };
             let Ok(entries) = read else { continue };
-            let mut names: Vec<String> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
+            let mut names = Vec::new();
+            for e in entries.filter_map(Result::ok) {
+                read_entries += 1;
+                if read_entries > cap {
+                    return Err(too_many());
+                }
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
             names.sort();
             for n in names {
                 let chars: Vec<char> = n.chars().collect();
                 if match_element(&pat, &chars) == Some(true) {
                     next.push(dir.join(&n));
+                    if next.len() > cap {
+                        return Err(too_many());
+                    }
                 }
             }
         }
@@ -1363,6 +1385,37 @@ mod tests {
         let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
         assert!(err.contains(&format!("{}:3:", main.display())), "{err}");
         assert!(err.contains("4096"), "{err}");
+    }
+
+    #[test]
+    fn glob_reads_a_bounded_number_of_directory_entries_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 x 8 x 8 dirs: `*/*/*/*.nomatch` reads 8 + 64 + 512 entries.
+        for a in 0..8 {
+            for b in 0..8 {
+                for c in 0..8 {
+                    std::fs::create_dir_all(dir.path().join(format!("{a}/{b}/{c}"))).unwrap();
+                }
+            }
+        }
+        let pattern = dir.path().join("*/*/*/*.nomatch");
+        assert!(glob_capped(&pattern, 600).unwrap().is_empty());
+        let err = glob_capped(&pattern, 500).unwrap_err().to_string();
+        assert!(err.contains("more than 500 directory entries"), "{err}");
+        // `*/*` reads 8 + 64 entries: the cap is exact.
+        assert_eq!(glob_capped(&dir.path().join("*/*"), 72).unwrap().len(), 64);
+        assert!(glob_capped(&dir.path().join("*/*"), 71).is_err());
+        // The real cap, through `load`: the error names the import's file:line.
+        let many = dir.path().join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..=MAX_GLOB_ENTRIES {
+            std::fs::File::create(many.join(i.to_string())).unwrap();
+        }
+        let main = dir.path().join("config.toml");
+        let text = "version = 2\n\nimports = [\"many/*.nomatch\"]\n".to_owned();
+        let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
+        assert!(err.contains(&format!("{}:3:", main.display())), "{err}");
+        assert!(err.contains("more than 10000 directory entries"), "{err}");
     }
 
     #[test]
