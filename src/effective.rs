@@ -33,7 +33,7 @@ use crate::error::help_error;
 use crate::text;
 
 /// How many files one load may read (main file included).
-pub const MAX_FILES: usize = 256;
+pub const MAX_FILES: usize = 4096;
 
 /// The longest `imports` entry accepted (containerd has no limit, but no real config comes near).
 pub const MAX_IMPORT_LEN: usize = 4096;
@@ -601,7 +601,8 @@ pub fn load_with(
                             "{}:{line}: import `{entry}`: {e}",
                             layers[at].path.display()
                         ),
-                        "fix the pattern (Go's filepath.Match syntax: `*`, `?`, `[a-z]`)",
+                        "fix or narrow the pattern (Go's filepath.Match syntax: `*`, `?`, \
+                         `[a-z]`)",
                     )
                 })?;
                 for extra in overlay.keys() {
