@@ -110,7 +110,8 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The plain (non-glob) `imports` entries of `importer` (with text `text`) that resolve, as
-/// containerd resolves them, to `target`: containerd fails to start once `target` is gone.
+/// containerd resolves them, to `target`: once `target` is gone, containerd 1.x fails to start
+/// and 2.x silently stops loading the imports after it.
 pub fn plain_imports_naming(importer: &Path, text: &str, target: &Path) -> Vec<String> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let Ok(doc) = body.parse::<DocumentMut>() else {
