@@ -110,7 +110,8 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The plain (non-glob) `imports` entries of `importer` (with text `text`) that resolve, as
-/// containerd resolves them, to `target`: containerd fails to start once `target` is gone.
+/// containerd resolves them, to `target`: once `target` is gone, containerd 1.x fails to start
+/// and 2.x silently stops loading the imports after it.
 pub fn plain_imports_naming(importer: &Path, text: &str, target: &Path) -> Vec<String> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let Ok(doc) = body.parse::<DocumentMut>() else {
@@ -366,6 +367,7 @@ pub fn render(
     goal: Goal<'_>,
     main: &Path,
     added: Option<(&str, bool)>,
+    named: bool,
     existing: Option<&str>,
 ) -> Result<String, String> {
     let mut doc = DocumentMut::new();
@@ -441,9 +443,13 @@ pub fn render(
     let mut header = format!(
         "{HEADER}\n# Remove it with the same command and --undo, or delete this file{}.\n",
         if added.is_some() {
-            " and its entry in the imports below"
+            " and its entry in the imports below".to_owned()
+        } else if named {
+            // An entry added by hand: left behind, containerd 1.x fails to start and 2.x
+            // silently stops loading the imports after it.
+            format!(" and its entry in `imports` of {}", main.display())
         } else {
-            ""
+            String::new()
         }
     );
     if let Some((entry, created)) = added {

@@ -14,8 +14,10 @@
 //! - `version` is the last non-zero one; 2.x migrates a versionless (version 1) file's plugin
 //!   names before merging it (`v1MigratePluginName`).
 //!
-//! A cycle (a file importing itself or one of the files that imported it) is refused here,
-//! though containerd skips the repeat: such a layout is a mistake worth fixing before editing.
+//! A cycle through a plain entry (a file naming itself or one of the files that imported it)
+//! is refused here, though containerd skips the repeat: such a layout is a mistake worth
+//! fixing before editing. A glob matching such a file (e.g. `*.toml` in the main file's own
+//! dir) is normal: the match is skipped, as containerd skips every file already loaded.
 //!
 //! [`load`] does the reading (bounded, through [`crate::patch::read_config`]); [`merge`] is
 //! pure and keeps, for every leaf key, the value and the file:line that set it.
@@ -31,7 +33,7 @@ use crate::error::help_error;
 use crate::text;
 
 /// How many files one load may read (main file included).
-pub const MAX_FILES: usize = 256;
+pub const MAX_FILES: usize = 4096;
 
 /// The longest `imports` entry accepted (containerd has no limit, but no real config comes near).
 pub const MAX_IMPORT_LEN: usize = 4096;
@@ -466,9 +468,24 @@ fn has_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '\\'])
 }
 
+/// Directory entries one import glob may read (and paths it may hold at any step): a pattern
+/// such as `/*/*/*/*/*/*.toml` would otherwise walk the whole disk.
+pub const MAX_GLOB_ENTRIES: usize = 10_000;
+
 /// Go's `filepath.Glob`: matches in each directory in sorted order; a missing directory or an
 /// unreadable one matches nothing.
 pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    glob_capped(pattern, MAX_GLOB_ENTRIES)
+}
+
+/// [`glob`], reading at most `cap` directory entries in all and holding at most `cap` paths.
+pub fn glob_capped(pattern: &Path, cap: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let too_many = || {
+        anyhow::anyhow!(
+            "the pattern reads more than {cap} directory entries (or paths); a runaway glob"
+        )
+    };
+    let mut read_entries = 0usize;
     // Go checks the whole pattern first (`Match(pattern, "")`): a bad class anywhere fails.
     let whole: Vec<char> = pattern.to_string_lossy().chars().collect();
     if whole.len() > MAX_IMPORT_LEN {
@@ -508,15 +525,22 @@ pub fn glob(pattern: &Path) -> anyhow::Result<Vec<PathBuf>> {
                 std::fs::read_dir(&dir)
             };
             let Ok(entries) = read else { continue };
-            let mut names: Vec<String> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
+            let mut names = Vec::new();
+            for e in entries.filter_map(Result::ok) {
+                read_entries += 1;
+                if read_entries > cap {
+                    return Err(too_many());
+                }
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
             names.sort();
             for n in names {
                 let chars: Vec<char> = n.chars().collect();
                 if match_element(&pat, &chars) == Some(true) {
                     next.push(dir.join(&n));
+                    if next.len() > cap {
+                        return Err(too_many());
+                    }
                 }
             }
         }
@@ -569,14 +593,16 @@ pub fn load_with(
                 let dir = layers[at].path.parent().unwrap_or(Path::new(""));
                 resolved = clean(&dir.join(resolved));
             }
-            let matches = if resolved.to_string_lossy().contains('*') {
+            let is_glob = resolved.to_string_lossy().contains('*');
+            let matches = if is_glob {
                 let mut found = glob(&resolved).map_err(|e| {
                     help_error(
                         format!(
                             "{}:{line}: import `{entry}`: {e}",
                             layers[at].path.display()
                         ),
-                        "fix the pattern (Go's filepath.Match syntax: `*`, `?`, `[a-z]`)",
+                        "fix or narrow the pattern (Go's filepath.Match syntax: `*`, `?`, \
+                         `[a-z]`)",
                     )
                 })?;
                 for extra in overlay.keys() {
@@ -591,8 +617,10 @@ pub fn load_with(
                 vec![resolved]
             };
             for path in matches {
-                // The chain of importers: a file importing one of them is a cycle.
-                let mut chain = Some(at);
+                // The chain of importers: a plain entry naming one of them is a cycle. A glob
+                // match of one (even of the importing file) is skipped below, as containerd
+                // skips every file already loaded.
+                let mut chain = if is_glob { None } else { Some(at) };
                 while let Some(i) = chain {
                     if layers[i].path == path {
                         return Err(help_error(
@@ -602,8 +630,8 @@ pub fn load_with(
                                 layers[at].path.display(),
                                 path.display()
                             ),
-                            "remove that import (containerd skips the repeat, so it has no \
-                             effect)",
+                            "remove that entry: containerd skips a file already loaded, so \
+                             this one has no effect",
                         ));
                     }
                     chain = layers[i].imported_by;
@@ -1358,6 +1386,37 @@ mod tests {
         let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
         assert!(err.contains(&format!("{}:3:", main.display())), "{err}");
         assert!(err.contains("4096"), "{err}");
+    }
+
+    #[test]
+    fn glob_reads_a_bounded_number_of_directory_entries_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 x 8 x 8 dirs: `*/*/*/*.nomatch` reads 8 + 64 + 512 entries.
+        for a in 0..8 {
+            for b in 0..8 {
+                for c in 0..8 {
+                    std::fs::create_dir_all(dir.path().join(format!("{a}/{b}/{c}"))).unwrap();
+                }
+            }
+        }
+        let pattern = dir.path().join("*/*/*/*.nomatch");
+        assert!(glob_capped(&pattern, 600).unwrap().is_empty());
+        let err = glob_capped(&pattern, 500).unwrap_err().to_string();
+        assert!(err.contains("more than 500 directory entries"), "{err}");
+        // `*/*` reads 8 + 64 entries: the cap is exact.
+        assert_eq!(glob_capped(&dir.path().join("*/*"), 72).unwrap().len(), 64);
+        assert!(glob_capped(&dir.path().join("*/*"), 71).is_err());
+        // The real cap, through `load`: the error names the import's file:line.
+        let many = dir.path().join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..=MAX_GLOB_ENTRIES {
+            std::fs::File::create(many.join(i.to_string())).unwrap();
+        }
+        let main = dir.path().join("config.toml");
+        let text = "version = 2\n\nimports = [\"many/*.nomatch\"]\n".to_owned();
+        let err = format!("{:#}", load(&main, Some(text)).unwrap_err());
+        assert!(err.contains(&format!("{}:3:", main.display())), "{err}");
+        assert!(err.contains("more than 10000 directory entries"), "{err}");
     }
 
     #[test]

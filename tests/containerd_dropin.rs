@@ -619,3 +619,62 @@ fn undo_of_one_action_keeps_the_other_actions_settings_in_effect() {
         assert!(!text.contains(SPEC), "{release}");
     }
 }
+
+/// `--undo` after our drop-in was deleted by hand still removes the `imports` entry naming it
+/// (left behind, containerd 1.x refuses to start and 2.x silently drops the imports after it):
+/// containerd 1.7 and 2.1 load the config again.
+#[test]
+fn undo_after_the_drop_in_was_deleted_removes_its_dangling_import_and_containerd_loads_the_config()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(&config, NRI_OFF).unwrap();
+    fs::create_dir(tmp.path().join("tetragon")).unwrap();
+    let drop_in = tmp.path().join("tetragon/nri.toml");
+    let d = drop_in.to_str().unwrap();
+    ok(&run(
+        &config,
+        &["enable-nri", "--drop-in", d, "--containerd-version", "2.1"],
+    ));
+    assert!(
+        fs::read_to_string(&config)
+            .unwrap()
+            .contains("tetragon/nri.toml")
+    );
+    fs::remove_file(&drop_in).unwrap();
+    ok(&run(&config, &["enable-nri", "--drop-in", d, "--undo"]));
+    // The record of having created `imports` went with the file: an empty list stays.
+    let undone = NRI_OFF.replace("version = 2\n", "version = 2\nimports = []\n");
+    assert_eq!(fs::read_to_string(&config).unwrap(), undone);
+    assert!(!drop_in.exists());
+    dump_ok_everywhere(&config);
+    // Nothing left: a second --undo is a no-op.
+    ok(&run(&config, &["enable-nri", "--drop-in", d, "--undo"]));
+    assert_eq!(fs::read_to_string(&config).unwrap(), undone);
+}
+
+/// An `imports` entry for our drop-in added by hand is named in the drop-in's header: deleting
+/// the file alone would leave it dangling.
+#[test]
+fn drop_in_header_names_a_hand_added_import_entry_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    let main = format!("imports = [\"tetragon/nri.toml\"]\n{NRI_OFF}");
+    fs::write(&config, &main).unwrap();
+    fs::create_dir(tmp.path().join("tetragon")).unwrap();
+    let drop_in = tmp.path().join("tetragon/nri.toml");
+    let d = drop_in.to_str().unwrap();
+    ok(&run(
+        &config,
+        &["enable-nri", "--drop-in", d, "--containerd-version", "2.1"],
+    ));
+    assert_eq!(fs::read_to_string(&config).unwrap(), main);
+    let text = fs::read_to_string(&drop_in).unwrap();
+    assert!(
+        text.contains(&format!(
+            "or delete this file and its entry in `imports` of {}.",
+            config.display()
+        )),
+        "{text}"
+    );
+}

@@ -385,3 +385,45 @@ fn dropin_on_mixed_version_files_takes_effect_in_containerd_2_1() {
         );
     }
 }
+
+/// 300 files in `conf.d` (more than the old 256-file cap): containerd 1.7 and 2.1 load them
+/// all, and so do we; the last one read decides.
+#[test]
+fn three_hundred_imported_files_load_as_in_containerd_config_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let main = tmp.path().join("config.toml");
+    fs::write(
+        &main,
+        "version = 2\nimports = [\"conf.d/*.toml\"]\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = true\n",
+    )
+    .unwrap();
+    let conf_d = tmp.path().join("conf.d");
+    fs::create_dir(&conf_d).unwrap();
+    for i in 0..300 {
+        let disable = i != 299;
+        fs::write(
+            conf_d.join(format!("{i:03}.toml")),
+            format!("version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n  disable = {disable}\n"),
+        )
+        .unwrap();
+    }
+    assert_eq!(effective::load(&main, None).unwrap().len(), 301);
+    for release in Release::ALL {
+        let eff = model(&main, release).unwrap();
+        assert!(eff.nri_enabled(), "{release}");
+        let origin = eff.nri_disable().unwrap().origin.to_string();
+        assert!(origin.ends_with("conf.d/299.toml:3"), "{origin}");
+        let Some(bin) =
+            support::skip::require(runtimes::containerd(release), runtimes::missing(release))
+        else {
+            continue;
+        };
+        let doc: DocumentMut = runtimes::config_dump(&bin, &main).unwrap().parse().unwrap();
+        let disable = get(
+            doc.as_item(),
+            &["plugins", "io.containerd.nri.v1.nri", "disable"],
+        )
+        .and_then(Item::as_bool);
+        assert_eq!(disable, Some(false), "{release}");
+    }
+}

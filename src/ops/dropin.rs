@@ -92,10 +92,16 @@ pub(super) fn run(
 
     let plan = if undo {
         let Some(existing) = existing else {
-            if talk {
-                eprintln!("`{}` does not exist: nothing to undo", drop_in.display());
+            // Deleted by hand: an `imports` entry still naming it stops containerd 1.x from
+            // starting (2.x silently drops the imports after it), so it goes all the same.
+            let plan = undo_all(config, &text, &drop_in, None, None, mode.quiet)?;
+            if plan.steps.is_empty() {
+                if talk {
+                    eprintln!("`{}` does not exist: nothing to undo", drop_in.display());
+                }
+                return Ok(ExitCode::SUCCESS);
             }
-            return Ok(ExitCode::SUCCESS);
+            return finish(&plan, &drop_in, &[], &[], mode, talk);
         };
         let rest = dropin::without_action(&existing, goal).map_err(|e| {
             help_error(
@@ -130,7 +136,7 @@ pub(super) fn run(
                 config,
                 &text,
                 &drop_in,
-                existing,
+                Some(existing),
                 recorded.as_ref(),
                 mode.quiet,
             )?
@@ -204,20 +210,22 @@ pub(super) fn run(
                 ));
             }
         }
-        let body = dropin::render(
-            &eff,
-            goal,
-            config,
-            added.as_ref().map(|(e, c)| (e.as_str(), *c)),
-            existing.as_deref(),
-        )
-        .map_err(|e| help_error(e, "nothing was written"))?;
         let new_main = match &needs_import {
             Some(entry) => {
                 rthooks::patch::patch_text(config, &text, |d| dropin::add_import(d, entry))?.after
             }
             None => text.clone(),
         };
+        let named = !dropin::plain_imports_naming(config, &new_main, &drop_in).is_empty();
+        let body = dropin::render(
+            &eff,
+            goal,
+            config,
+            added.as_ref().map(|(e, c)| (e.as_str(), *c)),
+            named,
+            existing.as_deref(),
+        )
+        .map_err(|e| help_error(e, "nothing was written"))?;
         // What containerd will load once the plan is applied.
         let overlay: BTreeMap<PathBuf, String> = [(drop_in.clone(), body.clone())].into();
         let after = effective::merge(
@@ -253,12 +261,24 @@ pub(super) fn run(
         Plan { steps }
     };
 
-    for w in &warnings {
+    finish(&plan, &drop_in, &warnings, &notes, mode, talk)
+}
+
+/// Shows, checks or applies `plan` as `mode` asks.
+fn finish(
+    plan: &Plan,
+    drop_in: &Path,
+    warnings: &[String],
+    notes: &[String],
+    mode: &ModeArgs,
+    talk: bool,
+) -> anyhow::Result<ExitCode> {
+    for w in warnings {
         eprintln!("warning: {w}");
     }
     if talk {
         write_stdout(&plan.diff())?;
-        for n in &notes {
+        for n in notes {
             eprintln!("note: {n}");
         }
     }
@@ -285,14 +305,15 @@ pub(super) fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--undo` when nothing of ours is left in the drop-in: removes it and every plain `imports`
-/// entry of the main file that names it (by resolved path or same file), after checking that
-/// no other file still imports it by name (containerd would not start).
+/// `--undo` when nothing of ours is left in the drop-in: removes it (if still there) and every
+/// plain `imports` entry of the main file that names it (by resolved path or same file), after
+/// checking that no other file still imports it by name (containerd 1.x would not start, 2.x
+/// would silently stop loading the imports after it).
 fn undo_all(
     config: &Path,
     text: &str,
     drop_in: &Path,
-    existing: String,
+    existing: Option<String>,
     recorded: Option<&(PathBuf, String, bool)>,
     quiet: bool,
 ) -> anyhow::Result<Plan> {
@@ -343,18 +364,22 @@ fn undo_all(
     if !left.is_empty() {
         return Err(help_error(
             format!(
-                "{}: containerd would fail to start without `{}`; nothing was written",
+                "{}: without `{}` containerd 1.x would fail to start and 2.x would silently \
+                 stop loading the imports after it; nothing was written",
                 left.join(", "),
                 drop_in.display()
             ),
             "remove that entry first (or use a glob such as `conf.d/*.toml`), then rerun --undo",
         ));
     }
-    let mut steps = vec![Step::Remove(FileRemove::new(
-        drop_in.to_owned(),
-        Some(existing.into_bytes()),
-        true,
-    )?)];
+    let mut steps = Vec::new();
+    if let Some(existing) = existing {
+        steps.push(Step::Remove(FileRemove::new(
+            drop_in.to_owned(),
+            Some(existing.into_bytes()),
+            true,
+        )?));
+    }
     if new_main != text {
         steps.push(Step::Write(main_write(config, text.to_owned(), new_main)));
     }
