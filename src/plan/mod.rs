@@ -546,16 +546,21 @@ mod tests {
             0o600
         );
         assert_eq!(fs::read_to_string(&removed).unwrap(), "keep me");
-        let mut names: Vec<_> = fs::read_dir(dir.path())
+        assert_eq!(
+            names_in(dir.path()),
+            ["removed", "replaced"],
+            "no temporary file may be left behind"
+        );
+    }
+
+    /// The sorted file names in `dir` (to see that no temporary file was left behind).
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["removed", "replaced"],
-            "no temporary file may be left behind"
-        );
+        names
     }
 
     #[test]
@@ -677,13 +682,8 @@ mod tests {
         plan.apply().unwrap_err();
         assert_eq!(fs::read_link(&bin).unwrap(), target);
         assert_eq!(fs::read(&target).unwrap(), b"theirs");
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
         assert_eq!(
-            names,
+            names_in(dir.path()),
             ["bin", "target"],
             "no temporary file may be left behind"
         );
