@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures `tetragon-oci-hook` (release build) and prints the numbers the project tracks:
+# Measures `tetragon-oci-hook` (the shipped `dist` build) and prints the numbers the project tracks:
 #   - median wall time per createRuntime call with --disable-grpc and against the stand-in agent
 #     (hyperfine without a shell, `-N`; hyperfine gives the hook an empty stdin, so it finds
 #     `config.json` in its working dir, the bundle, as with a runtime that sends no state),
@@ -21,9 +21,9 @@ done
 triple=$(sed -n 's/^target = "\(.*\)"/\1/p' .cargo/config.toml)
 # The hook as shipped (a plain release build of the workspace), then the stand-in agent on its
 # own: built together, the agent's dev-only features (tonic's server) would reach the hook.
-cargo build --release --quiet
-cargo build --release --quiet --example stand-in-agent
-rel="target/${triple}/release"
+cargo build --profile dist --quiet
+cargo build --profile dist --quiet --example stand-in-agent
+rel="target/${triple}/dist"
 hook="$PWD/$rel/tetragon-oci-hook"
 agent_bin="$PWD/$rel/examples/stand-in-agent"
 

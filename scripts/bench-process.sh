@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Whole-process numbers for tetragon-oci-hook-setup: release binary size, peak RSS and wall time
+# Whole-process numbers for tetragon-oci-hook-setup: shipped (`dist`) binary size, peak RSS and wall time
 # of each patch command on the bundled containerd 1.7 default config (and a 1 MB config).
 # Needs GNU time (/usr/bin/time); uses hyperfine for timings when it is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet
+cargo build --profile dist --quiet
 # .cargo/config.toml names the build target (static linking), so release builds land in
-# target/<host triple>/release.
+# target/<host triple>/dist (the shipped profile).
 host=$(rustc -vV | sed -n 's/^host: //p')
-bin=target/$host/release/tetragon-oci-hook-setup
-[ -x "$bin" ] || bin=target/release/tetragon-oci-hook-setup
+bin=target/$host/dist/tetragon-oci-hook-setup
 printf 'binary: %s bytes (stripped: %s)\n' "$(stat -c %s "$bin")" \
   "$(file -b "$bin" | grep -q 'not stripped' && echo no || echo yes)"
 
