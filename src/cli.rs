@@ -32,17 +32,36 @@ fn log_level_parser() -> impl clap::builder::TypedValueParser<Value = Level> {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Patch containerd's config.toml.
+    #[command(after_help = CONTAINERD_OUTPUT_HELP)]
     PatchContainerdConf(ContainerdArgs),
     /// Patch cri-o's configuration.
+    #[command(after_help = CRIO_OUTPUT_HELP)]
     PatchCrioConf(CrioArgs),
     /// Install the hook binary and its hook file.
-    #[command(disable_help_subcommand = true)]
+    #[command(
+        disable_help_subcommand = true,
+        subcommand_value_name = "hook-args <HOOK-FLAGS>...",
+        subcommand_help_heading = "Hook arguments (last on the line)"
+    )]
     Install(InstallArgs),
     /// Remove the hook file and the hook binary.
     Uninstall(UninstallArgs),
     /// Print the hook file (hooks.d JSON) for a hook binary.
     PrintConfig(PrintConfigArgs),
 }
+
+/// Where a patch command's result goes, at the end of its `--help` (`-h` too).
+const CONTAINERD_OUTPUT_HELP: &str = "\
+Where the result goes: without --in-place or --output, the patched config is written to a new
+temporary file (its path is printed, as upstream's tool does) and the config file itself is left
+unchanged. Pass --in-place to change the config itself; --dry-run or --check only show the diff.";
+
+/// [`CONTAINERD_OUTPUT_HELP`] for `patch-crio-conf` (its flag is `--output-file`).
+const CRIO_OUTPUT_HELP: &str = "\
+Where the result goes: without --in-place or --output-file, the patched config is written to a
+new temporary file (its path is printed, as upstream's tool does) and the config file itself is
+left unchanged. Pass --in-place to change the config itself; --dry-run or --check only show the
+diff.";
 
 /// How the runtime is told about the hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,8 +174,9 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum InstallTail {
-    /// Arguments for the hook: everything after `hook-args` is passed through untouched.
-    #[command(disable_help_flag = true)]
+    /// The rest of the line is the hook's own flags, written into the hook file as they are
+    /// (`install hook-args --help` lists them).
+    #[command(disable_help_flag = true, long_about = HOOK_ARGS_ABOUT)]
     HookArgs {
         /// Arguments for the hook.
         #[arg(
@@ -168,6 +188,16 @@ pub(crate) enum InstallTail {
         args: Vec<String>,
     },
 }
+
+/// What `install hook-args --help` says before the hook's own flags.
+const HOOK_ARGS_ABOUT: &str = "\
+Everything after `hook-args` is the hook's own command line: it is not read as flags of
+`install`, and goes as it is into the hook file (after `createRuntime --log-fname PATH`).
+`install` checks it with the hook's rules first and refuses a typo. Put `hook-args` last.
+
+Example:
+  tetragon-oci-hook-setup install --local-install-dir /hostInstall --host-install-dir /opt/tetragon \\
+    hook-args --grpc-address unix:///var/run/tetragon/tetragon.sock --fail-allow-namespaces kube-system";
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
@@ -206,8 +236,9 @@ pub(crate) struct PrintConfigArgs {
     )]
     pub(crate) binary: PathBuf,
 
-    /// Arguments for the hook (takes every argument after it, flags included).
-    #[arg(long, value_name = "ARGS", num_args = 1.., allow_hyphen_values = true)]
+    /// The hook's own flags, as after `install ... hook-args` (takes every argument after it,
+    /// flags included; checked as `install` checks them).
+    #[arg(long, value_name = "HOOK-FLAGS", num_args = 1.., allow_hyphen_values = true)]
     pub(crate) args: Vec<String>,
 }
 
@@ -225,7 +256,8 @@ pub(crate) struct ContainerdArgs {
     )]
     pub(crate) config_file: PathBuf,
 
-    /// Write the patched config here (the config file itself means --in-place).
+    /// Write the patched config here (the config file itself means --in-place) [default: a new
+    /// temporary file; the config itself is left unchanged].
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
 
@@ -247,6 +279,13 @@ pub(crate) struct ContainerdArgs {
     #[arg(long, global = true, requires = "drop_in")]
     pub(crate) undo: bool,
 
+    /// When the config file does not exist (containerd 2.x runs without one), start from an
+    /// empty file with the `version` the containerd release reads (3 for 2.x, 2 for 1.x: from
+    /// --containerd-version, else `containerd --version`). The file is created only if the edit
+    /// changes something.
+    #[arg(long, global = true, conflicts_with = "drop_in")]
+    pub(crate) create: bool,
+
     #[command(flatten)]
     pub(crate) mode: ModeArgs,
 }
@@ -254,8 +293,10 @@ pub(crate) struct ContainerdArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ContainerdAction {
     /// Enable NRI (needed by `install --interface nri-hook` on containerd 1.7).
+    #[command(after_help = CONTAINERD_OUTPUT_HELP)]
     EnableNri,
     /// Point runc runtimes at a base runtime spec that holds the hook (without NRI).
+    #[command(after_help = CONTAINERD_OUTPUT_HELP)]
     AddOciHook {
         /// Base runtime spec to set as `base_runtime_spec`.
         #[arg(
@@ -281,7 +322,8 @@ pub(crate) struct CrioArgs {
     )]
     pub(crate) config_file: PathBuf,
 
-    /// Write the patched config here (the config file itself means --in-place).
+    /// Write the patched config here (the config file itself means --in-place) [default: a new
+    /// temporary file; the config itself is left unchanged].
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) output_file: Option<PathBuf>,
 
@@ -292,6 +334,7 @@ pub(crate) struct CrioArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum CrioAction {
     /// Add annotations to `allowed_annotations` of every runtime.
+    #[command(after_help = CRIO_OUTPUT_HELP)]
     EnableAnnotations {
         /// Annotations to allow, comma-separated or repeated.
         #[arg(long, value_name = "A[,B...]", value_delimiter = ',', required = true)]
@@ -309,7 +352,8 @@ pub(crate) struct ModeArgs {
     #[arg(long, global = true)]
     pub(crate) check: bool,
 
-    /// Write the patched config back to the config file, atomically.
+    /// Write the patched config back to the config file, atomically (without it, or --output,
+    /// the config file is left unchanged).
     #[arg(long, global = true)]
     pub(crate) in_place: bool,
 
@@ -322,6 +366,21 @@ pub(crate) struct ModeArgs {
 /// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
 pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     let (head, tail) = split_hook_args(argv);
+    // `install hook-args --help` asks what `hook-args` is, when the line is no install yet (its
+    // required flags missing). On a complete install line, `--help` stays the hook's argument,
+    // which the hook's rules refuse (it would make the hook a no-op).
+    if let Some([only]) = tail.as_deref() {
+        let incomplete = || {
+            Cli::try_parse_from(&head)
+                .is_err_and(|e| e.kind() == clap::error::ErrorKind::MissingRequiredArgument)
+        };
+        if (only == "--help" || only == "-h") && incomplete() {
+            use std::io::Write as _;
+            // As clap's own `--help`: on stdout, exit 0 (a closed stdout is no error here).
+            let _ = std::io::stdout().write_all(hook_args_help().as_bytes());
+            std::process::exit(0);
+        }
+    }
     let mut cli = Cli::parse_from(head);
     if let (Some(tail), Command::Install(args)) = (tail, &mut cli.command) {
         let tail = tail
@@ -338,6 +397,24 @@ pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
         args.hook_args = Some(InstallTail::HookArgs { args: tail });
     }
     Ok(cli)
+}
+
+/// `install hook-args --help`: what `hook-args` is, then the hook's flags.
+pub(crate) fn hook_args_help() -> String {
+    let mut cmd = Cli::command();
+    // Built, so that the usage line names the binary.
+    cmd.build();
+    let usage = cmd
+        .find_subcommand_mut("install")
+        .map(|install| install.render_usage().to_string())
+        .unwrap_or_default();
+    let hook = oci_hook::args::usage();
+    // The hook's flag list, without its own usage line and hook names.
+    let flags = match hook.find("\nFlags") {
+        Some(at) => format!("Hook flags{}", &hook[at + "\nFlags".len()..]),
+        None => hook.clone(),
+    };
+    format!("{HOOK_ARGS_ABOUT}\n\n{usage}\n\n{}\n", flags.trim_end())
 }
 
 /// Splits `argv` after the `hook-args` of an `install` command line, if there is one.

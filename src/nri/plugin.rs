@@ -416,7 +416,7 @@ mod tests {
         );
         assert!(
             msg.ends_with(
-                "; use one of debug, info, warn, error; hook arguments are flags only; the \
+                "; use one of trace, debug, info, warn, error; hook arguments are flags only; the \
                  runtime passes the hook name (createRuntime) itself"
             ),
             "{msg}"
