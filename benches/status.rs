@@ -117,7 +117,7 @@ fn main() {
     report("oci-hooks, agent answering", &oci);
 
     // NRI: our plugin registered with a fake runtime, its state in the same install dir.
-    let mut setup = support::fake_nri::Setup::start(&[]);
+    let setup = support::fake_nri::Setup::start(&[]);
     let _conn = setup.registered();
     // The socket `status` probes: accepts and closes every connection (the fake runtime's
     // own listener would fill its backlog with probes it never accepts).
