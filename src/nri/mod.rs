@@ -169,7 +169,10 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         }
         if down_since.elapsed() >= opts.give_up_after {
             let msg = format!("not registered for {:?}; gave up", opts.give_up_after);
-            plugin.state_now(|s| s.unregistered(Some(&msg)));
+            plugin.state_now(|s| {
+                s.unregistered(Some(&msg))?;
+                s.flush(Duration::from_secs(1))
+            });
             return Err(crate::error::help_error(
                 format!(
                     "not registered with the runtime at `{socket}` for {:?}; giving up",
@@ -198,7 +201,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
 
 /// Removes the state file on a clean exit, logging a failure.
 fn remove_state(plugin: &mut Plugin) {
-    if let Some(state) = &plugin.state {
+    if let Some(state) = &mut plugin.state {
         if let Err(e) = state.remove() {
             let path = state.path().display().to_string();
             plugin.log.warn(format_args!(
@@ -274,7 +277,10 @@ pub fn run_prelaunched(
                 .log
                 .error(format_args!("{full}: {}", crate::error::Report(&e)));
             let msg = format!("{e:#}");
-            plugin.state_now(|s| s.unregistered(Some(&msg)));
+            plugin.state_now(|s| {
+                s.unregistered(Some(&msg))?;
+                s.flush(Duration::from_secs(1))
+            });
             Err(e)
         }
     }

@@ -59,11 +59,37 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         if args.crio_config.is_some() || args.containers_conf.is_some() {
             checks.push(hooks_dir_check(args));
         }
-        let found = status::oci_hooks::check(&hook_file, host_dir, local_dir);
-        if let Some(a) = found.args {
-            hook_args = Some((a, format!("`{}`", hook_file.display())));
+        // containerd without NRI: the hook comes from the runc runtimes' base runtime spec.
+        let hook_path = Path::new(host_dir).join(defaults::BINARY_NAME);
+        let base = status::oci_hooks::containerd_base_spec(
+            &args.config_file,
+            release,
+            &hook_path.display().to_string(),
+        );
+        let mut from_base_spec = false;
+        if let Some((c, spec_args)) = base {
+            if let (Verdict::Ok, Some(a)) = (c.result, spec_args) {
+                hook_args = Some((
+                    a,
+                    format!("the base runtime spec of `{}`", args.config_file.display()),
+                ));
+                from_base_spec = true;
+            }
+            checks.push(c);
         }
-        checks.push(found.check);
+        if from_base_spec && std::fs::symlink_metadata(&hook_file).is_err() {
+            checks.push(Check::new(
+                "hook-file",
+                Verdict::Skip,
+                "no hooks.d file: containerd runs the hook from its base runtime spec",
+            ));
+        } else {
+            let found = status::oci_hooks::check(&hook_file, host_dir, local_dir);
+            if let Some(a) = found.args {
+                hook_args = Some((a, format!("`{}`", hook_file.display())));
+            }
+            checks.push(found.check);
+        }
     }
 
     let binary = local_dir.join(defaults::BINARY_NAME);

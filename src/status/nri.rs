@@ -403,9 +403,11 @@ mod tests {
         let hook = crate::hook_invocation::HookInvocation::in_dir("/opt/t", "h", vec![]);
         let mut r = state::Recorder::new(path.clone(), "tetragon", "01", "/s", &hook);
         r.write().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
         let f = plugin(&path, "tetragon", "01");
         assert!(f.check.summary.contains("not registered"), "{f:?}");
         r.registered().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
         let f = plugin(&path, "tetragon", "01");
         assert_eq!((f.check.result, f.registered), (Verdict::Ok, true), "{f:?}");
         // Stale: written long ago.

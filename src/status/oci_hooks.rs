@@ -187,3 +187,168 @@ mod tests {
         assert!(f.check.evidence[0].contains(":1:"), "{f:?}");
     }
 }
+
+/// The largest base runtime spec read.
+pub const MAX_SPEC: u64 = 16 << 20;
+
+/// `runtime-config` for containerd without NRI (`add-oci-hook`): every runc runtime's
+/// effective `base_runtime_spec` names a spec whose `hooks.createRuntime` runs `hook_path`.
+/// `None` when the config is not here or no runtime has a base spec (not an add-oci-hook
+/// setup). With the check, the hook's argv from a spec that holds it.
+pub fn containerd_base_spec(
+    config: &Path,
+    release: Option<crate::effective::Release>,
+    hook_path: &str,
+) -> Option<(Check, Option<Vec<String>>)> {
+    use crate::effective::{self, MergeRule};
+    const ID: &str = "runtime-config";
+    let text = crate::patch::read_config(config).ok()?;
+    let eff = effective::load(config, Some(text)).and_then(|layers| {
+        let rule = match release {
+            Some(r) => r.merge_rule(),
+            None if effective::merge(&layers, MergeRule::KeyByKey)?.version >= 3 => {
+                MergeRule::KeyByKey
+            }
+            None => MergeRule::WholePluginSection,
+        };
+        effective::merge(&layers, rule)
+    });
+    let eff = match eff {
+        Ok(e) => e,
+        Err(e) => {
+            return Some((
+                Check::new(
+                    ID,
+                    Verdict::Fail,
+                    "cannot read containerd's effective config",
+                )
+                .evidence(super::cut(&format!("{e:#}"), 300))
+                .help("fix the file, then restart containerd"),
+                None,
+            ));
+        }
+    };
+    let runc: Vec<_> = eff
+        .runtimes()
+        .into_iter()
+        .filter(|(_, (ty, _))| ty.and_then(|t| t.as_str()) == Some("io.containerd.runc.v2"))
+        .collect();
+    if runc
+        .iter()
+        .all(|(_, (_, spec))| spec.and_then(|s| s.as_str()).is_none_or(str::is_empty))
+    {
+        return None;
+    }
+    let fix = format!(
+        "tetragon-oci-hook-setup patch-containerd-conf add-oci-hook --config-file {} \
+         --runtime-spec <spec holding the hook> --in-place && systemctl restart containerd",
+        config.display()
+    );
+    let mut evidence = Vec::new();
+    let mut bad = None;
+    let mut hook_args = None;
+    for (name, (_, spec)) in &runc {
+        let Some(setting) = spec.filter(|s| s.as_str().is_some_and(|v| !v.is_empty())) else {
+            evidence.push(format!("runtime `{name}`: no base_runtime_spec"));
+            bad.get_or_insert(format!("runc runtime `{name}` has no base_runtime_spec"));
+            continue;
+        };
+        let path = setting.as_str().unwrap_or_default();
+        let at = format!(
+            "{}: runtime `{name}` base_runtime_spec = \"{path}\"",
+            setting.origin
+        );
+        let holds = match crate::plan::read_current(Path::new(path), MAX_SPEC) {
+            Ok(Current::File { bytes, .. }) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| format!("not JSON: {e}"))
+                .map(|v| {
+                    let ours = v["hooks"]["createRuntime"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|h| h["path"] == hook_path).cloned());
+                    if let Some(h) = &ours {
+                        hook_args.get_or_insert_with(|| {
+                            h["args"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|x| x.as_str().map(str::to_owned))
+                                        .collect::<Vec<_>>()
+                                })
+                                .unwrap_or_default()
+                        });
+                    }
+                    ours.is_some()
+                }),
+            Ok(Current::Absent) => Err("absent".to_owned()),
+            Ok(other) => Err(format!("not a regular file ({other:?})")),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match holds {
+            Ok(true) => evidence.push(format!("{at}: runs `{hook_path}` at createRuntime")),
+            Ok(false) => {
+                evidence.push(format!("{at}: no createRuntime hook `{hook_path}`"));
+                bad.get_or_insert(format!(
+                    "the base spec of runtime `{name}` does not hold the hook"
+                ));
+            }
+            Err(e) => {
+                evidence.push(format!("{at}: {}", super::cut(&e, 200)));
+                bad.get_or_insert(format!("the base spec of runtime `{name}` cannot be used"));
+            }
+        }
+    }
+    let check = match bad {
+        Some(summary) => {
+            let mut c = Check::new(ID, Verdict::Fail, summary).help(fix);
+            c.evidence = evidence;
+            c
+        }
+        None => {
+            let mut c = Check::new(
+                ID,
+                Verdict::Ok,
+                "containerd's runc runtimes run the hook from their base runtime spec",
+            );
+            c.evidence = evidence;
+            c
+        }
+    };
+    Some((check, hook_args))
+}
+
+#[cfg(test)]
+mod base_spec_tests {
+    use super::*;
+
+    #[test]
+    fn base_runtime_spec_must_hold_the_hook_on_every_runc_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        let spec = dir.path().join("base-spec.json");
+        let write_config = |spec_line: &str| {
+            std::fs::write(
+                &config,
+                format!(
+                    "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+                     runtime_type = \"io.containerd.runc.v2\"\n{spec_line}\n"
+                ),
+            )
+            .unwrap();
+        };
+        write_config("base_runtime_spec = \"\"");
+        assert!(containerd_base_spec(&config, None, "/opt/t/hook").is_none());
+        write_config(&format!("base_runtime_spec = \"{}\"", spec.display()));
+        let (c, args) = containerd_base_spec(&config, None, "/opt/t/hook").unwrap();
+        assert_eq!((c.result, args), (Verdict::Fail, None), "{c:?}");
+        assert!(c.evidence[0].contains(":4: runtime `runc`"), "{c:?}");
+        std::fs::write(
+            &spec,
+            r#"{"hooks": {"createRuntime": [{"path": "/opt/t/hook", "args": ["hook", "createRuntime"]}]}}"#,
+        )
+        .unwrap();
+        let (c, args) = containerd_base_spec(&config, None, "/opt/t/hook").unwrap();
+        assert_eq!(c.result, Verdict::Ok, "{c:?}");
+        assert_eq!(args.unwrap(), ["hook", "createRuntime"]);
+        assert!(containerd_base_spec(&dir.path().join("none"), None, "/x").is_none());
+    }
+}

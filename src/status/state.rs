@@ -93,14 +93,62 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Keeps the plugin's state and writes it when due. Write errors are returned for the plugin
-/// to log; they never stop it.
+/// The hand-off between the plugin's thread and the writer thread: the latest snapshot to
+/// write (an older one not yet written is replaced), and the last write error.
+#[derive(Debug, Default)]
+struct Slot {
+    latest: Option<Vec<u8>>,
+    busy: bool,
+    closed: bool,
+    error: Option<String>,
+}
+
+type Shared = std::sync::Arc<(std::sync::Mutex<Slot>, std::sync::Condvar)>;
+
+/// Keeps the plugin's state and has it written when due, by a thread of its own: the thread
+/// answering the runtime never waits for the file system (`fsync`, `rename`). Write errors are
+/// handed back by [`Recorder::tick`] for the plugin to log; they never stop it.
 #[derive(Debug)]
 pub struct Recorder {
     path: PathBuf,
     state: NriState,
     last_write: Option<Instant>,
     dirty: bool,
+    shared: Shared,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The writer thread: writes the latest snapshot until closed.
+fn write_loop(path: PathBuf, shared: Shared) {
+    let (lock, cvar) = &*shared;
+    loop {
+        let bytes = {
+            let mut slot = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                if let Some(b) = slot.latest.take() {
+                    slot.busy = true;
+                    break b;
+                }
+                if slot.closed {
+                    return;
+                }
+                slot = cvar
+                    .wait(slot)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        let result = crate::plan::install_bytes(&path, &bytes, 0o644);
+        let mut slot = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.busy = false;
+        if let Err(e) = result {
+            slot.error = Some(format!("{e:#}"));
+        }
+        cvar.notify_all();
+    }
 }
 
 impl Recorder {
@@ -140,6 +188,8 @@ impl Recorder {
             },
             last_write: None,
             dirty: true,
+            shared: Shared::default(),
+            writer: None,
         }
     }
 
@@ -215,16 +265,33 @@ impl Recorder {
         }
     }
 
-    /// Writes the state if a write is due; `Ok(false)` when none was.
+    /// Has the state written if a write is due (`Ok(false)` when none was); returns the error
+    /// of an earlier write that failed since the last call.
     pub fn tick(&mut self) -> anyhow::Result<bool> {
-        if self.due_in().is_some_and(|d| d.is_zero()) {
+        let due = self.due_in().is_some_and(|d| d.is_zero());
+        if due {
             self.write()?;
-            return Ok(true);
+        } else {
+            self.take_error()?;
         }
-        Ok(false)
+        Ok(due)
     }
 
-    /// Writes the state now.
+    fn take_error(&self) -> anyhow::Result<()> {
+        let (lock, _) = &*self.shared;
+        let error = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .error
+            .take();
+        match error {
+            Some(e) => Err(anyhow::anyhow!("`{}`: {e}", self.path.display())),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the state to the writer thread now (started on first use); returns the error of an
+    /// earlier write that failed.
     pub fn write(&mut self) -> anyhow::Result<()> {
         self.state.updated_at = now_text();
         self.state.updated_unix = unix_now();
@@ -232,11 +299,62 @@ impl Recorder {
         self.dirty = false;
         let mut text = serde_json::to_string_pretty(&self.state)?;
         text.push('\n');
-        crate::plan::install_bytes(&self.path, text.as_bytes(), 0o644)
+        if self.writer.is_none() {
+            let (path, shared) = (self.path.clone(), self.shared.clone());
+            self.writer = Some(
+                std::thread::Builder::new()
+                    .name("nri-state".to_owned())
+                    .spawn(move || write_loop(path, shared))?,
+            );
+        }
+        let (lock, cvar) = &*self.shared;
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .latest = Some(text.into_bytes());
+        cvar.notify_all();
+        self.take_error()
     }
 
-    /// Removes the file (the plugin exits cleanly). A link there is removed, not followed.
-    pub fn remove(&self) -> std::io::Result<()> {
+    /// Waits until every state handed over is written (or `limit` passes); returns the error
+    /// of a write that failed.
+    pub fn flush(&self, limit: Duration) -> anyhow::Result<()> {
+        let (lock, cvar) = &*self.shared;
+        let deadline = Instant::now() + limit;
+        let mut slot = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while slot.latest.is_some() || slot.busy {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            slot = cvar
+                .wait_timeout(slot, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        drop(slot);
+        self.take_error()
+    }
+
+    /// Removes the file (the plugin exits cleanly), after the writer thread has stopped (at
+    /// most 1 s is waited for a write in progress). A link there is removed, not followed.
+    pub fn remove(&mut self) -> std::io::Result<()> {
+        {
+            let (lock, cvar) = &*self.shared;
+            let mut slot = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            slot.latest = None;
+            slot.closed = true;
+            cvar.notify_all();
+        }
+        let _ = self.flush(Duration::from_secs(1));
+        if let Some(w) = self.writer.take() {
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -416,6 +534,7 @@ mod tests {
         let mut r = recorder(dir.path());
         r.configured("containerd", "v2.1.9");
         r.registered().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
         let s = read(r.path()).unwrap();
         assert_eq!(&s, r.state());
         assert!(s.registered && s.registered_since.is_some());
@@ -435,12 +554,14 @@ mod tests {
         let mut r = recorder(dir.path());
         r.registered().unwrap();
         r.adjusted();
+        r.flush(Duration::from_secs(5)).unwrap();
         // Just written: the next write is due in about a second, not now.
         assert!(!r.tick().unwrap());
         assert!(r.due_in().unwrap() > Duration::from_millis(500));
         assert_eq!(read(r.path()).unwrap().containers_adjusted, 0);
         r.last_write = Some(Instant::now() - MIN_WRITE_INTERVAL);
         assert!(r.tick().unwrap());
+        r.flush(Duration::from_secs(5)).unwrap();
         assert_eq!(read(r.path()).unwrap().containers_adjusted, 1);
         // Clean and registered: only the heartbeat is due.
         assert!(r.due_in().unwrap() > HEARTBEAT - Duration::from_secs(1));
@@ -451,6 +572,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = recorder(dir.path());
         r.write().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
         let mut s = read(r.path()).unwrap();
         s.start_ticks += 1;
         assert!(matches!(liveness(&s), Liveness::Reused(_)));
@@ -465,6 +587,7 @@ mod tests {
         let target = dir.path().join("elsewhere");
         let mut r = recorder(dir.path());
         r.write().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
         std::fs::rename(r.path(), &target).unwrap();
         std::os::unix::fs::symlink(&target, &path).unwrap();
         assert!(matches!(read(&path), Err(Unusable::NotRegular(k)) if k.contains("symlink")));
