@@ -279,6 +279,11 @@ pub(crate) struct StatusArgs {
     /// Output format.
     #[arg(long, visible_alias = "output-format", value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
+
+    /// Exit 0 when the worst result is a warning (for a readiness probe: a refused container
+    /// in the log should not take the pod out of service).
+    #[arg(long)]
+    pub(crate) ignore_warnings: bool,
 }
 
 /// `--timeout`: a Go-style duration or plain seconds, above zero and at most 60 s.

@@ -91,8 +91,16 @@ impl Node {
         }
     }
 
-    /// `status --output json` with the chart's flags and `extra`: exit code and parsed JSON.
+    /// `status --output json` with the chart's flags and `extra`: exit code and parsed JSON,
+    /// whose `exit_code` must be the process's.
     fn status(&self, extra: &[&str]) -> (i32, Value) {
+        let (code, json) = self.status_code(extra);
+        assert_eq!(json["exit_code"], code, "{json:#}");
+        (code, json)
+    }
+
+    /// As [`Node::status`], without comparing the exit codes.
+    fn status_code(&self, extra: &[&str]) -> (i32, Value) {
         let out = support::cmd::bin()
             .arg("status")
             .arg("--local-install-dir")
@@ -113,9 +121,7 @@ impl Node {
             )
         });
         assert_eq!(json["schema_version"], 1, "{json:#}");
-        let code = out.status.code().unwrap();
-        assert_eq!(json["exit_code"], code, "{json:#}");
-        (code, json)
+        (out.status.code().unwrap(), json)
     }
 }
 
@@ -350,6 +356,17 @@ fn status_on_podman_counts_hooked_containers_and_fails_on_a_missing_binary() {
         "{json:#}"
     );
     assert!(text_of(&check(&json, "hook-log")["summary"]).contains("1 refused"));
+
+    // A refusal in the last hour is a warning: exit 1, and 0 with --ignore-warnings (probes).
+    let agent = Agent::start_at(&node.agent_socket(), Behavior::Accept);
+    let (code, json) = node.status(&flags);
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(check(&json, "hook-log")["result"], "warn", "{json:#}");
+    let mut probe = flags.to_vec();
+    probe.push("--ignore-warnings");
+    let (code, json) = node.status_code(&probe);
+    assert_eq!((code, json["exit_code"].as_i64()), (0, Some(1)), "{json:#}");
+    drop(agent);
 
     // The hook file points at a missing binary: fail, with the fix.
     fs::remove_file(node.install().join("tetragon-oci-hook")).unwrap();
