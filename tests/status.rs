@@ -245,8 +245,18 @@ fn status_on_containerd_2_1_names_the_refused_namespaces_when_the_agent_stops() 
     node.wait_registered();
     // No --grpc-address: the address comes from the hook's args in the plugin's state.
     let flags = nri_flags(&containerd);
+    let from = containerd.log_len();
     let (code, json) = node.status(&strs(&flags));
     assert_eq!(code, 0, "{json:#}");
+    // Our plugin's connection is the proof: no probe connection for containerd to log as a
+    // failed registration at every readiness probe.
+    let socket = check(&json, "nri-socket");
+    assert!(
+        socket["summary"].as_str().unwrap().contains("connected"),
+        "{socket:#}"
+    );
+    let logged = containerd.log_since(from);
+    assert!(!logged.contains("failed to register plugin"), "{logged}");
     assert_eq!(json["interface"], "nri-hook");
     assert!(
         text_of(&check(&json, "agent")["evidence"]).contains(&node.agent_address()),

@@ -42,18 +42,24 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let mut hook_args: Option<(Vec<String>, String)> = None;
     if nri {
         checks.push(status::nri::runtime_config(&args.config_file, release));
-        let left = deadline.saturating_duration_since(Instant::now());
-        checks.push(status::nri::socket(
-            &args.nri_hook_socket,
-            left.min(Duration::from_millis(500)),
-        ));
         let found = status::nri::plugin(&state_path, &args.nri_hook_name, &args.nri_hook_index);
+        let mut connected = None;
         if let (true, Some(st)) = (found.registered, &found.state) {
             hook_args = Some((
                 st.hook_args.clone(),
                 format!("the NRI state `{}`", state_path.display()),
             ));
+            // Registered through the socket checked (a pre-launched plugin has none).
+            if Path::new(&st.socket) == args.nri_hook_socket {
+                connected = Some(st.pid);
+            }
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        checks.push(status::nri::socket(
+            &args.nri_hook_socket,
+            left.min(Duration::from_millis(500)),
+            connected,
+        ));
         checks.push(found.check);
     } else {
         if args.crio_config.is_some() || args.containers_conf.is_some() {

@@ -147,8 +147,11 @@ pub fn runtime_config(config: &Path, release: Option<Release>) -> Check {
 }
 
 /// `nri-socket`: `socket` is a unix socket that accepts a connection within `timeout` (the
-/// connection is closed at once).
-pub fn socket(socket: &Path, timeout: Duration) -> Check {
+/// connection is closed at once). `connected_plugin`: the pid of our plugin when its state says
+/// it is registered through this socket: that live connection is the proof, and no probe is
+/// made (containerd logs every connection that does not register as an error, which a
+/// readiness probe would repeat every few seconds).
+pub fn socket(socket: &Path, timeout: Duration, connected_plugin: Option<u32>) -> Check {
     const ID: &str = "nri-socket";
     let restart = "check that containerd runs with NRI enabled (`systemctl status containerd`), \
                    then `systemctl restart containerd`; in a pod, mount the socket's directory \
@@ -166,6 +169,17 @@ pub fn socket(socket: &Path, timeout: Duration) -> Check {
                 .help("pass the runtime's NRI socket with --nri-hook.socket");
         }
         Ok(_) => {}
+    }
+    if let Some(pid) = connected_plugin {
+        return Check::new(
+            ID,
+            Verdict::Ok,
+            format!("our plugin (pid {pid}) is connected through the NRI socket"),
+        )
+        .evidence(format!(
+            "{}: not probed (a probe connection makes containerd log a failed registration)",
+            socket.display()
+        ));
     }
     match super::agent::connect_unix(socket, timeout) {
         Ok(()) => Check::new(ID, Verdict::Ok, "the NRI socket accepts connections")
@@ -375,22 +389,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nri.sock");
         assert_eq!(
-            socket(&file, Duration::from_millis(100)).result,
+            socket(&file, Duration::from_millis(100), None).result,
             Verdict::Fail
         );
         std::fs::write(&file, "").unwrap();
-        let c = socket(&file, Duration::from_millis(100));
+        let c = socket(&file, Duration::from_millis(100), None);
         assert!(c.summary.contains("not a socket"), "{c:?}");
         std::fs::remove_file(&file).unwrap();
         let listener = std::os::unix::net::UnixListener::bind(&file).unwrap();
         assert_eq!(
-            socket(&file, Duration::from_millis(100)).result,
+            socket(&file, Duration::from_millis(100), None).result,
             Verdict::Ok
+        );
+        assert!(
+            socket(&file, Duration::from_millis(100), Some(7))
+                .summary
+                .contains("pid 7")
         );
         drop(listener);
         // A socket file nobody listens on.
         assert_eq!(
-            socket(&file, Duration::from_millis(100)).result,
+            socket(&file, Duration::from_millis(100), None).result,
             Verdict::Fail
         );
     }
