@@ -527,3 +527,140 @@ fn status_rejects_bad_flags_with_exit_2() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// containerd without NRI (`add-oci-hook`): runc runtimes get the hook from a base runtime spec
+/// (set through our drop-in); a CRI container starts through the hook; `status` follows the
+/// spec through the imports, reads the hook's args from it, counts the container, exit 0. A
+/// spec without our hook: fail, naming the runtime and the fix.
+fn status_follows_the_base_runtime_spec(release: Release) {
+    let bin_dir = require!(
+        support::runtimes::bin_dir(release),
+        support::runtimes::missing(release)
+    );
+    let node = Node::new();
+    let _agent = Agent::start_at(&node.agent_socket(), Behavior::Accept);
+    // Our install copies the binary; its hooks.d file (in a dir nobody reads) gives the argv.
+    let scratch = node.dir.path().join("scratch-hooks");
+    fs::create_dir(&scratch).unwrap();
+    let install = node.install().display().to_string();
+    let out = support::cmd::run(&[
+        "install",
+        "--interface=oci-hooks",
+        "--local-binary",
+        support::hook_bin(),
+        "--local-install-dir",
+        &install,
+        "--host-install-dir",
+        &install,
+        "--oci-hooks.local-dir",
+        &scratch.display().to_string(),
+        "hook-args",
+        "--grpc-address",
+        &node.agent_address(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let hook: Value =
+        serde_json::from_slice(&fs::read(scratch.join("tetragon-oci-hook.json")).unwrap()).unwrap();
+    let out = std::process::Command::new(bin_dir.join("ctr"))
+        .args(["oci", "spec"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut spec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    spec["hooks"] = serde_json::json!({ "createRuntime": [hook["hook"].clone()] });
+    let spec_path = node.dir.path().join("base-spec.json");
+    fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+
+    // NRI on as the pods' config has it; the hook comes from the base spec alone (no plugin).
+    let setup = support::cri::containerd_setup(release).edit(|doc, _| {
+        let mut a = toml_edit::Array::new();
+        a.push("conf.d/*.toml");
+        doc.insert("imports", toml_edit::value(a));
+    });
+    let ctrd = Containerd::configure(release, setup).unwrap();
+    fs::create_dir_all(ctrd.paths.base.join("conf.d")).unwrap();
+    let config = ctrd.paths.config.display().to_string();
+    let out = support::cmd::run(&[
+        "patch-containerd-conf",
+        "add-oci-hook",
+        "--runtime-spec",
+        &spec_path.display().to_string(),
+        "--drop-in",
+        "auto",
+        "--containerd-version",
+        release.as_str(),
+        "--config-file",
+        &config,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ctrd = ctrd.started();
+    support::cri::import_image(&bin_dir.join("ctr"), ctrd.grpc_socket(), node.dir.path()).unwrap();
+    let logs = node.dir.path().join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let mut cri = support::cri::Cri::connect(ctrd.grpc_socket()).unwrap();
+    let pod = support::cri::PodSpec {
+        name: "basespec".into(),
+        namespace: "default".into(),
+        uid: format!("uid-basespec-{}", std::process::id()),
+    };
+    let (pod_id, sandbox) = cri.run_pod(&pod, &logs).unwrap();
+    let started = (|| {
+        let cid = cri
+            .create_container(&pod_id, &sandbox, "app", &["/bin/sleep", "600"])
+            .map_err(|e| format!("create: {e}"))?;
+        cri.start_container(&cid).map_err(|e| format!("start: {e}"))
+    })();
+    if let Err(e) = cri.remove_pod(&pod_id) {
+        eprintln!("teardown: removing pod {pod_id}: {e}");
+    }
+    started.unwrap_or_else(|e| panic!("{release}: {e}\n{}", ctrd.log()));
+
+    let flags = [
+        "--interface",
+        "oci-hooks",
+        "--config-file",
+        &config,
+        "--containerd-version",
+        release.as_str(),
+    ];
+    let (code, json) = node.status(&flags);
+    assert_eq!(code, 0, "{release}: {json:#}");
+    let rc = check(&json, "runtime-config");
+    assert_eq!(rc["result"], "ok", "{json:#}");
+    assert!(
+        text_of(&rc["evidence"]).contains("conf.d/99-tetragon-oci-hook.toml:"),
+        "{rc:#}"
+    );
+    assert_eq!(check(&json, "hook-file")["result"], "skip", "{json:#}");
+    assert!(
+        text_of(&check(&json, "agent")["evidence"]).contains("base runtime spec"),
+        "{json:#}"
+    );
+    let log = check(&json, "hook-log");
+    assert!(
+        text_of(&log["summary"]).contains("1 container(s) allowed"),
+        "{release}: {log:#}"
+    );
+
+    // The spec loses our hook: fail, with the fix.
+    spec["hooks"] = serde_json::json!({});
+    fs::write(&spec_path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    let (code, json) = node.status(&flags);
+    assert_eq!(code, 2, "{json:#}");
+    let rc = check(&json, "runtime-config");
+    assert!(
+        text_of(&rc["summary"]).contains("does not hold the hook"),
+        "{rc:#}"
+    );
+    assert!(text_of(&rc["help"]).contains("add-oci-hook"), "{rc:#}");
+}
+
+#[test]
+fn status_on_containerd_1_7_follows_the_base_runtime_spec_of_add_oci_hook() {
+    status_follows_the_base_runtime_spec(Release::V1_7);
+}
+
+#[test]
+fn status_on_containerd_2_1_follows_the_base_runtime_spec_of_add_oci_hook() {
+    status_follows_the_base_runtime_spec(Release::V2_1);
+}
