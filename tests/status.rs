@@ -664,3 +664,51 @@ fn status_on_containerd_1_7_follows_the_base_runtime_spec_of_add_oci_hook() {
 fn status_on_containerd_2_1_follows_the_base_runtime_spec_of_add_oci_hook() {
     status_follows_the_base_runtime_spec(Release::V2_1);
 }
+
+/// Reads the plugin's state file once it satisfies `done`.
+fn wait_state(path: &Path, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let st: Option<Value> = fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(st) = st.filter(|s| done(s)) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "state never satisfied: {path:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn nri_state_file_records_the_runtime_and_adjustments_and_is_removed_on_sigterm() {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut setup = support::fake_nri::Setup::start(&[]);
+    let mut conn = setup.registered();
+    let path = setup
+        .dir
+        .path()
+        .join("install")
+        .join("tetragon-nri-hook.state");
+    let st = wait_state(&path, |s| s["registered"] == true);
+    assert_eq!(st["runtime_name"], "fake", "{st:#}");
+    assert_eq!(st["pid"], setup.child.id(), "{st:#}");
+    assert_eq!(
+        st["socket"],
+        support::fake_nri::Setup::socket(setup.dir.path())
+            .display()
+            .to_string()
+    );
+    let meta = fs::symlink_metadata(&path).unwrap();
+    assert!(meta.is_file() && meta.mode() & 0o7777 == 0o644, "{meta:?}");
+    for i in 0..3 {
+        let req = support::fake_nri::create_request("app", &format!("c{i}"));
+        assert!(!support::fake_nri::ok_payload(conn.call("CreateContainer", req)).is_empty());
+    }
+    // Written within a second of the last adjustment (at most once a second).
+    let st = wait_state(&path, |s| s["containers_adjusted"] == 3);
+    assert!(st["last_adjusted"].is_string(), "{st:#}");
+    setup.child.signal(libc::SIGTERM);
+    assert!(setup.child.wait_for(WAIT).is_some_and(|s| s.success()));
+    assert!(!path.exists(), "the state file outlived a clean exit");
+}
