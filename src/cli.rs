@@ -48,6 +48,9 @@ pub(crate) enum Command {
     Uninstall(UninstallArgs),
     /// Print the hook file (hooks.d JSON) for a hook binary.
     PrintConfig(PrintConfigArgs),
+    /// Check whether the hook is set up and working on this node, and say why not (exit 0 all
+    /// ok, 1 warnings only, 2 a failure). Writes nothing.
+    Status(StatusArgs),
 }
 
 /// Where a patch command's result goes, at the end of its `--help` (`-h` too).
@@ -198,6 +201,132 @@ Everything after `hook-args` is the hook's own command line: it is not read as f
 Example:
   tetragon-oci-hook-setup install --local-install-dir /hostInstall --host-install-dir /opt/tetragon \\
     hook-args --grpc-address unix:///var/run/tetragon/tetragon.sock --fail-allow-namespaces kube-system";
+
+/// Which setup `status` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusInterface {
+    /// A hooks.d JSON file (cri-o, podman).
+    OciHooks,
+    /// Our NRI plugin (containerd).
+    NriHook,
+    /// nri-hook when the plugin's state file or the NRI socket is there, else oci-hooks.
+    Auto,
+}
+
+/// How `status` prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// One line per check, worst first.
+    Text,
+    /// The documented JSON schema (`schema_version` 1).
+    Json,
+}
+
+/// `status`: the flags of `install` (same names and defaults), so the DaemonSet can run it with
+/// the flags it has.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Which setup to check.
+    #[arg(long, value_enum, default_value_t = StatusInterface::Auto)]
+    pub(crate) interface: StatusInterface,
+
+    /// containerd's config (nri-hook: NRI must be enabled in it, with its imports).
+    #[arg(
+        long,
+        visible_alias = "containerd-config",
+        value_name = "PATH",
+        default_value = defaults::CONTAINERD_CONFIG
+    )]
+    pub(crate) config_file: PathBuf,
+
+    /// The containerd release reading the config (`X.Y`), which decides how imports merge
+    /// [default: from the config's `version`: 3 and more is 2.x].
+    #[arg(long, value_name = "X.Y")]
+    pub(crate) containerd_version: Option<String>,
+
+    /// The image's copy of the hook binary, compared with the installed one.
+    #[arg(long, value_name = "PATH", default_value = defaults::LOCAL_BINARY)]
+    pub(crate) local_binary: PathBuf,
+
+    /// The install dir as mounted here.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub(crate) local_install_dir: PathBuf,
+
+    /// The same dir as the host sees it (the paths in the hook file) [default: --local-install-dir].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) host_install_dir: Option<PathBuf>,
+
+    /// The runtime's hooks dir as mounted here (oci-hooks interface).
+    #[arg(
+        long = "oci-hooks.local-dir",
+        value_name = "DIR",
+        default_value = defaults::HOOKS_LOCAL_DIR
+    )]
+    pub(crate) oci_hooks_local_dir: PathBuf,
+
+    /// The runtime's hooks dir as the host sees it, checked against `--crio-config` or
+    /// `--containers-conf` (as for `install`).
+    #[arg(long = "oci-hooks.host-dir", value_name = "DIR")]
+    pub(crate) oci_hooks_host_dir: Option<PathBuf>,
+
+    /// cri-o's config (or `auto`): check that cri-o reads the hooks dir (oci-hooks).
+    #[arg(long, value_name = "PATH|auto")]
+    pub(crate) crio_config: Option<PathBuf>,
+
+    /// podman's containers.conf (or `auto`): check that podman reads the hooks dir (oci-hooks).
+    #[arg(long, value_name = "PATH|auto")]
+    pub(crate) containers_conf: Option<PathBuf>,
+
+    /// Index of the NRI plugin (nri-hook interface).
+    #[arg(long = "nri-hook.index", value_name = "NN", default_value = defaults::NRI_PLUGIN_INDEX)]
+    pub(crate) nri_hook_index: String,
+
+    /// Name of the NRI plugin (nri-hook interface).
+    #[arg(
+        long = "nri-hook.name",
+        value_name = "NAME",
+        default_value = defaults::NRI_PLUGIN_NAME
+    )]
+    pub(crate) nri_hook_name: String,
+
+    /// The runtime's NRI socket (nri-hook interface).
+    #[arg(
+        long = "nri-hook.socket",
+        value_name = "PATH",
+        default_value = defaults::NRI_SOCKET
+    )]
+    pub(crate) nri_hook_socket: PathBuf,
+
+    /// The agent's address [default: the installed hook's `--grpc-address`, else
+    /// `unix:///var/run/tetragon/tetragon.sock`].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) grpc_address: Option<String>,
+
+    /// The longest the whole run may take (`2s`, `500ms`); every probe is cut to fit.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
+    pub(crate) timeout: std::time::Duration,
+
+    /// Output format.
+    #[arg(long, visible_alias = "output-format", value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+
+    /// Exit 0 when the worst result is a warning (for a readiness probe: a refused container
+    /// in the log should not take the pod out of service).
+    #[arg(long)]
+    pub(crate) ignore_warnings: bool,
+}
+
+/// `--timeout`: a Go-style duration or plain seconds, above zero and at most 60 s.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.parse::<f64>() {
+        Ok(secs) => std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())?,
+        Err(_) => oci_hook::args::parse_duration(s).map_err(|e| format!("{e:#}"))?,
+    };
+    if d.is_zero() || d > std::time::Duration::from_secs(60) {
+        return Err(format!("`{s}` is not between 0 and 60 s (e.g. `2s`)"));
+    }
+    Ok(d)
+}
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
@@ -530,6 +659,27 @@ mod tests {
             panic!("no hook args")
         };
         assert_eq!(args, ["--crio-config"]);
+    }
+
+    #[test]
+    fn status_takes_the_charts_install_flags_and_both_output_spellings() {
+        let cli = parse_cli(argv(
+            "x status --interface=nri-hook --local-install-dir=/hostInstall \
+             --host-install-dir=/opt/tetragon --oci-hooks.local-dir=/hostHooks \
+             --nri-hook.socket=/var/run/nri/nri.sock --timeout 500ms --output-format json",
+        ))
+        .unwrap();
+        let Command::Status(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.interface, StatusInterface::NriHook);
+        assert_eq!(args.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(
+            parse_timeout("1.5"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        assert!(parse_timeout("0s").is_err() && parse_timeout("2m").is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod nri;
 mod patch;
 mod print_config;
 mod runtime_conf;
+mod status;
 mod uninstall;
 
 use std::process::ExitCode;
@@ -35,6 +36,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::install(args, verbose),
         Command::Uninstall(args) => uninstall::uninstall(args, verbose),
         Command::PrintConfig(args) => print_config::print_config(&args),
+        Command::Status(args) => status::status(&args),
         Command::PatchContainerdConf(args) => patch::containerd(args, verbose),
         Command::PatchCrioConf(args) => patch::crio(args, verbose),
     }

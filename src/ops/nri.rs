@@ -26,6 +26,7 @@ pub(crate) fn run_prelaunched_from_config(fd: &str) -> anyhow::Result<ExitCode> 
         Prelaunched::FromConfig,
         &sfd,
         nri::log::Level::Info,
+        None,
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -86,6 +87,9 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
     };
     report(&install.plan.apply()?, true);
     let hook = install.invocation;
+    let state_file = args
+        .local_install_dir
+        .join(rthooks::status::state::FILE_NAME);
     let sfd = signals.signalfd().context("failed to create a signalfd")?;
     // The binary stays installed on exit: a container whose creation got the hook may still run
     // it (containerd starts the task later), and a missing hook binary would fail that start.
@@ -97,6 +101,7 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
             Prelaunched::Fixed(hook),
             &sfd,
             log_level,
+            Some(state_file),
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -108,6 +113,7 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
             hook,
             give_up_after,
             log_level,
+            state_file: Some(state_file),
         },
         &sfd,
     )?;
