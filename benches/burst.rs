@@ -37,7 +37,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::{Duration, Instant};
 
-use oci_hook::log::MAX_SIZE;
+use oci_hook::log::{LOCK_BUSY_MSG, MAX_SIZE};
 use support::child::{ChildGuard, signal_pid};
 use test_agent::{Agent, Behavior};
 
@@ -290,6 +290,7 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
     let (mut ended, mut total, mut wrong_code) = (0, 0, 0);
     let mut codes: BTreeMap<Option<i32>, usize> = BTreeMap::new();
     let mut walls = Vec::new();
+    let mut busy = 0;
     let cpu_before = children_cpu();
     for _ in 0..s.rounds {
         let _ = fs::remove_dir_all(log.parent().unwrap());
@@ -314,6 +315,7 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
 
         let files = log_files(&log);
         let c = check_log(&files, s.decision);
+        busy += c.by_msg.get(LOCK_BUSY_MSG).copied().unwrap_or(0);
         let once = (0..HOOKS)
             .filter(|i| c.decisions.get(&format!("burst-{i}")) == Some(&1))
             .count();
@@ -347,11 +349,16 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
             );
         }
         if prefill > 0 {
-            let rotated = files.len() == 2;
-            let backup_ok = rotated && fs::metadata(&files[0]).unwrap().len() <= MAX_SIZE;
+            // Two concurrent rotators can leave a second, small backup (see oci-hook/src/log.rs);
+            // what must hold is that the filler and every decision line are somewhere.
+            let rotated = files.len() >= 2;
+            let within = files[..files.len().saturating_sub(1)]
+                .iter()
+                .all(|f| fs::metadata(f).unwrap().len() <= MAX_SIZE);
             println!(
-                "  {}: rotated once: {rotated}; backup within the size limit: {backup_ok}",
-                s.name
+                "  {}: rotated: {rotated} ({} backups); every backup within the size limit: {within}",
+                s.name,
+                files.len().saturating_sub(1)
             );
             ok &= rotated;
         }
@@ -360,6 +367,11 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
     ok &= ended == total && wrong_code == 0;
     let cpu = (children_cpu() - cpu_before) / total as u32;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{}: hooks that found the log lock busy for {} and wrote without it: {busy}",
+        s.name,
+        ms(oci_hook::log::LOCK_WAIT)
+    );
     println!(
         "{}: CPU (user + system) per hook {}: {HOOKS} hooks need at least {} on {cores} cores",
         s.name,
