@@ -6,7 +6,8 @@
 //! own bundle with a `config.json`) and waits for it; a hook's latency is from just before its
 //! spawn to its exit. All hooks share one log file, as on a node. Runs:
 //!
-//! - the stand-in agent up, answering each call after 1 ms (in this process, on its own thread);
+//! - the stand-in agent up, answering each call after 1 ms (in this process, on its own thread),
+//!   first with 10 and 50 hooks at once (how latency grows with the burst), then 200;
 //! - the agent down, default fail policy (every container refused, exit 1);
 //! - the agent down, `--fail-allow-namespaces default` (every container allowed, exit 0);
 //! - the agent up, the log pre-filled to just under the rotation size ([`MAX_SIZE`]) so that the
@@ -43,6 +44,8 @@ use test_agent::{Agent, Behavior};
 
 /// Hooks started at once.
 const HOOKS: usize = 200;
+/// Smaller bursts run first with the agent up, to show how latency grows with the burst.
+const SMALLER: [usize; 2] = [10, 50];
 /// Bursts with the agent up (latency samples: `HOOKS * ROUNDS_UP`).
 const ROUNDS_UP: usize = 5;
 /// How long the agent takes to answer.
@@ -121,12 +124,12 @@ impl Burst {
     }
 }
 
-/// Starts [`HOOKS`] hooks at once with `args` (before `createRuntime`) and waits for them all.
-fn burst(work: &Work, args: &[String]) -> Burst {
-    let barrier = Arc::new(Barrier::new(HOOKS + 1));
+/// Starts `n` hooks at once with `args` (before `createRuntime`) and waits for them all.
+fn burst(work: &Work, args: &[String], n: usize) -> Burst {
+    let barrier = Arc::new(Barrier::new(n + 1));
     let (tx, rx) = mpsc::channel();
-    let mut threads = Vec::with_capacity(HOOKS);
-    for i in 0..HOOKS {
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
         let bundle = work.bundle(i);
         let state = format!(
             r#"{{"ociVersion":"1.0.2","id":"burst-{i}","status":"creating","pid":1,"bundle":"{}"}}"#,
@@ -158,10 +161,10 @@ fn burst(work: &Work, args: &[String]) -> Burst {
     drop(tx);
     let t0 = Instant::now();
     barrier.wait();
-    let mut pids = vec![None; HOOKS];
-    let mut ends = vec![None; HOOKS];
+    let mut pids = vec![None; n];
+    let mut ends = vec![None; n];
     let deadline = t0 + BURST_LIMIT;
-    let mut left = HOOKS;
+    let mut left = n;
     while left > 0 {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok((i, Some(pid), _)) => pids[i] = Some(pid),
@@ -173,7 +176,7 @@ fn burst(work: &Work, args: &[String]) -> Burst {
         }
     }
     let wall = t0.elapsed();
-    let hung: Vec<usize> = (0..HOOKS).filter(|i| ends[*i].is_none()).collect();
+    let hung: Vec<usize> = (0..n).filter(|i| ends[*i].is_none()).collect();
     for &i in &hung {
         if let Some(pid) = pids[i] {
             let _ = signal_pid(pid as i32, libc::SIGKILL);
@@ -276,6 +279,8 @@ fn target(work: &str, measured: &str, target: &str, met: bool) {
 
 struct Scenario<'a> {
     name: &'a str,
+    /// Hooks started at once.
+    hooks: usize,
     args: Vec<String>,
     code: i32,
     decision: &'a str,
@@ -301,10 +306,10 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
         }
         let mut args = vec!["--log-fname".to_owned(), log.display().to_string()];
         args.extend(s.args.iter().cloned());
-        let b = burst(work, &args);
+        let b = burst(work, &args, s.hooks);
         walls.push(b.wall);
         ended += b.ended();
-        total += HOOKS;
+        total += s.hooks;
         for (code, n) in b.codes() {
             *codes.entry(code).or_default() += n;
             if code != Some(s.code) {
@@ -316,12 +321,12 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
         let files = log_files(&log);
         let c = check_log(&files, s.decision);
         busy += c.by_msg.get(LOCK_BUSY_MSG).copied().unwrap_or(0);
-        let once = (0..HOOKS)
+        let once = (0..s.hooks)
             .filter(|i| c.decisions.get(&format!("burst-{i}")) == Some(&1))
             .count();
         let extra = c.decisions.values().sum::<usize>() - once;
         let round_ok = c.broken == 0
-            && once == HOOKS
+            && once == s.hooks
             && extra == 0
             && c.other_decisions == 0
             && c.filler == filler;
@@ -337,10 +342,11 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
                 })
                 .collect();
             println!(
-                "  {}: log files [{}]; {} lines, {} broken, {once}/{HOOKS} hooks with exactly one \
+                "  {}: log files [{}]; {} lines, {} broken, {once}/{} hooks with exactly one \
                  decision line, {extra} extra, {} other decisions, filler {}/{filler}; by msg {:?}",
                 s.name,
                 sizes.join(", "),
+                s.hooks,
                 c.lines,
                 c.broken,
                 c.other_decisions,
@@ -373,10 +379,11 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
         ms(oci_hook::log::LOCK_WAIT)
     );
     println!(
-        "{}: CPU (user + system) per hook {}: {HOOKS} hooks need at least {} on {cores} cores",
+        "{}: CPU (user + system) per hook {}: {} hooks need at least {} on {cores} cores",
         s.name,
         ms(cpu),
-        ms(cpu * HOOKS as u32 / cores as u32)
+        s.hooks,
+        ms(cpu * s.hooks as u32 / cores as u32)
     );
     lat.sort();
     walls.sort();
@@ -457,8 +464,24 @@ fn main() {
         format!("unix://{}", work.dir.join("none.sock").display()),
     ];
     let mut all_ok = true;
+    // Smaller bursts first: how the latency grows with the number started at once.
+    let mut expected_calls = 0;
+    for n in SMALLER {
+        let name = format!("agent up (1 ms), {n} at once");
+        let s = Scenario {
+            name: &name,
+            hooks: n,
+            args: up.clone(),
+            code: 0,
+            decision: MSG_OK,
+            rounds: ROUNDS_UP,
+        };
+        all_ok &= run(&work, &s, 0).0;
+        expected_calls += n * ROUNDS_UP;
+    }
     let s = Scenario {
         name: "agent up (1 ms)",
+        hooks: HOOKS,
         args: up.clone(),
         code: 0,
         decision: MSG_OK,
@@ -477,11 +500,9 @@ fn main() {
         p99 < P99_TARGET,
     );
     let calls = agent.requests().len();
-    println!(
-        "agent received {calls} calls (expected {})",
-        HOOKS * ROUNDS_UP
-    );
-    all_ok &= calls == HOOKS * ROUNDS_UP;
+    expected_calls += HOOKS * ROUNDS_UP;
+    println!("agent received {calls} calls (expected {expected_calls})");
+    all_ok &= calls == expected_calls;
 
     for (name, mut extra, code, decision) in [
         ("agent down, refused", vec![], 1, MSG_REFUSE),
@@ -496,6 +517,7 @@ fn main() {
         a.append(&mut extra);
         let s = Scenario {
             name,
+            hooks: HOOKS,
             args: a,
             code,
             decision,
@@ -514,6 +536,7 @@ fn main() {
     // The burst crosses the rotation size: about half its lines before, half after.
     let s = Scenario {
         name: "agent up, crossing the rotation size",
+        hooks: HOOKS,
         args: up,
         code: 0,
         decision: MSG_OK,
