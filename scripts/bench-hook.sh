@@ -97,3 +97,18 @@ printf '%-44s %8.2f MB   < 6 MB (%s bytes)\n' "binary size" "$(awk "BEGIN{print 
 printf '%-44s %10s\n' "linking" "$static"
 printf '%-44s %10s\n' "requests the agent received" "$calls"
 printf '%-44s %10s\n' "load average (1 min) during the run" "$(cut -d' ' -f1 /proc/loadavg)"
+
+# One `target:` line per target, for scripts/bench-all.sh.
+target() { # work, measured, value, limit (value < limit is met)
+    local met="NOT met"
+    awk "BEGIN{exit !($3 < $4)}" && met=met
+    printf 'target: %s | %s | < %s | %s\n' "$1" "$2" "$5" "$met"
+}
+m_disabled=$(median_ms "$work/bench.json" 1)
+m_agent=$(median_ms "$work/bench.json" 2)
+mib_disabled=$(awk "BEGIN{printf \"%.2f\", $rss_disabled/1024}")
+mb=$(awk "BEGIN{printf \"%.2f\", $size/1000000}")
+target "hook createRuntime, --disable-grpc (median)" "$m_disabled ms" "$m_disabled" 2 "2 ms"
+target "hook createRuntime, stand-in agent (median)" "$m_agent ms" "$m_agent" 5 "5 ms"
+target "hook peak RSS, --disable-grpc" "$mib_disabled MiB" "$mib_disabled" 4 "4 MiB"
+target "hook binary size (dist, static, stripped)" "$mb MB" "$mb" 5 "5 MB"

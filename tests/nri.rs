@@ -88,6 +88,32 @@ fn synchronize_echoes_more_and_create_container_gets_the_hook() {
 }
 
 #[test]
+fn synchronize_of_5000_containers_split_as_containerd_splits_it_is_answered_in_order() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    let pods = support::fake_nri::pods_bytes(2500);
+    let ctrs: Vec<Vec<u8>> = (0..5000)
+        .map(|i| {
+            let id = format!("{i:064x}");
+            support::fake_nri::container_bytes("app", &id, &format!("pod-{}", i / 2), 135)
+        })
+        .collect();
+    let messages = support::fake_nri::synchronize_requests(&pods, &ctrs);
+    assert!(messages.len() > 1, "65 MB of containers is split");
+    for (i, m) in messages.iter().enumerate() {
+        let more = i + 1 < messages.len();
+        assert!(m.len() <= support::fake_nri::TTRPC_MESSAGE_MAX);
+        assert_eq!(SynchronizeRequest::decode(m.as_slice()).unwrap().more, more);
+        let resp = c.call_as_containerd("Synchronize", m.clone());
+        let resp = SynchronizeResponse::decode(ok_payload(resp).as_slice()).unwrap();
+        assert_eq!(resp.more, more, "message {i} of {}", messages.len());
+    }
+    // Still serving: the next container gets the hook.
+    let resp = c.call("CreateContainer", create_request("nginx", "ctr-after-sync"));
+    assert_adds_hook(resp, "/opt/tetragon", &["--grpc-address", "unix:///t.sock"]);
+}
+
+#[test]
 fn unknown_methods_and_services_get_unimplemented() {
     let s = Setup::start(&[]);
     let mut c = s.registered();
