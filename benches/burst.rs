@@ -84,7 +84,7 @@ impl Work {
                     "io.kubernetes.cri.sandbox-name": format!("web-{i}"),
                     "io.kubernetes.cri.sandbox-namespace": "default",
                     "io.kubernetes.cri.sandbox-uid": format!("uid-{i}"),
-                    "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.27",
+                    "io.kubernetes.cri.image-name": "localhost/library/nginx:1.27",
                 },
                 "linux": {"cgroupsPath": format!("kubepods-besteffort-pod{i}.slice:cri-containerd:burst{i}")},
             });

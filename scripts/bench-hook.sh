@@ -41,7 +41,7 @@ cat > "$work/bundle/config.json" <<JSON
  "mounts":[{"destination":"/proc","type":"proc","source":"proc","options":["nosuid"]}],
  "annotations":{"io.kubernetes.cri.container-name":"app","io.kubernetes.cri.sandbox-name":"web-0",
   "io.kubernetes.cri.sandbox-namespace":"default","io.kubernetes.cri.sandbox-uid":"6b1f",
-  "io.kubernetes.cri.image-name":"docker.io/library/nginx:1.27"},
+  "io.kubernetes.cri.image-name":"localhost/library/nginx:1.27"},
  "linux":{"cgroupsPath":"kubepods-besteffort-pod6b1f.slice:cri-containerd:c0ffee"}}
 JSON
 printf '{"ociVersion":"1.0.2","id":"c0ffee","status":"creating","pid":1,"bundle":"%s"}' \
