@@ -904,3 +904,79 @@ fn chart_oci_hooks_pod_with_values_set_installs_and_removes_the_hook() {
     assert_eq!(code, 0, "{}", run.logs("tetragon-rthooks"));
     assert!(!node.hook_file().exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The manifests against the Kubernetes API schema.
+
+/// `scripts/validate-manifests.sh FILES...`: `None` (after the skip policy) when the validator
+/// cannot be installed here, else whether the files are valid and the output.
+fn validate(files: &[&Path]) -> Option<(bool, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-manifests.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(files)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    match out.status.code() {
+        Some(3) => {
+            skip(format!(
+                "kubernetes-validate not installable: {}",
+                all.trim()
+            ));
+            None
+        }
+        Some(0) => Some((true, all)),
+        Some(1) => Some((false, all)),
+        c => panic!("{}: exit {c:?}:\n{all}", script.display()),
+    }
+}
+
+#[test]
+fn deploy_manifests_validate_strictly_against_the_kubernetes_schema() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut files: Vec<PathBuf> = fs::read_dir(&deploy)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let Some((valid, out)) = validate(&refs) else {
+        return;
+    };
+    assert!(valid, "{out}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        for v in ["1.30", "1.33"] {
+            assert!(
+                out.contains(&format!(
+                    "{name} passed for resource daemonset/tetragon-rthooks against version {v}"
+                )),
+                "{name} not validated against {v}:\n{out}"
+            );
+        }
+    }
+
+    // The same manifest with one field misspelt is refused: the check is strict.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let good = fs::read_to_string(&files[0]).unwrap();
+    assert!(good.contains("readOnlyRootFilesystem: true"));
+    fs::write(
+        &bad,
+        good.replace(
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesytem: true",
+        ),
+    )
+    .unwrap();
+    let (valid, out) = validate(&[&bad]).unwrap();
+    assert!(!valid, "{out}");
+    assert!(
+        out.contains("'readOnlyRootFilesytem' was unexpected"),
+        "{out}"
+    );
+}
