@@ -17,6 +17,8 @@
 //!   grace period) stops it cleanly and the hook binary stays.
 //! - oci-hooks: the hook file appears in the (mapped) host hooks dir; a host podman container
 //!   runs the hook; the sidecar prints its log line; SIGTERM removes the hook file and binary.
+//! - The chart's nri-hook pod mounts the socket file itself: after a containerd restart it is
+//!   left with the dead socket (why deploy/ mounts the directory).
 //! - The chart's own container command (`_container_rthooks.tpl`), rendered by [`chart`] for
 //!   default values and for values with `failAllowNamespaces`, `failAllowNamespacesRegex` and
 //!   `extraHookArgs`, checked against `tests/fixtures/chart/*.args`, then run in the chart's pod.
@@ -48,6 +50,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const HOST_INSTALL: &str = "/opt/tetragon";
 const HOST_HOOKS: &str = "/usr/share/containers/oci/hooks.d";
 const HOST_NRI_DIR: &str = "/var/run/nri";
+const HOST_NRI_SOCKET: &str = "/var/run/nri/nri.sock";
 const AGENT_SOCKET: &str = "/var/run/tetragon/tetragon.sock";
 
 fn text(b: &[u8]) -> String {
@@ -591,6 +594,16 @@ fn nri_pod_on(release: Release) {
         .wait_log(connected, WAIT)
         .unwrap_or_else(|log| panic!("{release}: pod's plugin not connected:\n{log}"));
 
+    // The pod connected with no capability: containerd's NRI socket dir is root's and 0700, so
+    // only uid 0 may reach the socket, and it does by owner rights alone (no CAP_DAC_OVERRIDE).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = fs::metadata(&nri_dir).unwrap();
+        let sock = fs::metadata(containerd.nri_socket()).unwrap();
+        assert_eq!((dir.uid(), dir.mode() & 0o777), (0, 0o700), "{release}");
+        assert_eq!(sock.uid(), 0, "{release}");
+    }
+
     // A CRI container gets the hook; the agent gets the request; the sidecar prints the log.
     let mut cri = Cri::connect(containerd.grpc_socket()).unwrap();
     let logs = work.path().join("pod-logs");
@@ -790,6 +803,51 @@ mod chart {
             "volumes": volumes,
         })
     }
+}
+
+/// The chart's own nri-hook pod (default values) mounts the NRI socket itself (`type:
+/// Socket`): its plugin registers, but once containerd restarts, the mount still holds the old,
+/// dead socket (containerd made a new one at the path), so the plugin cannot reconnect while
+/// its container lives. deploy/rthooks-nri-hook.yaml mounts the directory instead, and
+/// re-registers (`nri_pod_registers_hooks_cri_containers_and_survives_containerd_restart_*`).
+#[test]
+fn chart_nri_pod_registers_but_its_socket_mount_goes_stale_when_containerd_restarts() {
+    let Some(podman) = image() else { return };
+    let release = Release::V2_1;
+    let mut containerd = require!(
+        support::containerd::Containerd::start(release, support::containerd::Setup::enable_nri()),
+        runtimes::missing(release)
+    );
+    let work = tempfile::tempdir().unwrap();
+    let agent = Agent::start_at(&work.path().join("agent.sock"), Behavior::Accept);
+    let map = PathMap::default()
+        .with(HOST_INSTALL, &work.path().join("opt-tetragon"))
+        .with(HOST_NRI_SOCKET, containerd.nri_socket())
+        .with(AGENT_SOCKET, agent.socket());
+    let values = chart::Values::defaults("nri-hook");
+    let pod = chart::pod(&values, "localhost/tetragon-rthooks:latest");
+    let run = PodRun::start(&podman, &pod, &map);
+    let connected = "plugin \\\"01-tetragon\\\" connected";
+    containerd
+        .wait_log(connected, WAIT)
+        .unwrap_or_else(|log| panic!("the chart's pod did not register:\n{log}"));
+
+    let from = containerd.log_len();
+    containerd.restart();
+    let stale = containerd.wait_log_since(from, connected, Duration::from_secs(5));
+    assert!(
+        stale.is_err(),
+        "the chart's pod re-registered through a socket mount:\n{}",
+        run.logs("tetragon-rthooks")
+    );
+    assert_eq!(run.inspect("tetragon-rthooks")["State"]["Running"], true);
+    // It keeps trying the dead socket it was given.
+    let logs = run.logs("tetragon-rthooks");
+    assert!(
+        logs.contains("cannot connect to `/var/run/nri/nri.sock`")
+            && logs.contains("Connection refused"),
+        "{logs}"
+    );
 }
 
 /// The values of the second case: every value that reaches the command line set.
