@@ -1038,3 +1038,81 @@ fn deploy_manifests_validate_strictly_against_the_kubernetes_schema() {
         "{out}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A node without a registry: the image moved with `podman save` / `ctr images import`.
+
+#[test]
+fn image_saved_by_podman_imports_into_containerd_and_runs_there() {
+    let Some(podman) = image() else { return };
+    let release = Release::V2_1;
+    let containerd = require!(
+        support::containerd::Containerd::start(
+            release,
+            support::containerd::Setup::default_config()
+        ),
+        runtimes::missing(release)
+    );
+    let ctr = runtimes::bin_dir(release).unwrap().join("ctr");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("rthooks.tar");
+    let image = "localhost/tetragon-rthooks:latest";
+    let out = podman
+        .command(work.path())
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman save: {}", text(&out.stderr));
+    let ctr_cmd = |args: &[&str]| {
+        Command::new(&ctr)
+            .arg("--address")
+            .arg(containerd.grpc_socket())
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = ctr_cmd(&["images", "import", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "ctr import: {}", text(&out.stderr));
+    let out = ctr_cmd(&["images", "ls", "-q"]);
+    assert!(
+        text(&out.stdout).lines().any(|l| l == image),
+        "{}",
+        text(&out.stdout)
+    );
+    // The kubelet's view: PATH from the image config finds our binaries, and `tail` is there.
+    let id = format!("rthooks-import-{}", std::process::id());
+    let out = ctr_cmd(&[
+        "run",
+        "--rm",
+        "--net-host",
+        image,
+        &id,
+        "tetragon-oci-hook-setup",
+        "--version",
+    ]);
+    assert!(
+        out.status.success() && text(&out.stdout).starts_with("tetragon-oci-hook-setup "),
+        "ctr run: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = ctr_cmd(&[
+        "run",
+        "--rm",
+        "--net-host",
+        image,
+        &format!("{id}-tail"),
+        "tail",
+        "--help",
+    ]);
+    assert!(
+        text(&out.stderr).contains("-F"),
+        "tail: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
