@@ -3,14 +3,15 @@
 # static busybox `tail`) with podman, pulling nothing, and prints its size.
 #
 # Usage: scripts/build-image.sh [--arch amd64|arm64] [--profile dist|release|debug]
-#                               [--no-cargo] [--store DIR] [--tag IMAGE]
+#                               [--no-cargo | --bins DIR] [--store DIR] [--tag IMAGE]
 #
 #   --arch      image architecture (default: this machine's). arm64 builds the binaries with
 #               `cargo build --target aarch64-unknown-linux-gnu` (needs that Rust target and an
 #               aarch64 linker, e.g. `rustup target add aarch64-unknown-linux-gnu` and Debian's
 #               gcc-aarch64-linux-gnu with CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER set) and
-#               a static arm64 busybox (`busybox-static:arm64`, via `apt-get download`), then
-#               `podman build --arch arm64` (FROM scratch: no emulation needed to build).
+#               a static arm64 busybox (`apt-get download busybox-static:arm64`, after
+#               `dpkg --add-architecture arm64 && apt-get update`), then `podman build --arch
+#               arm64` (FROM scratch, no RUN step: no emulation needed to build).
 #   --profile   cargo profile of the binaries (default: dist, what we ship: fat LTO). The tests
 #               build their image with `release` (same code, no LTO: minutes quicker).
 #   --no-cargo  use the binaries already built for that profile (do not run cargo).
@@ -78,6 +79,13 @@ fi
 from_dir=$bins
 [ -n "$bins" ] || bins=$root/target/$triple/$profile
 if [ "$profile" = debug ]; then cargo_profile=(); else cargo_profile=(--profile "$profile"); fi
+if [ -n "$cargo_build" ] && [ "$arch" != "$host_arch" ] && command -v rustup >/dev/null \
+   && ! rustup target list --installed | grep -qx "$triple"; then
+  echo "error: the Rust target \`$triple\` is not installed" >&2
+  echo "help: rustup target add $triple; and an $arch linker (Debian: gcc-aarch64-linux-gnu, with" >&2
+  echo "      CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc)" >&2
+  exit 2
+fi
 if [ -n "$cargo_build" ]; then
   (cd "$root" && cargo build "${cargo_profile[@]}" --target "$triple" \
     -p tetragon-rthooks --bin tetragon-oci-hook-setup -p tetragon-oci-hook --bin tetragon-oci-hook) >&2
