@@ -234,7 +234,45 @@ fn a_runtime_that_never_comes_back_makes_the_plugin_fail() {
         log.contains("help: check that containerd runs with NRI enabled"),
         "{log}"
     );
-    assert!(log.contains("(attempt 2)"), "retries are logged: {log}");
+    // Retried at the fast pace (50 ms) all along, and said so once, in the final error.
+    let attempts: u64 = log
+        .split_once("for 500ms (")
+        .and_then(|(_, rest)| rest.split_once(" attempts"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no attempt count in the final error: {log}"));
+    assert!(attempts >= 5, "{attempts} attempts in 0.5 s: {log}");
+}
+
+#[test]
+fn a_refused_socket_costs_a_few_log_lines_not_one_per_attempt() {
+    let mut s = Setup::start(&["--nri-hook.give-up-after", "6"]);
+    // containerd is gone and its socket file stays behind: every attempt is ECONNREFUSED.
+    drop(s.listener.take());
+    assert_eq!(s.wait_exit(), 2, "{}", s.log());
+    let log = s.log();
+    let failures: Vec<&str> = log.lines().filter(|l| l.contains("connect to `")).collect();
+    // The first failure in full, then one summary per 5 s, then the final error.
+    assert_eq!(failures.len(), 2, "{log}");
+    assert!(
+        failures[0].contains("cannot connect to `") && failures[0].contains("Connection refused"),
+        "{log}"
+    );
+    assert!(
+        failures[1].contains("still cannot connect to `")
+            && failures[1].contains("Connection refused")
+            && failures[1].contains(" attempts in 5 s)"),
+        "{log}"
+    );
+    assert!(log.contains("giving up"), "{log}");
+    let plugin_lines = log.lines().filter(|l| l.contains(" 01-tetragon: ")).count();
+    assert!(plugin_lines <= 3, "{log}");
+    // Yet it kept trying: 50 ms apart for 2 s, then backing off to 1 s.
+    let attempts: u64 = log
+        .split_once("for 6s (")
+        .and_then(|(_, rest)| rest.split_once(" attempts"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no attempt count in the final error: {log}"));
+    assert!((30..=60).contains(&attempts), "{attempts} attempts: {log}");
 }
 
 #[test]
