@@ -19,7 +19,12 @@
 #               stripped into the image (`strip -o`: the same code, without debug info).
 #   --store DIR podman storage under DIR (root/, runroot/, tmp/, vfs driver), as the tests' podman
 #               (tests/support/podman.rs); default: podman's own store.
-#   --tag       image name (default: localhost/tetragon-rthooks:<version>, also tagged :latest).
+#   --tag       image name (default: localhost/tetragon-rthooks:<version>); also tagged :latest
+#               (of the same name).
+#
+# A rebuild moves the tags; the image they named before is removed when nothing names it any
+# more (kept, with a note, while a container still uses it), so rebuilding never piles up
+# untagged images.
 #
 # Prints `image: NAME` and `size: N bytes (X MB)` (uncompressed, podman's figure) on stdout.
 set -euo pipefail
@@ -61,6 +66,17 @@ version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$
 [ -n "$version" ] || { echo "error: no [workspace.package] version in Cargo.toml" >&2; exit 1; }
 name=localhost/tetragon-rthooks
 [ -n "$tag" ] || tag=$name:$version
+# `:latest` of the same name (a tag after the last `/`, if any, replaced).
+case ${tag##*/} in
+  *:*) latest=${tag%:*}:latest ;;
+  *) latest=$tag:latest ;;
+esac
+
+command -v podman >/dev/null || {
+  echo "error: podman not found" >&2
+  echo "help: install it (Debian: apt-get install podman); the image is built with \`podman build\`" >&2
+  exit 2
+}
 
 podman_() {
   if [ -n "$store" ]; then
@@ -130,8 +146,17 @@ done
 install -m 0755 "$busybox" "$ctx/rootfs/usr/bin/busybox"
 ln -s busybox "$ctx/rootfs/usr/bin/tail"
 
+# The images the two tags name now: removed below if the build leaves them untagged.
+before=$(for t in "$tag" "$latest"; do podman_ image inspect --format '{{.Id}}' "$t" 2>/dev/null || true; done | sort -u)
 podman_ build -q --pull=never --network none --arch "$arch" --build-arg "VERSION=$version" \
-  -f "$root/Containerfile" -t "$tag" -t "$name:latest" "$ctx" >/dev/null
+  -f "$root/Containerfile" -t "$tag" -t "$latest" "$ctx" >/dev/null
+id=$(podman_ image inspect --format '{{.Id}}' "$tag")
+for old in $before; do
+  [ "$old" != "$id" ] || continue
+  [ "$(podman_ image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null || echo 1)" = 0 ] || continue
+  podman_ rmi "$old" >/dev/null 2>&1 \
+    || echo "note: the previous image ${old:0:12} is untagged but still used; remove it later with \`podman rmi ${old:0:12}\`" >&2
+done
 size=$(podman_ image inspect --format '{{.Size}}' "$tag")
-echo "image: $tag (also $name:latest), $arch, binaries from $bins"
+echo "image: $tag (also $latest), $arch, binaries from $bins"
 awk -v s="$size" 'BEGIN { printf "size: %d bytes (%.1f MB)\n", s, s / 1000000 }'

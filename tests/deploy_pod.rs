@@ -1116,3 +1116,88 @@ fn image_saved_by_podman_imports_into_containerd_and_runs_there() {
         text(&out.stderr)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The build script itself.
+
+/// Runs `scripts/build-image.sh --bins BINS --store <tests' store> --tag TAG`; its image id.
+fn build_image_as(podman: &Podman, bins: &Path, tag: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--bins")
+        .arg(bins)
+        .arg("--store")
+        .arg(podman.store())
+        .args(["--tag", tag])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-image.sh: {}",
+        text(&out.stderr)
+    );
+    let work = tempfile::tempdir().unwrap();
+    let out = podman
+        .command(work.path())
+        .args(["image", "inspect", "--format", "{{.Id}}", tag])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn rebuilding_the_image_removes_the_image_it_replaced() {
+    let Some(podman) = image() else { return };
+    let built = Path::new(support::hook_bin()).parent().unwrap();
+    // Two builds with different content: the binaries, then the same two files swapped.
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for (setup, hook, dir) in [
+        ("tetragon-oci-hook-setup", "tetragon-oci-hook", a.path()),
+        ("tetragon-oci-hook", "tetragon-oci-hook-setup", b.path()),
+    ] {
+        fs::copy(built.join(setup), dir.join("tetragon-oci-hook-setup")).unwrap();
+        fs::copy(built.join(hook), dir.join("tetragon-oci-hook")).unwrap();
+    }
+    // Not the tests' image name: this test moves its tags (both `:1` and `:latest`).
+    let repo = format!("localhost/rthooks-rebuild-{}", std::process::id());
+    let tag = format!("{repo}:1");
+    /// Removes the test's two tags (and so its image), even when the test fails.
+    struct Untag<'a>(&'a Podman, [String; 2]);
+    impl Drop for Untag<'_> {
+        fn drop(&mut self) {
+            let work = tempfile::tempdir().unwrap();
+            let _ = self
+                .0
+                .command(work.path())
+                .arg("rmi")
+                .args(&self.1)
+                .output();
+        }
+    }
+    let _untag = Untag(&podman, [tag.clone(), format!("{repo}:latest")]);
+    let first = build_image_as(&podman, a.path(), &tag);
+    let second = build_image_as(&podman, b.path(), &tag);
+    assert_ne!(first, second, "the two builds differ in content");
+    let work = tempfile::tempdir().unwrap();
+    let names = |id: &str| {
+        let out = podman
+            .command(work.path())
+            .args(["image", "inspect", "--format", "{{.RepoTags}}", id])
+            .output()
+            .unwrap();
+        out.status.success().then(|| text(&out.stdout))
+    };
+    // The replaced image is gone, unless another name still holds it (a build of the same
+    // content under another tag): then it is not the rebuild's leftover.
+    if let Some(tags) = names(&first) {
+        assert!(
+            !tags.contains(&repo) && tags.contains("localhost/"),
+            "the replaced image {first} is still in the store as {tags}"
+        );
+    }
+    assert!(names(&second).is_some_and(|t| t.contains(&tag)));
+}
