@@ -1201,3 +1201,79 @@ fn rebuilding_the_image_removes_the_image_it_replaced() {
     }
     assert!(names(&second).is_some_and(|t| t.contains(&tag)));
 }
+
+// ---------------------------------------------------------------------------------------------
+// What the manifests grant (read from the files: the pod runs above only prove it is enough).
+
+#[test]
+fn deploy_manifests_grant_no_capability_no_host_namespace_and_only_three_host_paths() {
+    for name in ["rthooks-nri-hook.yaml", "rthooks-oci-hooks.yaml"] {
+        let pod = deploy_pod(name);
+        for k in ["hostPID", "hostIPC", "hostNetwork", "shareProcessNamespace"] {
+            assert!(pod.get(k).is_none_or(|v| v == false), "{name}: {k}");
+        }
+        assert_eq!(pod["automountServiceAccountToken"], false, "{name}");
+        for c in pod["containers"].as_array().unwrap() {
+            let sc = &c["securityContext"];
+            let who = format!("{name}: {}", c["name"]);
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{who}");
+            assert!(sc["capabilities"].get("add").is_none(), "{who}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{who}");
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{who}");
+            assert_ne!(sc["privileged"], true, "{who}");
+            // The sidecar only reads.
+            if c["name"] == "export-logs" {
+                for m in c["volumeMounts"].as_array().unwrap() {
+                    assert_eq!(m["readOnly"], true, "{who}: {m}");
+                }
+            }
+        }
+        for v in pod["volumes"].as_array().unwrap() {
+            let path = v["hostPath"]["path"].as_str().unwrap();
+            assert!(
+                [HOST_INSTALL, HOST_HOOKS, HOST_NRI_DIR].contains(&path),
+                "{name}: host path {path}"
+            );
+            // A directory, never the socket itself (its inode goes stale on a restart).
+            assert_ne!(v["hostPath"]["type"], "Socket", "{name}: {v}");
+        }
+    }
+}
+
+#[test]
+fn readiness_probe_passes_the_installers_own_flags_and_values() {
+    for name in ["rthooks-nri-hook.yaml", "rthooks-oci-hooks.yaml"] {
+        let pod = deploy_pod(name);
+        let c = &pod["containers"][0];
+        assert_eq!(c["name"], "tetragon-rthooks");
+        let command: Vec<&str> = c["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let probe: Vec<&str> = c["readinessProbe"]["exec"]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(probe[..2], ["tetragon-oci-hook-setup", "status"], "{name}");
+        // `status` takes `install`'s flags (issue 12): the probe checks what this pod installed
+        // only if each of them is spelt, and valued, as in the install command.
+        for arg in &probe[2..] {
+            if arg.starts_with("--timeout=") {
+                continue;
+            }
+            let before_hook_args = command.iter().take_while(|a| **a != "hook-args");
+            assert!(
+                before_hook_args.clone().any(|a| a == arg),
+                "{name}: probe argument {arg} is not in the install command {command:?}"
+            );
+        }
+        // The probe's own bound is under the kubelet's.
+        let timeout = probe.iter().find_map(|a| a.strip_prefix("--timeout="));
+        let secs: f64 = timeout.unwrap().trim_end_matches('s').parse().unwrap();
+        assert!(secs < c["readinessProbe"]["timeoutSeconds"].as_f64().unwrap());
+    }
+}
