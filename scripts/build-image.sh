@@ -58,7 +58,7 @@ host_arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
 case ${arch:-$host_arch} in
   amd64|x86_64) arch=amd64; triple=x86_64-unknown-linux-gnu ;;
   arm64|aarch64) arch=arm64; triple=aarch64-unknown-linux-gnu ;;
-  *) echo "error: unsupported --arch \`$arch\`" >&2; echo "help: use amd64 or arm64" >&2; exit 2 ;;
+  *) echo "error: unsupported architecture \`${arch:-$host_arch}\`" >&2; echo "help: pass --arch amd64 or --arch arm64" >&2; exit 2 ;;
 esac
 
 # The workspace version (`[workspace.package] version`), the image's tag.
@@ -107,7 +107,24 @@ if [ -n "$cargo_build" ]; then
     -p tetragon-rthooks --bin tetragon-oci-hook-setup -p tetragon-oci-hook --bin tetragon-oci-hook) >&2
 fi
 for b in tetragon-oci-hook-setup tetragon-oci-hook; do
-  [ -x "$bins/$b" ] || { echo "error: \`$bins/$b\` not built" >&2; echo "help: run without --no-cargo" >&2; exit 1; }
+  if [ ! -f "$bins/$b" ] || [ ! -x "$bins/$b" ]; then
+    echo "error: \`$bins/$b\` is not an executable file" >&2
+    if [ -n "$from_dir" ]; then
+      echo "help: --bins takes the directory holding both binaries (e.g. target/$triple/release)" >&2
+    else
+      echo "help: build them first (drop --no-cargo), or pass their directory with --bins" >&2
+    fi
+    exit 2
+  fi
+  # ELF e_machine (2 bytes, little-endian, at offset 18): 62 x86-64, 183 aarch64.
+  machine=$(od -An -tu2 -j18 -N2 "$bins/$b" | tr -d ' ')
+  case $arch:$machine in
+    amd64:62|arm64:183) ;;
+    *)
+      echo "error: \`$bins/$b\` is not an $arch binary (ELF machine ${machine:-unknown})" >&2
+      echo "help: build it for $triple (cargo build --target $triple), or pass the matching --arch" >&2
+      exit 2 ;;
+  esac
 done
 
 # 2. A static busybox for `tail`: Debian's busybox-static of the image's architecture.

@@ -1277,3 +1277,60 @@ fn readiness_probe_passes_the_installers_own_flags_and_values() {
         assert!(secs < c["readinessProbe"]["timeoutSeconds"].as_f64().unwrap());
     }
 }
+
+#[test]
+fn build_script_refuses_bad_input_with_help_and_exit_2_building_nothing() {
+    let built = Path::new(support::hook_bin()).parent().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image.sh");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--frobnicate"], "unknown argument `--frobnicate`"),
+        (&["--arch", "sparc"], "unsupported architecture `sparc`"),
+        (
+            &["--bins", empty.path().to_str().unwrap()],
+            "is not an executable file",
+        ),
+        // Our x86-64 (or whatever this is) binaries in an image of the other architecture.
+        (
+            &[
+                "--arch",
+                if cfg!(target_arch = "aarch64") {
+                    "amd64"
+                } else {
+                    "arm64"
+                },
+                "--bins",
+                built.to_str().unwrap(),
+            ],
+            "binary (ELF machine",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .arg("--store")
+            .arg(store.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        if err.contains("podman not found") {
+            skip("podman not installed");
+            return;
+        }
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("\nhelp: "), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        // Nothing built: no image store was made.
+        assert!(
+            !store.path().join("root").exists(),
+            "{args:?}: a store was created"
+        );
+    }
+}
