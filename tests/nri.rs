@@ -250,15 +250,20 @@ fn a_refused_socket_costs_a_few_log_lines_not_one_per_attempt() {
     drop(s.listener.take());
     assert_eq!(s.wait_exit(), 2, "{}", s.log());
     let log = s.log();
-    let failures: Vec<&str> = log.lines().filter(|l| l.contains("connect to `")).collect();
-    // The first failure in full, then one summary per 5 s, then the final error.
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" 01-tetragon: ") && l.contains("connect to `"))
+        .collect();
+    // The first failure in full, then one summary per 5 s (then the final error).
     assert_eq!(failures.len(), 2, "{log}");
     assert!(
-        failures[0].contains("cannot connect to `") && failures[0].contains("Connection refused"),
+        failures[0].contains("cannot connect to `")
+            && failures[0].contains("Connection refused")
+            && failures[0].ends_with("(attempt 1)"),
         "{log}"
     );
     assert!(
-        failures[1].contains("still cannot connect to `")
+        failures[1].contains("still failing: cannot connect to `")
             && failures[1].contains("Connection refused")
             && failures[1].contains(" attempts in 5 s)"),
         "{log}"
@@ -273,6 +278,46 @@ fn a_refused_socket_costs_a_few_log_lines_not_one_per_attempt() {
         .and_then(|(n, _)| n.parse().ok())
         .unwrap_or_else(|| panic!("no attempt count in the final error: {log}"));
     assert!((30..=60).contains(&attempts), "{attempts} attempts: {log}");
+}
+
+#[test]
+fn a_runtime_that_drops_the_plugin_right_after_registering_is_paced_and_given_up_on() {
+    let mut s = Setup::start(&["--nri-hook.give-up-after", "3"]);
+    // A broken runtime: it registers the plugin, then closes the connection at once, for ever.
+    let mut sessions = 0;
+    let started = Instant::now();
+    while s.child.wait_for(Duration::ZERO).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the plugin never gave up on a runtime that keeps dropping it ({sessions} sessions)"
+        );
+        let listener = s.listener.as_ref().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                let mut c = Conn::new(stream);
+                let (id, _) = c.register_request();
+                c.configure("");
+                c.reply_register(id);
+                sessions += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(s.wait_exit(), 2, "{}", s.log());
+    let log = s.log();
+    assert!(log.contains("giving up"), "{log}");
+    // 50 ms apart for 2 s, then backing off: not a reconnect per session end.
+    assert!((5..=60).contains(&sessions), "{sessions} sessions: {log}");
+    let dropped = log
+        .lines()
+        .filter(|l| l.contains("dropped the plugin"))
+        .count();
+    assert!((1..=3).contains(&dropped), "{log}");
 }
 
 #[test]

@@ -69,6 +69,9 @@ pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 /// The least time between two lines of one outage.
 pub const MIN_LOG_GAP: Duration = Duration::from_secs(1);
+/// A registered session shorter than this ends as a failed attempt of the outage it was part
+/// of; a longer one ends the outage (and the next disconnection starts a new one).
+pub const STABLE_SESSION: Duration = Duration::from_secs(1);
 /// Environment variable naming the inherited socket of a pre-launched plugin.
 pub const SOCKET_ENV: &str = "NRI_PLUGIN_SOCKET";
 /// Environment variable with a pre-launched plugin's name.
@@ -134,7 +137,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                     Ok(End::Eof) => "the runtime closed the connection".to_owned(),
                     Err(e) => format!("{e:#}"),
                 };
-                if outcome.registered {
+                if outcome.registered && started.elapsed() >= STABLE_SESSION {
                     // However the session ended, registration was lost just now: it is logged
                     // whole, and the give-up clock starts here, not at the last clean
                     // disconnect.
@@ -146,26 +149,31 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                             .error(format_args!("{full}: {why}; reconnecting"));
                     }
                     outage = Outage::new(Instant::now());
-                    // Reconnect at once (containerd may already be back), unless sessions end
-                    // as fast as they start.
-                    if started.elapsed() >= FAST_RETRY_INTERVAL {
-                        continue;
-                    }
-                    None
+                    // Reconnect at once: containerd may already be back.
+                    continue;
+                } else if outcome.registered {
+                    // A runtime that drops the plugin right after registering it is not a
+                    // recovery: one more failed attempt of this outage (paced, its log lines
+                    // bounded, the give-up clock still running), not a fresh start.
+                    Some(format!(
+                        "the runtime at `{socket}` dropped the plugin within {STABLE_SESSION:?} \
+                         of registering it: {why}"
+                    ))
                 } else {
-                    Some(format!("the session ended before registering: {why}"))
+                    Some(format!(
+                        "the session with `{socket}` ended before registering: {why}"
+                    ))
                 }
             }
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(format!("cannot connect to `{socket}`: {e}")),
         };
         if let Some(why) = failure {
             match outage.failed(Instant::now(), &why) {
-                Line::First => plugin.log.warn(format_args!(
-                    "{full}: cannot connect to `{socket}` (attempt {attempt}): {why}"
-                )),
+                Line::First => plugin
+                    .log
+                    .warn(format_args!("{full}: {why} (attempt {attempt})")),
                 Line::Summary { attempts, secs } => plugin.log.warn(format_args!(
-                    "{full}: still cannot connect to `{socket}`: {why} ({attempts} attempts in \
-                     {secs} s)"
+                    "{full}: still failing: {why} ({attempts} attempts in {secs} s)"
                 )),
                 Line::Quiet => {}
             }
