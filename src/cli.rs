@@ -53,6 +53,18 @@ pub(crate) enum Interface {
     NriHook,
 }
 
+/// What the patch, install and uninstall commands print: prose for a person, or one JSON
+/// document on stdout for automation (schema in the README, `schema_version` 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// The diff on stdout, notes and status on stderr.
+    #[default]
+    Text,
+    /// One JSON document on stdout (files and keys changed, notes, warnings, the diff as a
+    /// field, or the error); nothing else on stdout.
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct InstallArgs {
     /// How the runtime is told about the hook.
@@ -149,6 +161,11 @@ pub(crate) struct InstallArgs {
     #[arg(long)]
     pub(crate) dry_run: bool,
 
+    /// `json`: print the result as one JSON document on stdout (with --daemonize, once
+    /// installed).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub(crate) output_format: OutputFormat,
+
     #[command(subcommand)]
     pub(crate) hook_args: Option<InstallTail>,
 }
@@ -194,6 +211,10 @@ pub(crate) struct UninstallArgs {
     /// Show what would be removed; remove nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+
+    /// `json`: print the result as one JSON document on stdout.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub(crate) output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +337,16 @@ pub(crate) struct ModeArgs {
     /// Print only warnings and errors (no diff, no status).
     #[arg(long, global = true)]
     pub(crate) quiet: bool,
+
+    /// `json`: print the result as one JSON document on stdout (the diff is a field of it).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = OutputFormat::Text
+    )]
+    pub(crate) output_format: OutputFormat,
 }
 
 /// Parses the command line. Everything after `install ... hook-args` is taken verbatim: clap

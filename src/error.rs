@@ -110,7 +110,7 @@ pub fn help_of(err: &anyhow::Error) -> Option<&str> {
 }
 
 /// Each message of `err`'s chain, outermost first, without the fixes.
-fn messages(err: &anyhow::Error) -> Vec<String> {
+pub fn messages(err: &anyhow::Error) -> Vec<String> {
     err.chain().map(message_of).collect()
 }
 

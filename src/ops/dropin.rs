@@ -276,6 +276,7 @@ fn finish(
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    super::json::plan(plan);
     if talk {
         write_stdout(&plan.diff())?;
         for n in notes {

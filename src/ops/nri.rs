@@ -85,6 +85,8 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
         return Ok(ExitCode::SUCCESS);
     };
     report(&install.plan.apply()?, true);
+    // Installed: automation reading the JSON result gets it now; the plugin runs on.
+    super::json::emit(0);
     let hook = install.invocation;
     let sfd = signals.signalfd().context("failed to create a signalfd")?;
     // The binary stays installed on exit: a container whose creation got the hook may still run

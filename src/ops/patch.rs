@@ -179,6 +179,7 @@ fn run_patch(
         return Ok(ExitCode::SUCCESS);
     }
     let (plan, edit) = patch::plan_file(config, output, edit_fn)?;
+    super::json::plan(&plan);
     if talk {
         // Shown before anything is applied; if it cannot be shown, nothing is applied.
         write_stdout(&plan.diff())?;
@@ -215,7 +216,9 @@ fn run_patch(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for applied in plan.apply()? {
+    let applied = plan.apply()?;
+    super::json::applied(&applied);
+    for applied in applied {
         match applied {
             Applied::Wrote(path) => {
                 if matches!(output, Output::NewTempFile) {
