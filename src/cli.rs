@@ -353,7 +353,16 @@ pub(crate) struct ModeArgs {
 /// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
 pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     let (head, tail) = split_hook_args(argv);
-    let mut cli = Cli::parse_from(head);
+    let json = wants_json(&head).then(|| command_path(&head));
+    let mut cli = match Cli::try_parse_from(head) {
+        Ok(cli) => cli,
+        // A usage error with `--output-format json` is a JSON error like any other (`--help`
+        // and `--version` still print their text).
+        Err(e) if e.use_stderr() && json.is_some() => {
+            return Err(usage_error(&e, json.as_deref().unwrap_or_default()));
+        }
+        Err(e) => e.exit(),
+    };
     if let (Some(tail), Command::Install(args)) = (tail, &mut cli.command) {
         let tail = tail
             .into_iter()
@@ -369,6 +378,60 @@ pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
         args.hook_args = Some(InstallTail::HookArgs { args: tail });
     }
     Ok(cli)
+}
+
+/// Whether `argv` (before any `hook-args`) asks for `--output-format json`.
+pub(crate) fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter().enumerate().any(|(i, a)| {
+        a == "--output-format=json"
+            || (a == "--output-format" && argv.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
+/// The subcommands named in `argv` (`patch-containerd-conf enable-nri`), as far as they are
+/// known: for a result or error document made before the command line is parsed.
+pub(crate) fn command_path(argv: &[OsString]) -> String {
+    let mut cmd = Cli::command();
+    let mut path = Vec::new();
+    for a in argv.iter().skip(1).filter_map(|a| a.to_str()) {
+        let Some(sub) = cmd.find_subcommand(a).cloned() else {
+            continue;
+        };
+        path.push(a.to_owned());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
+/// A clap usage error as ours: its first line as the message, its tip (or `--help`) as the fix.
+fn usage_error(e: &clap::Error, command: &str) -> anyhow::Error {
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let mut details = text
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"));
+    let listed: Vec<&str> = details.by_ref().collect();
+    let message = if listed.is_empty() {
+        message
+    } else {
+        format!("{message} {}", listed.join(", "))
+    };
+    let help = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .map_or_else(
+            || format!("see `tetragon-oci-hook-setup {command} --help`"),
+            str::to_owned,
+        );
+    rthooks::error::help_error(message, help)
 }
 
 /// Splits `argv` after the `hook-args` of an `install` command line, if there is one.

@@ -487,3 +487,91 @@ fn an_error_in_json_is_one_document_with_its_help_and_exit_2() {
     assert_eq!(code, 2, "{doc:#}");
     assert!(doc["error"]["message"].is_string());
 }
+
+#[test]
+fn a_usage_error_in_json_is_a_json_error_too() {
+    let (code, doc) = run_json(&["patch-containerd-conf", "enable-nri", "--in-plac"]);
+    assert_eq!(code, 2);
+    assert_eq!(doc["command"], "patch-containerd-conf enable-nri");
+    assert_eq!(
+        doc["error"],
+        json!({
+            "message": "unexpected argument '--in-plac' found",
+            "causes": [],
+            "help": "a similar argument exists: '--in-place'",
+        })
+    );
+    let (code, doc) = run_json(&["install", "--local-install-dir", "/x"]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        doc["error"],
+        json!({
+            "message": "the following required arguments were not provided: \
+                        --host-install-dir <DIR>",
+            "causes": [],
+            "help": "see `tetragon-oci-hook-setup install --help`",
+        })
+    );
+    // `--help` stays text, exit 0.
+    let out = bin()
+        .args(["uninstall", "--output-format", "json", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("Usage:"));
+}
+
+#[test]
+fn install_daemonize_json_prints_the_result_once_installed_then_waits() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::Duration;
+    use support::child::ChildGuard;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("tetragon-oci-hook");
+    fs::write(&source, b"#!/bin/sh\nexit 0\n").unwrap();
+    let (install_dir, hooks_dir) = (tmp.path().join("install"), tmp.path().join("hooks"));
+    fs::create_dir(&install_dir).unwrap();
+    fs::create_dir(&hooks_dir).unwrap();
+    let mut child = ChildGuard::new(
+        bin()
+            .arg("install")
+            .arg(format!("--local-binary={}", source.display()))
+            .arg(format!("--local-install-dir={}", install_dir.display()))
+            .arg("--host-install-dir=/opt/tetragon")
+            .arg(format!("--oci-hooks.local-dir={}", hooks_dir.display()))
+            .args(["--daemonize", "--output-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The whole document arrives while the installer still runs (it ends with a lone `}`).
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.ends_with("\n}\n") {
+        assert_ne!(
+            stdout.read_line(&mut text).unwrap(),
+            0,
+            "stdout ended: {text}"
+        );
+    }
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((&doc["ok"], &doc["written"]), (&json!(true), &json!(true)));
+    assert_eq!(doc["files"].as_array().unwrap().len(), 2, "{doc:#}");
+    assert!(hooks_dir.join("tetragon-oci-hook.json").is_file());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    support::cmd::wait_for_line(&mut stderr, "waiting for SIGINT or SIGTERM");
+    child.signal(libc::SIGTERM);
+    let status = child
+        .wait_for(Duration::from_secs(10))
+        .expect("installer exits");
+    assert!(status.success(), "{status}");
+    // Uninstalled, said on stderr as text; nothing more on stdout.
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+    assert!(!hooks_dir.join("tetragon-oci-hook.json").exists());
+}

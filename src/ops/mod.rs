@@ -36,6 +36,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     json::finish(dispatch(cli))
 }
 
+/// A command line that did not parse: as a JSON error document for `command` when
+/// `--output-format json` was asked for, else returned for `main` to print.
+pub(crate) fn parse_failed(err: anyhow::Error, json: Option<String>) -> anyhow::Result<ExitCode> {
+    let Some(command) = json else {
+        return Err(err);
+    };
+    json::start(command, false, false);
+    json::finish(Err(err))
+}
+
 /// The command's name, `--dry-run` and `--check`, when `--output-format json` was given.
 fn json_request(cli: &Cli) -> Option<(String, bool, bool)> {
     let (format, command, dry_run, check) = match &cli.command {
