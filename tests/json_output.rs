@@ -575,3 +575,42 @@ fn install_daemonize_json_prints_the_result_once_installed_then_waits() {
     assert_eq!(rest, "");
     assert!(!hooks_dir.join("tetragon-oci-hook.json").exists());
 }
+
+#[test]
+fn install_nri_hook_dry_run_json_lists_the_binary_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("tetragon-oci-hook");
+    fs::write(&source, b"#!/bin/sh\nexit 0\n").unwrap();
+    let install_dir = tmp.path().join("install");
+    fs::create_dir(&install_dir).unwrap();
+    let missing = tmp.path().join("config.toml");
+    let (code, doc) = run_json(&[
+        "install",
+        "--interface",
+        "nri-hook",
+        "--dry-run",
+        &format!("--local-binary={}", source.display()),
+        &format!("--local-install-dir={}", install_dir.display()),
+        "--host-install-dir=/opt/tetragon",
+        &format!("--containerd-config={}", missing.display()),
+    ]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(
+        doc["files"],
+        json!([{
+            "path": s(&install_dir.join("tetragon-oci-hook")),
+            "action": "created",
+            "before_sha256": null,
+            "after_sha256": sha(&source),
+            "written": false,
+        }])
+    );
+    // The note text mode prints on stderr is in the document.
+    assert!(
+        doc["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("does not exist")),
+        "{doc:#}"
+    );
+    assert!(fs::read_dir(&install_dir).unwrap().next().is_none());
+}
