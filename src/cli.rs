@@ -391,14 +391,14 @@ pub(crate) fn wants_json(argv: &[OsString]) -> bool {
 /// The subcommands named in `argv` (`patch-containerd-conf enable-nri`), as far as they are
 /// known: for a result or error document made before the command line is parsed.
 pub(crate) fn command_path(argv: &[OsString]) -> String {
-    let mut cmd = Cli::command();
+    let root = Cli::command();
+    let mut cmd = &root;
     let mut path = Vec::new();
     for a in argv.iter().skip(1).filter_map(|a| a.to_str()) {
-        let Some(sub) = cmd.find_subcommand(a).cloned() else {
-            continue;
-        };
-        path.push(a.to_owned());
-        cmd = sub;
+        if let Some(sub) = cmd.find_subcommand(a) {
+            path.push(a);
+            cmd = sub;
+        }
     }
     path.join(" ")
 }

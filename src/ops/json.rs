@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard};
 
 use rthooks::plan::{Applied, Current, MAX_CONFIG_BYTES, Plan, Step, Target, sha256_hex};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use toml_edit::{DocumentMut, Item};
 
 /// The version of the document's schema.
@@ -36,8 +37,55 @@ struct File {
     before: Option<String>,
     after: Option<String>,
     written: bool,
-    /// The key changes of a TOML file, without their `file` field (known once `path` is).
-    keys: Vec<Map<String, Value>>,
+    /// The key changes of a TOML file (their `file` is filled in when the document is made).
+    keys: Vec<KeyChange>,
+}
+
+/// One value that differs between a runtime config's text before and after.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct KeyChange {
+    file: Option<String>,
+    key: String,
+    path: Vec<String>,
+    change: &'static str,
+    old: Value,
+    new: Value,
+}
+
+/// The document, as printed (typed rather than built with `json!`: a third of the code).
+#[derive(Serialize)]
+struct Out {
+    schema_version: u32,
+    command: String,
+    ok: bool,
+    exit_code: u8,
+    dry_run: bool,
+    check: bool,
+    changes: bool,
+    written: bool,
+    files: Vec<FileOut>,
+    keys: Vec<KeyChange>,
+    notes: Vec<String>,
+    warnings: Vec<String>,
+    messages: Vec<String>,
+    diff: String,
+    error: Option<ErrorOut>,
+}
+
+#[derive(Serialize)]
+struct FileOut {
+    path: Option<String>,
+    action: &'static str,
+    before_sha256: Option<String>,
+    after_sha256: Option<String>,
+    written: bool,
+}
+
+#[derive(Serialize)]
+struct ErrorOut {
+    message: String,
+    causes: Vec<String>,
+    help: Option<String>,
 }
 
 /// The document being collected.
@@ -165,7 +213,7 @@ pub(crate) fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCod
     Ok(ExitCode::from(code))
 }
 
-fn print_doc(doc: &Value) {
+fn print_doc(doc: &Out) {
     use std::io::Write as _;
     let mut text = serde_json::to_string_pretty(doc).unwrap_or_default();
     text.push('\n');
@@ -174,56 +222,54 @@ fn print_doc(doc: &Value) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-fn render(doc: Doc, code: u8, error: Option<&anyhow::Error>) -> Value {
+fn render(doc: Doc, code: u8, error: Option<&anyhow::Error>) -> Out {
     let written = doc.files.iter().any(|f| f.written);
     let mut keys = Vec::new();
     let mut files = Vec::new();
     for f in doc.files {
         let path = f.path.as_deref().map(|p| p.display().to_string());
         for mut k in f.keys {
-            let mut entry = Map::new();
-            entry.insert("file".to_owned(), json!(path));
-            entry.append(&mut k);
-            keys.push(Value::Object(entry));
+            k.file.clone_from(&path);
+            keys.push(k);
         }
-        files.push(json!({
-            "path": path,
-            "action": f.action,
-            "before_sha256": f.before,
-            "after_sha256": f.after,
-            "written": f.written,
-        }));
+        files.push(FileOut {
+            path,
+            action: f.action,
+            before_sha256: f.before,
+            after_sha256: f.after,
+            written: f.written,
+        });
     }
     let error = error.map(|e| {
-        let mut messages = rthooks::error::messages(e);
-        let message = if messages.is_empty() {
+        let mut causes = rthooks::error::messages(e);
+        let message = if causes.is_empty() {
             e.to_string()
         } else {
-            messages.remove(0)
+            causes.remove(0)
         };
-        json!({
-            "message": message,
-            "causes": messages,
-            "help": rthooks::error::help_of(e),
-        })
+        ErrorOut {
+            message,
+            causes,
+            help: rthooks::error::help_of(e).map(str::to_owned),
+        }
     });
-    json!({
-        "schema_version": SCHEMA_VERSION,
-        "command": doc.command,
-        "ok": error.is_none(),
-        "exit_code": code,
-        "dry_run": doc.dry_run,
-        "check": doc.check,
-        "changes": !files.is_empty(),
-        "written": written,
-        "files": files,
-        "keys": keys,
-        "notes": doc.notes,
-        "warnings": doc.warnings,
-        "messages": doc.messages,
-        "diff": doc.diff,
-        "error": error,
-    })
+    Out {
+        schema_version: SCHEMA_VERSION,
+        command: doc.command,
+        ok: error.is_none(),
+        exit_code: code,
+        dry_run: doc.dry_run,
+        check: doc.check,
+        changes: !files.is_empty(),
+        written,
+        files,
+        keys,
+        notes: doc.notes,
+        warnings: doc.warnings,
+        messages: doc.messages,
+        diff: doc.diff,
+        error,
+    }
 }
 
 /// The file entry of a step that changes something.
@@ -302,7 +348,7 @@ fn is_toml(path: &Path) -> bool {
 /// walked key by key (a new or removed table gives one entry per value in it), other values
 /// (arrays included) compared whole, in document order.
 /// Text that does not parse gives no keys (the files still say what changed).
-pub(crate) fn key_changes(before: &str, after: &str) -> Vec<Map<String, Value>> {
+pub(crate) fn key_changes(before: &str, after: &str) -> Vec<KeyChange> {
     let parse = |t: &str| {
         t.strip_prefix('\u{feff}')
             .unwrap_or(t)
@@ -322,12 +368,7 @@ pub(crate) fn key_changes(before: &str, after: &str) -> Vec<Map<String, Value>> 
     out
 }
 
-fn walk(
-    path: &mut Vec<String>,
-    a: Option<&Item>,
-    b: Option<&Item>,
-    out: &mut Vec<Map<String, Value>>,
-) {
+fn walk(path: &mut Vec<String>, a: Option<&Item>, b: Option<&Item>, out: &mut Vec<KeyChange>) {
     fn table(i: Option<&Item>) -> Option<&dyn toml_edit::TableLike> {
         i.and_then(Item::as_table_like)
     }
@@ -365,16 +406,14 @@ fn walk(
                 (Some(o), Some(n)) if o == n => return,
                 (Some(_), Some(_)) => "changed",
             };
-            let mut entry = Map::new();
-            entry.insert(
-                "key".to_owned(),
-                json!(rthooks::edit::KeyPath::new(path.iter().cloned()).to_string()),
-            );
-            entry.insert("path".to_owned(), json!(path));
-            entry.insert("change".to_owned(), json!(change));
-            entry.insert("old".to_owned(), old.unwrap_or(Value::Null));
-            entry.insert("new".to_owned(), new.unwrap_or(Value::Null));
-            out.push(entry);
+            out.push(KeyChange {
+                file: None,
+                key: rthooks::edit::KeyPath::new(path.iter().cloned()).to_string(),
+                path: path.clone(),
+                change,
+                old: old.unwrap_or(Value::Null),
+                new: new.unwrap_or(Value::Null),
+            });
         }
     }
 }
@@ -384,65 +423,57 @@ fn item_json(item: &Item) -> Value {
     match item {
         Item::None => Value::Null,
         Item::Value(v) => value_json(v),
-        Item::Table(t) => Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.to_owned(), item_json(v)))
-                .collect(),
-        ),
+        Item::Table(t) => table_json(t.iter().map(|(k, v)| (k, item_json(v)))),
         Item::ArrayOfTables(a) => Value::Array(
             a.iter()
-                .map(|t| {
-                    Value::Object(
-                        t.iter()
-                            .map(|(k, v)| (k.to_owned(), item_json(v)))
-                            .collect(),
-                    )
-                })
+                .map(|t| table_json(t.iter().map(|(k, v)| (k, item_json(v)))))
                 .collect(),
         ),
     }
 }
 
+fn table_json<'a>(entries: impl Iterator<Item = (&'a str, Value)>) -> Value {
+    let mut map = Map::new();
+    for (k, v) in entries {
+        map.insert(k.to_owned(), v);
+    }
+    Value::Object(map)
+}
+
 fn value_json(v: &toml_edit::Value) -> Value {
     use toml_edit::Value as V;
     match v {
-        V::String(s) => json!(s.value()),
-        V::Integer(i) => json!(i.value()),
-        V::Float(f) => json!(f.value()),
-        V::Boolean(b) => json!(b.value()),
-        V::Datetime(d) => json!(d.value().to_string()),
+        V::String(s) => Value::from(s.value().as_str()),
+        V::Integer(i) => Value::from(*i.value()),
+        V::Float(f) => Value::from(*f.value()),
+        V::Boolean(b) => Value::Bool(*b.value()),
+        V::Datetime(d) => Value::from(d.value().to_string()),
         V::Array(a) => Value::Array(a.iter().map(value_json).collect()),
-        V::InlineTable(t) => Value::Object(
-            t.iter()
-                .map(|(k, v)| (k.to_owned(), value_json(v)))
-                .collect(),
-        ),
+        V::InlineTable(t) => table_json(t.iter().map(|(k, v)| (k, value_json(v)))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn key_changes_walk_tables_and_compare_other_values_whole() {
         let before = "version = 2\n[plugins.a]\nx = 1\nlist = [\"a\"]\ngone = true\n";
         let after = "version = 2\n[plugins.a]\nx = 2\nlist = [\"a\", \"b\"]\n\
                      [plugins.\"io.containerd.nri.v1.nri\"]\ndisable = false\n";
-        let changes: Vec<Value> = key_changes(before, after)
-            .into_iter()
-            .map(Value::Object)
-            .collect();
+        let changes = serde_json::to_value(key_changes(before, after)).unwrap();
         assert_eq!(
-            Value::Array(changes),
+            changes,
             json!([
-                {"key": "plugins.a.x", "path": ["plugins", "a", "x"], "change": "changed",
+                {"file": null, "key": "plugins.a.x", "path": ["plugins", "a", "x"], "change": "changed",
                  "old": 1, "new": 2},
-                {"key": "plugins.a.list", "path": ["plugins", "a", "list"], "change": "changed",
+                {"file": null, "key": "plugins.a.list", "path": ["plugins", "a", "list"], "change": "changed",
                  "old": ["a"], "new": ["a", "b"]},
-                {"key": "plugins.a.gone", "path": ["plugins", "a", "gone"], "change": "removed",
+                {"file": null, "key": "plugins.a.gone", "path": ["plugins", "a", "gone"], "change": "removed",
                  "old": true, "new": null},
-                {"key": "plugins.\"io.containerd.nri.v1.nri\".disable",
+                {"file": null, "key": "plugins.\"io.containerd.nri.v1.nri\".disable",
                  "path": ["plugins", "io.containerd.nri.v1.nri", "disable"], "change": "added",
                  "old": null, "new": false},
             ])
