@@ -24,8 +24,13 @@ fi
 
 echo "== fetching containerd $release (cached after the first run)"
 bash scripts/fetch-containerd.sh "$release"
-echo "== building and running the scenario"
+# cargo's own progress is shown: a first build takes minutes on a small machine (dev profile,
+# target/x86_64-unknown-linux-gnu/debug/), later runs seconds.
+echo "== building the hook (tetragon-oci-hook; cargo's progress below, minutes the first time)"
 # The hook is the workspace member `oci-hook`: `cargo test --test ...` does not build its binary.
-cargo build --quiet -p tetragon-oci-hook
+cargo build -p tetragon-oci-hook
+echo "== building the setup tool and the end-to-end test (tests/e2e_containerd.rs)"
+cargo test --no-run --test e2e_containerd
+echo "== running the scenario on containerd $release"
 E2E_REQUIRED=1 cargo test --quiet --test e2e_containerd -- --nocapture --exact \
   "pod_gets_hook_through_nri_and_hook_gates_start_containerd_${release/./_}"

@@ -32,17 +32,39 @@ fn log_level_parser() -> impl clap::builder::TypedValueParser<Value = Level> {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Patch containerd's config.toml.
+    #[command(after_help = CONTAINERD_OUTPUT_HELP)]
     PatchContainerdConf(ContainerdArgs),
     /// Patch cri-o's configuration.
+    #[command(after_help = CRIO_OUTPUT_HELP)]
     PatchCrioConf(CrioArgs),
     /// Install the hook binary and its hook file.
-    #[command(disable_help_subcommand = true)]
+    #[command(
+        disable_help_subcommand = true,
+        subcommand_value_name = "hook-args <HOOK-FLAGS>...",
+        subcommand_help_heading = "Hook arguments (last on the line)"
+    )]
     Install(InstallArgs),
     /// Remove the hook file and the hook binary.
     Uninstall(UninstallArgs),
     /// Print the hook file (hooks.d JSON) for a hook binary.
     PrintConfig(PrintConfigArgs),
+    /// Check whether the hook is set up and working on this node, and say why not (exit 0 all
+    /// ok, 1 warnings only, 2 a failure). Writes nothing.
+    Status(StatusArgs),
 }
+
+/// Where a patch command's result goes, at the end of its `--help` (`-h` too).
+const CONTAINERD_OUTPUT_HELP: &str = "\
+Where the result goes: without --in-place or --output, the patched config is written to a new
+temporary file (its path is printed, as upstream's tool does) and the config file itself is left
+unchanged. Pass --in-place to change the config itself; --dry-run or --check only show the diff.";
+
+/// [`CONTAINERD_OUTPUT_HELP`] for `patch-crio-conf` (its flag is `--output-file`).
+const CRIO_OUTPUT_HELP: &str = "\
+Where the result goes: without --in-place or --output-file, the patched config is written to a
+new temporary file (its path is printed, as upstream's tool does) and the config file itself is
+left unchanged. Pass --in-place to change the config itself; --dry-run or --check only show the
+diff.";
 
 /// How the runtime is told about the hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,15 +75,16 @@ pub(crate) enum Interface {
     NriHook,
 }
 
-/// What the patch, install and uninstall commands print: prose for a person, or one JSON
-/// document on stdout for automation (schema in the README, `schema_version` 1).
+/// What `status` and the patch, install and uninstall commands print: text for a person, or
+/// one JSON document on stdout for automation (each command's schema is in the README,
+/// `schema_version` 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub(crate) enum OutputFormat {
-    /// The diff on stdout, notes and status on stderr.
+    /// For a person: status, one line per check, worst first; the others, the diff on stdout
+    /// and notes on stderr.
     #[default]
     Text,
-    /// One JSON document on stdout (files and keys changed, notes, warnings, the diff as a
-    /// field, or the error); nothing else on stdout.
+    /// One JSON document on stdout, nothing else there (`schema_version` 1).
     Json,
 }
 
@@ -172,8 +195,9 @@ pub(crate) struct InstallArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum InstallTail {
-    /// Arguments for the hook: everything after `hook-args` is passed through untouched.
-    #[command(disable_help_flag = true)]
+    /// The rest of the line is the hook's own flags, written into the hook file as they are
+    /// (`install hook-args --help` lists them).
+    #[command(disable_help_flag = true, long_about = HOOK_ARGS_ABOUT)]
     HookArgs {
         /// Arguments for the hook.
         #[arg(
@@ -184,6 +208,133 @@ pub(crate) enum InstallTail {
         )]
         args: Vec<String>,
     },
+}
+
+/// What `install hook-args --help` says before the hook's own flags.
+const HOOK_ARGS_ABOUT: &str = "\
+Everything after `hook-args` is the hook's own command line: it is not read as flags of
+`install`, and goes as it is into the hook file (after `createRuntime --log-fname PATH`).
+`install` checks it with the hook's rules first and refuses a typo. Put `hook-args` last.
+
+Example:
+  tetragon-oci-hook-setup install --local-install-dir /hostInstall --host-install-dir /opt/tetragon \\
+    hook-args --grpc-address unix:///var/run/tetragon/tetragon.sock --fail-allow-namespaces kube-system";
+
+/// Which setup `status` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusInterface {
+    /// A hooks.d JSON file (cri-o, podman).
+    OciHooks,
+    /// Our NRI plugin (containerd).
+    NriHook,
+    /// nri-hook when the plugin's state file or the NRI socket is there, else oci-hooks.
+    Auto,
+}
+
+/// `status`: the flags of `install` (same names and defaults), so the DaemonSet can run it with
+/// the flags it has.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Which setup to check.
+    #[arg(long, value_enum, default_value_t = StatusInterface::Auto)]
+    pub(crate) interface: StatusInterface,
+
+    /// containerd's config (nri-hook: NRI must be enabled in it, with its imports).
+    #[arg(
+        long,
+        visible_alias = "containerd-config",
+        value_name = "PATH",
+        default_value = defaults::CONTAINERD_CONFIG
+    )]
+    pub(crate) config_file: PathBuf,
+
+    /// The containerd release reading the config (`X.Y`), which decides how imports merge
+    /// [default: from the config's `version`: 3 and more is 2.x].
+    #[arg(long, value_name = "X.Y")]
+    pub(crate) containerd_version: Option<String>,
+
+    /// The image's copy of the hook binary, compared with the installed one.
+    #[arg(long, value_name = "PATH", default_value = defaults::LOCAL_BINARY)]
+    pub(crate) local_binary: PathBuf,
+
+    /// The install dir as mounted here.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub(crate) local_install_dir: PathBuf,
+
+    /// The same dir as the host sees it (the paths in the hook file) [default: --local-install-dir].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) host_install_dir: Option<PathBuf>,
+
+    /// The runtime's hooks dir as mounted here (oci-hooks interface).
+    #[arg(
+        long = "oci-hooks.local-dir",
+        value_name = "DIR",
+        default_value = defaults::HOOKS_LOCAL_DIR
+    )]
+    pub(crate) oci_hooks_local_dir: PathBuf,
+
+    /// The runtime's hooks dir as the host sees it, checked against `--crio-config` or
+    /// `--containers-conf` (as for `install`).
+    #[arg(long = "oci-hooks.host-dir", value_name = "DIR")]
+    pub(crate) oci_hooks_host_dir: Option<PathBuf>,
+
+    /// cri-o's config (or `auto`): check that cri-o reads the hooks dir (oci-hooks).
+    #[arg(long, value_name = "PATH|auto")]
+    pub(crate) crio_config: Option<PathBuf>,
+
+    /// podman's containers.conf (or `auto`): check that podman reads the hooks dir (oci-hooks).
+    #[arg(long, value_name = "PATH|auto")]
+    pub(crate) containers_conf: Option<PathBuf>,
+
+    /// Index of the NRI plugin (nri-hook interface).
+    #[arg(long = "nri-hook.index", value_name = "NN", default_value = defaults::NRI_PLUGIN_INDEX)]
+    pub(crate) nri_hook_index: String,
+
+    /// Name of the NRI plugin (nri-hook interface).
+    #[arg(
+        long = "nri-hook.name",
+        value_name = "NAME",
+        default_value = defaults::NRI_PLUGIN_NAME
+    )]
+    pub(crate) nri_hook_name: String,
+
+    /// The runtime's NRI socket (nri-hook interface).
+    #[arg(
+        long = "nri-hook.socket",
+        value_name = "PATH",
+        default_value = defaults::NRI_SOCKET
+    )]
+    pub(crate) nri_hook_socket: PathBuf,
+
+    /// The agent's address [default: the installed hook's `--grpc-address`, else
+    /// `unix:///var/run/tetragon/tetragon.sock`].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) grpc_address: Option<String>,
+
+    /// The longest the whole run may take (`2s`, `500ms`); every probe is cut to fit.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
+    pub(crate) timeout: std::time::Duration,
+
+    /// Output format.
+    #[arg(long, visible_alias = "output-format", value_enum, default_value_t = OutputFormat::Text)]
+    pub(crate) output: OutputFormat,
+
+    /// Exit 0 when the worst result is a warning (for a readiness probe: a refused container
+    /// in the log should not take the pod out of service).
+    #[arg(long)]
+    pub(crate) ignore_warnings: bool,
+}
+
+/// `--timeout`: a Go-style duration or plain seconds, above zero and at most 60 s.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.parse::<f64>() {
+        Ok(secs) => std::time::Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())?,
+        Err(_) => oci_hook::args::parse_duration(s).map_err(|e| format!("{e:#}"))?,
+    };
+    if d.is_zero() || d > std::time::Duration::from_secs(60) {
+        return Err(format!("`{s}` is not between 0 and 60 s (e.g. `2s`)"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -227,8 +378,9 @@ pub(crate) struct PrintConfigArgs {
     )]
     pub(crate) binary: PathBuf,
 
-    /// Arguments for the hook (takes every argument after it, flags included).
-    #[arg(long, value_name = "ARGS", num_args = 1.., allow_hyphen_values = true)]
+    /// The hook's own flags, as after `install ... hook-args` (takes every argument after it,
+    /// flags included; checked as `install` checks them).
+    #[arg(long, value_name = "HOOK-FLAGS", num_args = 1.., allow_hyphen_values = true)]
     pub(crate) args: Vec<String>,
 }
 
@@ -246,7 +398,8 @@ pub(crate) struct ContainerdArgs {
     )]
     pub(crate) config_file: PathBuf,
 
-    /// Write the patched config here (the config file itself means --in-place).
+    /// Write the patched config here (the config file itself means --in-place) [default: a new
+    /// temporary file; the config itself is left unchanged].
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) output: Option<PathBuf>,
 
@@ -268,6 +421,13 @@ pub(crate) struct ContainerdArgs {
     #[arg(long, global = true, requires = "drop_in")]
     pub(crate) undo: bool,
 
+    /// When the config file does not exist (containerd 2.x runs without one), start from an
+    /// empty file with the `version` the containerd release reads (3 for 2.x, 2 for 1.x: from
+    /// --containerd-version, else `containerd --version`). The file is created only if the edit
+    /// changes something.
+    #[arg(long, global = true, conflicts_with = "drop_in")]
+    pub(crate) create: bool,
+
     #[command(flatten)]
     pub(crate) mode: ModeArgs,
 }
@@ -275,8 +435,10 @@ pub(crate) struct ContainerdArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ContainerdAction {
     /// Enable NRI (needed by `install --interface nri-hook` on containerd 1.7).
+    #[command(after_help = CONTAINERD_OUTPUT_HELP)]
     EnableNri,
     /// Point runc runtimes at a base runtime spec that holds the hook (without NRI).
+    #[command(after_help = CONTAINERD_OUTPUT_HELP)]
     AddOciHook {
         /// Base runtime spec to set as `base_runtime_spec`.
         #[arg(
@@ -302,7 +464,8 @@ pub(crate) struct CrioArgs {
     )]
     pub(crate) config_file: PathBuf,
 
-    /// Write the patched config here (the config file itself means --in-place).
+    /// Write the patched config here (the config file itself means --in-place) [default: a new
+    /// temporary file; the config itself is left unchanged].
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) output_file: Option<PathBuf>,
 
@@ -313,6 +476,7 @@ pub(crate) struct CrioArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum CrioAction {
     /// Add annotations to `allowed_annotations` of every runtime.
+    #[command(after_help = CRIO_OUTPUT_HELP)]
     EnableAnnotations {
         /// Annotations to allow, comma-separated or repeated.
         #[arg(long, value_name = "A[,B...]", value_delimiter = ',', required = true)]
@@ -330,7 +494,8 @@ pub(crate) struct ModeArgs {
     #[arg(long, global = true)]
     pub(crate) check: bool,
 
-    /// Write the patched config back to the config file, atomically.
+    /// Write the patched config back to the config file, atomically (without it, or --output,
+    /// the config file is left unchanged).
     #[arg(long, global = true)]
     pub(crate) in_place: bool,
 
@@ -353,7 +518,22 @@ pub(crate) struct ModeArgs {
 /// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
 pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     let (head, tail) = split_hook_args(argv);
-    let json = wants_json(&head).then(|| command_path(&head));
+    // `install hook-args --help` asks what `hook-args` is, when the line is no install yet (its
+    // required flags missing). On a complete install line, `--help` stays the hook's argument,
+    // which the hook's rules refuse (it would make the hook a no-op).
+    if let Some([only]) = tail.as_deref() {
+        let incomplete = || {
+            Cli::try_parse_from(&head)
+                .is_err_and(|e| e.kind() == clap::error::ErrorKind::MissingRequiredArgument)
+        };
+        if (only == "--help" || only == "-h") && incomplete() {
+            use std::io::Write as _;
+            // As clap's own `--help`: on stdout, exit 0 (a closed stdout is no error here).
+            let _ = std::io::stdout().write_all(hook_args_help().as_bytes());
+            std::process::exit(0);
+        }
+    }
+    let json = json_command(&head);
     let mut cli = match Cli::try_parse_from(head) {
         Ok(cli) => cli,
         // A usage error with `--output-format json` is a JSON error like any other (`--help`
@@ -380,8 +560,17 @@ pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     Ok(cli)
 }
 
+/// The command whose result `argv` asks to have as this tool's JSON document
+/// (`--output-format json` on a patch, install or uninstall command line); `status` prints its
+/// own.
+pub(crate) fn json_command(argv: &[OsString]) -> Option<String> {
+    wants_json(argv)
+        .then(|| command_path(argv))
+        .filter(|c| c.split(' ').next() != Some("status"))
+}
+
 /// Whether `argv` (before any `hook-args`) asks for `--output-format json`.
-pub(crate) fn wants_json(argv: &[OsString]) -> bool {
+fn wants_json(argv: &[OsString]) -> bool {
     argv.iter().enumerate().any(|(i, a)| {
         a == "--output-format=json"
             || (a == "--output-format" && argv.get(i + 1).is_some_and(|v| v == "json"))
@@ -390,7 +579,7 @@ pub(crate) fn wants_json(argv: &[OsString]) -> bool {
 
 /// The subcommands named in `argv` (`patch-containerd-conf enable-nri`), as far as they are
 /// known: for a result or error document made before the command line is parsed.
-pub(crate) fn command_path(argv: &[OsString]) -> String {
+fn command_path(argv: &[OsString]) -> String {
     let root = Cli::command();
     let mut cmd = &root;
     let mut path = Vec::new();
@@ -432,6 +621,24 @@ fn usage_error(e: &clap::Error, command: &str) -> anyhow::Error {
             str::to_owned,
         );
     rthooks::error::help_error(message, help)
+}
+
+/// `install hook-args --help`: what `hook-args` is, then the hook's flags.
+pub(crate) fn hook_args_help() -> String {
+    let mut cmd = Cli::command();
+    // Built, so that the usage line names the binary.
+    cmd.build();
+    let usage = cmd
+        .find_subcommand_mut("install")
+        .map(|install| install.render_usage().to_string())
+        .unwrap_or_default();
+    let hook = oci_hook::args::usage();
+    // The hook's flag list, without its own usage line and hook names.
+    let flags = match hook.find("\nFlags") {
+        Some(at) => format!("Hook flags{}", &hook[at + "\nFlags".len()..]),
+        None => hook.clone(),
+    };
+    format!("{HOOK_ARGS_ABOUT}\n\n{usage}\n\n{}\n", flags.trim_end())
 }
 
 /// Splits `argv` after the `hook-args` of an `install` command line, if there is one.
@@ -547,6 +754,27 @@ mod tests {
             panic!("no hook args")
         };
         assert_eq!(args, ["--crio-config"]);
+    }
+
+    #[test]
+    fn status_takes_the_charts_install_flags_and_both_output_spellings() {
+        let cli = parse_cli(argv(
+            "x status --interface=nri-hook --local-install-dir=/hostInstall \
+             --host-install-dir=/opt/tetragon --oci-hooks.local-dir=/hostHooks \
+             --nri-hook.socket=/var/run/nri/nri.sock --timeout 500ms --output-format json",
+        ))
+        .unwrap();
+        let Command::Status(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.interface, StatusInterface::NriHook);
+        assert_eq!(args.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(args.output, OutputFormat::Json);
+        assert_eq!(
+            parse_timeout("1.5"),
+            Ok(std::time::Duration::from_millis(1500))
+        );
+        assert!(parse_timeout("0s").is_err() && parse_timeout("2m").is_err());
     }
 
     #[test]

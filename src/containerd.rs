@@ -141,6 +141,7 @@ pub fn config_version(doc: &DocumentMut) -> Result<ConfigVersion, EditError> {
 /// assert!(enable_nri(&mut doc).unwrap().is_unchanged());
 /// ```
 pub fn enable_nri(doc: &mut DocumentMut) -> Result<Edit, EditError> {
+    refuse_other_config(doc)?;
     let version = config_version(doc)?;
     let nri_name = version.nri_plugin();
     let plugins_key = KeyPath::new(["plugins"]);
@@ -441,6 +442,7 @@ fn default_value(v: NriDefault, quote: Quote) -> Value {
 /// `base_runtime_spec` (what `containerd config default` writes) counts as unset; a different
 /// non-empty one is left alone with a warning.
 pub fn add_oci_hook(doc: &mut DocumentMut, spec: &str) -> Result<Edit, EditError> {
+    refuse_other_config(doc)?;
     config_version(doc)?;
     let mut edit = Edit::default();
     let plugins_key = KeyPath::new(["plugins"]);
@@ -494,6 +496,43 @@ pub fn add_oci_hook(doc: &mut DocumentMut, spec: &str) -> Result<Edit, EditError
         edit.warnings.push(no_runc_runtime());
     }
     Ok(edit)
+}
+
+/// Refuses a file that is plainly another program's config: cri-o's (`[crio...]` tables) or
+/// podman's `containers.conf` (`[engine]`, `[containers]`), with neither a `version` nor
+/// `plugins`. containerd has none of these top-level tables, so such a file would otherwise be
+/// "patched" as a version 1 config, changing nothing a runtime reads.
+pub fn refuse_other_config(doc: &DocumentMut) -> Result<(), EditError> {
+    if doc.contains_key("version") || doc.contains_key("plugins") {
+        return Ok(());
+    }
+    if doc.contains_key("crio") {
+        return Err(EditError::new(
+            KeyPath::new(["crio"]),
+            "is cri-o's table: this is a cri-o config, not containerd's",
+        )
+        .with_help(
+            "this command edits containerd's config (usually `/etc/containerd/config.toml`); for \
+             cri-o run `tetragon-oci-hook-setup patch-crio-conf enable-annotations --config-file \
+             PATH --annotations NAMES`, and install the hook with `install --interface \
+             oci-hooks` (cri-o runs the hooks in its hooks dir)",
+        ));
+    }
+    if let Some(key) = ["engine", "containers"]
+        .into_iter()
+        .find(|k| doc.contains_key(k))
+    {
+        return Err(EditError::new(
+            KeyPath::new([key]),
+            "is a table of podman's `containers.conf`, not of containerd's config",
+        )
+        .with_help(
+            "pass containerd's config (usually `/etc/containerd/config.toml`); podman needs no \
+             patch: it runs the hooks in its hooks dir (`install --interface oci-hooks \
+             --containers-conf PATH` checks that it reads ours)",
+        ));
+    }
+    Ok(())
 }
 
 fn no_runc_runtime() -> String {

@@ -28,6 +28,7 @@ pub fn enable_annotations(
     doc: &mut DocumentMut,
     annotations: &[String],
 ) -> Result<Edit, EditError> {
+    refuse_other_config(doc)?;
     let mut key = KeyPath::default();
     let mut item = doc.as_item_mut();
     for segment in ["crio", "runtime", "runtimes"] {
@@ -60,6 +61,43 @@ pub fn enable_annotations(
         merge_into(runtime, &runtime_key, annotations, quote, &mut edit)?;
     }
     Ok(edit)
+}
+
+/// Refuses a file without `crio` tables that is plainly containerd's config (a `version` or
+/// `plugins`) or podman's `containers.conf` (`[engine]`, `[containers]`): the fix is another
+/// command or another file, not a runtime table.
+fn refuse_other_config(doc: &DocumentMut) -> Result<(), EditError> {
+    if doc.contains_key("crio") {
+        return Ok(());
+    }
+    if let Some(key) = ["version", "plugins"]
+        .into_iter()
+        .find(|k| doc.contains_key(k))
+    {
+        return Err(EditError::new(
+            KeyPath::new([key]),
+            "is a key of containerd's config: this is a containerd config, not cri-o's",
+        )
+        .with_help(
+            "this command edits cri-o's config (`/etc/crio/crio.conf` or a file in \
+             `/etc/crio/crio.conf.d/`); for containerd run `tetragon-oci-hook-setup \
+             patch-containerd-conf enable-nri --config-file PATH` (or `add-oci-hook`)",
+        ));
+    }
+    if let Some(key) = ["engine", "containers"]
+        .into_iter()
+        .find(|k| doc.contains_key(k))
+    {
+        return Err(EditError::new(
+            KeyPath::new([key]),
+            "is a table of podman's `containers.conf`, not of cri-o's config",
+        )
+        .with_help(
+            "pass cri-o's config (`/etc/crio/crio.conf` or a file in `/etc/crio/crio.conf.d/`); \
+             podman needs no patch: it passes every annotation to the hook",
+        ));
+    }
+    Ok(())
 }
 
 fn no_runtimes() -> EditError {

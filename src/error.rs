@@ -101,12 +101,35 @@ fn message_of(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The fix of the outermost error in `err`'s chain that has one ([`HelpError`], [`EditError`],
-/// [`ConfigError`], [`ArgError`]), if any: a `.context()` around it does not bury it.
+/// [`ConfigError`], [`ArgError`]), if any: a `.context()` around it does not bury it. Without
+/// one, an OS error with an obvious fix (permission denied, read-only or full file system) gets
+/// that fix, wherever it happened.
 pub fn help_of(err: &anyhow::Error) -> Option<&str> {
     if let Some(h) = err.downcast_ref::<HelpError>() {
         return Some(&h.help);
     }
-    err.chain().find_map(own_help)
+    err.chain()
+        .find_map(own_help)
+        .or_else(|| err.chain().find_map(os_error_help))
+}
+
+/// The fix of an OS error that has one whatever the command was.
+fn os_error_help(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    match e.downcast_ref::<std::io::Error>()?.raw_os_error()? {
+        libc::EACCES | libc::EPERM => Some(
+            "run it as root (runtime configs, hooks dirs and the install dir belong to root), or \
+             give a path you may write (the patch commands' `--output`)",
+        ),
+        libc::EROFS => Some(
+            "that file system is mounted read-only (an immutable OS, or a read-only mount into \
+             the pod): mount it read-write, or write where it is not (the patch commands' \
+             `--output` or `--drop-in`)",
+        ),
+        libc::ENOSPC | libc::EDQUOT => {
+            Some("the file system is full: free some space, then re-run")
+        }
+        _ => None,
+    }
 }
 
 /// Each message of `err`'s chain, outermost first, without the fixes.
@@ -227,7 +250,7 @@ mod tests {
         assert_eq!(
             render(&hook),
             "error: cannot install\n\nCaused by:\n  - invalid hook arguments:\n    \
-             invalid `--log-level` `bad`\n\nhelp: use one of debug, info, warn, error"
+             invalid `--log-level` `bad`\n\nhelp: use one of trace, debug, info, warn, error"
         );
     }
 

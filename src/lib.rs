@@ -16,6 +16,8 @@
 //! - [`layers`]: a runtime config as a main file and its drop-ins (later files win), read by
 //!   [`nri_validator`] (does NRI's default validator reject OCI hooks?) and [`hooks_dirs`]
 //!   (which hooks dirs cri-o or podman reads);
+//! - [`status`]: the checks of `status` (is the hook set up and working on this node?) and the
+//!   NRI plugin's state file;
 //! - [`defaults`]: every default name and path, once; [`error`]: errors with a `help:` fix;
 //! - [`sys`]: the OS calls (signals, `statvfs`, `flock`, ...), the only `unsafe` code.
 //!
@@ -45,6 +47,7 @@ pub mod nri;
 pub mod nri_validator;
 pub mod patch;
 pub mod plan;
+pub mod status;
 pub mod style;
 pub mod sys;
 pub mod text;

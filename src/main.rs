@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         }
     }
     let argv: Vec<_> = std::env::args_os().collect();
-    let json = cli::wants_json(&argv).then(|| cli::command_path(&argv));
+    let json = cli::json_command(&argv);
     match cli::parse_cli(argv) {
         Ok(cli) => exit(ops::run(cli)),
         Err(err) => exit(ops::parse_failed(err, json)),

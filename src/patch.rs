@@ -104,6 +104,110 @@ fn recursion_help(line: usize) -> String {
     )
 }
 
+/// Where `--config-file` takes a runtime's TOML config, for the fixes of a wrong file.
+const WHICH_CONFIG: &str = "`--config-file` takes the runtime's TOML config (containerd: \
+     `/etc/containerd/config.toml`, cri-o: `/etc/crio/crio.conf` or a file in \
+     `/etc/crio/crio.conf.d/`)";
+
+/// The error for a JSON file given as a config (TOML never starts with `{`): an OCI hook file,
+/// an OCI runtime spec, or other JSON, each with the command it belongs to.
+fn json_instead_of_toml(path: &Path, body: &str) -> Option<anyhow::Error> {
+    if !body.trim_start().starts_with('{') {
+        return None;
+    }
+    let keys = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body).ok();
+    let has = |k: &str| keys.as_ref().is_some_and(|m| m.contains_key(k));
+    let path = path.display();
+    Some(if has("hook") && (has("stages") || has("when")) {
+        crate::error::help_error(
+            format!("`{path}` is an OCI hook file (hooks.d JSON), not a runtime's TOML config"),
+            format!(
+                "{WHICH_CONFIG}; hook files are written by `install --interface oci-hooks` into \
+                 the hooks dir that cri-o and podman read"
+            ),
+        )
+    } else if has("ociVersion") {
+        crate::error::help_error(
+            format!(
+                "`{path}` is an OCI runtime spec (JSON with `ociVersion`), not a runtime's TOML \
+                 config"
+            ),
+            format!(
+                "a base runtime spec goes to `--runtime-spec`: `tetragon-oci-hook-setup \
+                 patch-containerd-conf add-oci-hook --config-file /etc/containerd/config.toml \
+                 --runtime-spec {path}`"
+            ),
+        )
+    } else {
+        crate::error::help_error(format!("`{path}` is JSON, not TOML"), WHICH_CONFIG)
+    })
+}
+
+/// What is usually wrong where the TOML parser stopped, judged from its message and the line:
+/// the `help:` of a syntax error.
+fn syntax_help(body: &str, e: &toml_edit::TomlError) -> String {
+    let at = e.span().map_or(0, |s| s.start.min(body.len()));
+    let (n, line) = match (body.get(..at), body.get(at..)) {
+        (Some(head), Some(tail)) => {
+            let start = head.rfind('\n').map_or(0, |i| i + 1);
+            let end = tail.find('\n').map_or(body.len(), |i| at + i);
+            (text::line_of(body, at), body.get(start..end).unwrap_or(""))
+        }
+        _ => (1, ""),
+    };
+    let line = line.trim();
+    let msg = e.message();
+    if msg.contains("duplicate key") {
+        if line.starts_with('[') {
+            let header = line.split_once(']').map_or(line, |(h, _)| h);
+            let header = format!("{}]", header.trim_end_matches(']'));
+            return format!(
+                "line {n}: `{header}` is defined twice, or a key in it was already set earlier (as a dotted \
+                 key or a sub-table): merge the two into one section"
+            );
+        }
+        let key = line.split_once('=').map_or(line, |(k, _)| k).trim();
+        return format!(
+            "line {n}: `{key}` is already set in this table (an earlier line, or a `[...]` section of that \
+             name): keep one of the two; TOML does not let a later line override an earlier one"
+        );
+    }
+    let unclosed_quote = line.matches('"').count() % 2 == 1;
+    let help = if msg.contains("unclosed table") && unclosed_quote {
+        "a quoted key on this line is not closed: add the missing `\"` before `]`"
+    } else if msg.contains("unclosed table") {
+        "close the table header with `]`, e.g. `[plugins.\"io.containerd.nri.v1.nri\"]`"
+    } else if msg.contains("basic string") {
+        "close the string with `\"` on the same line (a string over several lines is written \
+         `\"\"\"...\"\"\"`)"
+    } else if msg.contains("literal string") && !msg.contains("must be quoted") {
+        "close the string with `'` on the same line"
+    } else if msg.contains("must be quoted") {
+        "quote the value, e.g. `root = \"/var/lib/containerd\"`"
+    } else if msg.contains("key with no value") || msg.contains("expected `=`") {
+        "put `=` between the key and its value, e.g. `disable = false`"
+    } else if msg.contains("extra `=`") {
+        "write one `=` between the key and its value"
+    } else if msg.contains("boolean") {
+        "booleans are `true` or `false`: lower case, without quotes"
+    } else if msg.contains("escape") {
+        "a `\\` in a \"...\" string starts an escape: double it (`\\\\`) or use a '...' string"
+    } else if msg.contains("unclosed array") {
+        "close the array with `]`; its items are separated by `,`"
+    } else if msg.contains("inline table") {
+        "close the inline table with `}`; its keys are separated by `,`"
+    } else if msg.contains("expected newline") {
+        "one `key = value` per line: remove what follows the value (a trailing `,`?), or start \
+         a comment with `#`"
+    } else if msg.contains("invalid key") || msg.contains("invalid unquoted key") {
+        "a key is bare (letters, digits, `_`, `-`) or quoted: quote it, e.g. \
+         `\"io.containerd.nri.v1.nri\"`"
+    } else {
+        "a missing quote, `=`, `]` or `,` just before the caret is the usual cause"
+    };
+    format!("line {n}: {help}")
+}
+
 /// Parses `original` (the content of `path`), applies `edit_fn`, and returns the checked result.
 pub fn patch_text(
     path: &Path,
@@ -129,6 +233,9 @@ pub fn patch_text(
                 recursion_help(line),
             );
         }
+        if let Some(json) = json_instead_of_toml(path, body) {
+            return json;
+        }
         let message = format!("failed to parse `{}` as TOML", path.display());
         let shown = ParseError(text::parse_error_excerpt(body, &e));
         if e.message().contains("recurs") {
@@ -137,7 +244,8 @@ pub fn patch_text(
             return anyhow::Error::new(shown)
                 .context(crate::error::HelpError::new(message, recursion_help(line)));
         }
-        anyhow::Error::new(shown).context(message)
+        anyhow::Error::new(shown)
+            .context(crate::error::HelpError::new(message, syntax_help(body, &e)))
     })?;
     // toml_edit renders an unedited document byte for byte, except that line endings become
     // `\n` and a missing final newline is added; only then is the unedited rendering needed to
@@ -460,9 +568,33 @@ pub fn plan_file(
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    let original = read_config(config)?;
+    plan_text(config, &original, false, output, edit_fn)
+}
+
+/// As [`plan_file`] for a config that does not exist yet (`--create`): the edit starts from
+/// `start` (an empty versioned file), and the plan creates the file with the result, or plans
+/// nothing when the edit changes nothing. Nothing is read or written here.
+pub fn plan_new_file(
+    config: &Path,
+    start: &str,
+    output: &Output,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    plan_text(config, start, true, output, edit_fn)
+}
+
+/// The plan of [`plan_file`] from the config's text (`new`: the config does not exist, and
+/// `original` is where the edit starts).
+fn plan_text(
+    config: &Path,
+    original: &str,
+    new: bool,
+    output: &Output,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
     use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
 
-    let original = read_config(config)?;
     let output = match output {
         Output::Path(p) if same_file(p, config) => &Output::InPlace,
         other => other,
@@ -470,7 +602,15 @@ pub fn plan_file(
     if let Output::Path(out) = output {
         crate::plan::check_target(out)?;
     }
-    let mut patched = patch_text(config, &original, edit_fn)?;
+    let mut patched = patch_text(config, original, edit_fn)?;
+    if new {
+        // Nothing on disk: the diff starts from nothing, and an edit that changes nothing
+        // creates no file.
+        patched.before = String::new();
+        if patched.edit.is_unchanged() {
+            patched.after = String::new();
+        }
+    }
     if let Output::Path(out) = output {
         if let Some((uid, mode)) = crate::plan::foreign_owner(out) {
             patched.edit.notes.push(format!(
@@ -537,26 +677,33 @@ pub fn lock_for(
     output: &Output,
     wait: std::time::Duration,
 ) -> anyhow::Result<Option<crate::plan::EditLock>> {
-    let in_place = |config: &Path| {
-        std::fs::canonicalize(config)
-            .with_context(|| format!("failed to read `{}`", config.display()))
+    // A name that is not followed: its directory's canonical path, then it.
+    let unfollowed = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        match (std::fs::canonicalize(dir), p.file_name()) {
+            (Ok(dir), Some(name)) => dir.join(name),
+            // A missing directory or no file name: the write is refused later anyway.
+            _ => p.to_owned(),
+        }
+    };
+    let in_place = |config: &Path| match std::fs::canonicalize(config) {
+        // A config that does not exist yet (`--create`; not a dangling link): locked by name.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(config).is_err() =>
+        {
+            Ok(unfollowed(config))
+        }
+        r => r.with_context(|| format!("failed to read `{}`", config.display())),
     };
     let key = match output {
         Output::NewTempFile => return Ok(None),
         Output::InPlace => in_place(config)?,
         Output::Path(p) if same_file(p, config) => in_place(config)?,
-        Output::Path(p) => {
-            // The output's own name is not followed: its directory's canonical path, then it.
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            match (std::fs::canonicalize(dir), p.file_name()) {
-                (Ok(dir), Some(name)) => dir.join(name),
-                // A missing directory or no file name: the write is refused later anyway.
-                _ => p.clone(),
-            }
-        }
+        Output::Path(p) => unfollowed(p),
     };
     crate::plan::lock_edit(&key, wait).map(Some)
 }

@@ -583,6 +583,8 @@ fn missing_and_directory_configs() {
 
     Caused by:
       - No such file or directory (os error 2)
+
+    help: containerd 2.x runs without a config file, with NRI enabled: nothing to enable then. containerd 1.7 needs one: re-run with --create to start from an empty `version = 2` file, or create the whole default with `containerd config default > nope.toml`; or pass the file containerd is started with (`--config-file`)
     ");
     let is_dir = run(
         dir.path(),

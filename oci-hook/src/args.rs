@@ -422,7 +422,7 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
                 Some(level) => config.log_level = level,
                 None => diags.push(fix(
                     format!("invalid `--log-level` `{value}`"),
-                    "use one of debug, info, warn, error",
+                    &format!("use one of {}", Level::NAMES.join(", ")),
                 )),
             },
             "grpc-address" => {
@@ -487,10 +487,15 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
             "fail-allow-namespaces" => config.fail_allow_namespaces.extend(split_names(value)),
             _ => match regex::Regex::new(value) {
                 Ok(_) => config.fail_allow_namespaces_regex.push(value.clone()),
-                Err(e) => diags.push(err(format!(
-                    "invalid `--fail-allow-namespaces-regex` `{value}`: {}",
-                    first_line(&e.to_string())
-                ))),
+                Err(e) => diags.push(fix(
+                    format!(
+                        "invalid `--fail-allow-namespaces-regex` `{value}`: {}",
+                        first_line(&e.to_string())
+                    ),
+                    "the value is a regex (RE2 syntax, as upstream's): put `\\` before `(`, `[`, \
+                     `{`, `.` or `*` meant literally, or list plain names with \
+                     `--fail-allow-namespaces`",
+                )),
             },
         }
     }
@@ -816,6 +821,7 @@ See `tetragon-oci-hook --help` for the flags.
 /// The `--help` text.
 pub fn usage() -> String {
     let hooks = hook_lines();
+    let levels = Level::NAMES.join(", ");
     format!(
         "\
 Usage: tetragon-oci-hook [FLAGS] HOOK
@@ -826,7 +832,7 @@ Hooks:
 {hooks}
 Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` beside the binary):
   --log-fname PATH                    log file (default: `{DEFAULT_LOG_FILE}` beside the binary)
-  --log-level LEVEL                   debug, info, warn or error (default: info)
+  --log-level LEVEL                   {levels} (default: info)
   --grpc-address ADDR                 agent address (default: {DEFAULT_GRPC_ADDRESS})
   --grpc-timeout DURATION             agent call timeout (default: 10s, at most 60s)
   --disable-grpc                      do not contact the agent
@@ -1088,7 +1094,7 @@ mod tests {
             help_in(&err).as_deref(),
             Some(
                 "every container start waits for the hook, give at most 60s; \
-                 use one of debug, info, warn, error"
+                 use one of trace, debug, info, warn, error"
             )
         );
         // The same problems in the hook's log: one line each, with what it uses and the fix.
@@ -1124,6 +1130,19 @@ mod tests {
             assert!(validate_args(&args(&[bad])).is_err(), "{bad}");
         }
         assert!(usage().contains("--fail-cel-timeout DURATION"));
+    }
+
+    #[test]
+    fn usage_lists_every_log_level_the_hook_accepts() {
+        let usage = usage();
+        let line = usage
+            .lines()
+            .find(|l| l.trim_start().starts_with("--log-level"))
+            .unwrap();
+        for name in Level::NAMES {
+            assert!(line.contains(name), "{name} missing from {line:?}");
+            assert!(cfg(&["--log-level", name]).diagnostics.is_empty(), "{name}");
+        }
     }
 
     #[test]

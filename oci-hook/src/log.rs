@@ -105,6 +105,31 @@ pub struct Logger {
     file: Option<File>,
     /// The lock stayed busy once: later lines do not wait for it.
     lock_busy: bool,
+    /// Where a line goes when the file cannot be written.
+    fallback: Fallback,
+}
+
+/// Where a line goes when the log file cannot be written: stderr, or (in unit tests) a buffer,
+/// since the test harness captures only `print!`-style output and a line written to the real
+/// stderr would show up in `cargo test`'s output.
+#[derive(Debug)]
+enum Fallback {
+    Stderr,
+    #[cfg(test)]
+    Captured(Vec<u8>),
+}
+
+impl Fallback {
+    fn write(&mut self, line: &[u8]) {
+        match self {
+            // Last resort; there is nowhere else to report the failure.
+            Self::Stderr => {
+                let _ = std::io::stderr().write_all(line);
+            }
+            #[cfg(test)]
+            Self::Captured(buf) => buf.extend_from_slice(line),
+        }
+    }
 }
 
 impl Logger {
@@ -116,6 +141,7 @@ impl Logger {
             fields: Vec::new(),
             file: None,
             lock_busy: false,
+            fallback: Fallback::Stderr,
         }
     }
 
@@ -141,8 +167,7 @@ impl Logger {
         }
         let line = self.format_line(level, msg, extra, true);
         if self.append(line.as_bytes()).is_err() {
-            // Last resort; there is nowhere else to report the failure.
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            self.fallback.write(line.as_bytes());
         }
     }
 
@@ -668,6 +693,9 @@ mod tests {
         // Under /proc nothing can be created: every write of the file fails.
         let path = PathBuf::from("/proc/nonexistent/dir/h.log");
         let mut log = Logger::new(path.clone(), Level::Debug);
+        // Captured here rather than written to the test's real stderr (what reaches stderr is
+        // checked on the binary: `unwritable_log_goes_to_stderr` in tests/hook.rs).
+        log.fallback = Fallback::Captured(Vec::new());
         let logged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             log.with("hook", "createRuntime");
             for level in [Level::Debug, Level::Info, Level::Warn, Level::Error] {
@@ -676,9 +704,29 @@ mod tests {
             log.log(Level::Error, "again", &[]);
         }));
         assert!(logged.is_ok(), "logging to an unwritable file panicked");
-        // The file really was unwritable, so the lines took the stderr path (what reaches
-        // stderr is checked on the binary: `unwritable_log_goes_to_stderr` in tests/hook.rs).
+        // The file really was unwritable, so every line took the fallback path.
         assert!(log.append(b"x\n").is_err());
         assert!(!path.exists());
+        let Fallback::Captured(lines) = &log.fallback else {
+            panic!("the fallback is no longer the captured one")
+        };
+        let lines = String::from_utf8_lossy(lines);
+        let msgs: Vec<&str> = lines
+            .lines()
+            .map(|l| {
+                if l.contains("goes to stderr") {
+                    "goes"
+                } else {
+                    "other"
+                }
+            })
+            .collect();
+        assert_eq!(msgs, ["goes", "goes", "goes", "goes", "other"], "{lines}");
+        assert!(
+            lines
+                .lines()
+                .all(|l| l.contains(r#""hook":"createRuntime""#)),
+            "{lines}"
+        );
     }
 }

@@ -25,7 +25,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::error::{WithHelp, help_error};
 
@@ -259,9 +259,13 @@ pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Opti
         return Ok(None);
     };
     match run_check_cel(binary, &expr) {
-        Ok(CheckCel::Invalid(reason)) => {
-            bail!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {reason}")
-        }
+        Ok(CheckCel::Invalid(reason)) => Err(help_error(
+            format!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {reason}"),
+            "fix the expression at the column shown: it is CEL and must give a bool (true fails \
+             the container); it sees `annotations` (a map of string to string) and \
+             `annotations_namespace_keys` (a list of strings), e.g. \
+             `annotations[\"io.kubernetes.pod.namespace\"] != \"kube-system\"`",
+        )),
         Ok(CheckCel::Valid) => Ok(None),
         Ok(CheckCel::NoAnswer) => Ok(Some(format!(
             "`{}` did not answer within {}s when asked to check `--fail-cel-expr`; it is not \

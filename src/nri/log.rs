@@ -47,6 +47,10 @@ enum Sink {
 pub struct Log {
     sink: Sink,
     min: Level,
+    /// In unit tests, what would go to stderr: libtest captures only `print!`-style output, and
+    /// a line written to the real stderr would show up in `cargo test`'s output.
+    #[cfg(test)]
+    captured: Option<Vec<u8>>,
 }
 
 impl Log {
@@ -55,6 +59,8 @@ impl Log {
         Self {
             sink: Sink::Stderr,
             min,
+            #[cfg(test)]
+            captured: None,
         }
     }
 
@@ -67,6 +73,8 @@ impl Log {
                 dropped: 0,
             },
             min: Level::Info,
+            #[cfg(test)]
+            captured: None,
         }
     }
 
@@ -145,6 +153,12 @@ impl Log {
 
     fn write_line(&mut self, line: String) {
         match &mut self.sink {
+            #[cfg(test)]
+            Sink::Stderr if self.captured.is_some() => {
+                if let Some(buf) = &mut self.captured {
+                    buf.extend_from_slice(line.as_bytes());
+                }
+            }
             Sink::Stderr => {
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
@@ -302,8 +316,18 @@ mod tests {
         // No reader: an error at once, not a hang.
         assert!(open_regular(&fifo).is_err());
         let mut log = Log::pending();
+        log.captured = Some(Vec::new());
         log.open_file(&link);
         log.info(format_args!("to stderr"));
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        // Refused, the log went to stderr instead, saying why first.
+        let stderr = String::from_utf8(log.captured.take().unwrap()).unwrap();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{stderr}");
+        assert!(
+            lines[0].contains(" error failed to open log file `"),
+            "{stderr}"
+        );
+        assert!(lines[1].ends_with(" info to stderr"), "{stderr}");
     }
 }

@@ -82,6 +82,8 @@ pub struct ExternalOptions {
     pub give_up_after: Duration,
     /// The least severe level logged.
     pub log_level: Level,
+    /// Where to keep the state file `status` reads ([`crate::status::state`]); `None`: none.
+    pub state_file: Option<PathBuf>,
 }
 
 /// Runs the plugin against the socket until SIGINT/SIGTERM (returns the signal's name) or until
@@ -95,13 +97,16 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         &opts.hook,
         Log::stderr(opts.log_level),
     );
+    let socket = opts.socket.display().to_string();
+    plugin.state = opts.state_file.clone().map(|path| {
+        crate::status::state::Recorder::new(path, &opts.name, &opts.index, &socket, &opts.hook)
+    });
     let full = plugin.full_name.clone();
     let hook = plugin::nri_hook(&opts.hook);
     plugin.log.info(format_args!(
         "{full}: adding hook `{}` {:?} to every new container",
         hook.path, hook.args
     ));
-    let socket = opts.socket.display().to_string();
     // When the plugin last stopped being registered (or started): the give-up clock.
     let mut down_since = Instant::now();
     let mut attempt: u64 = 0;
@@ -120,14 +125,24 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                         plugin
                             .log
                             .info(format_args!("{full}: received {sig}, disconnecting"));
+                        remove_state(&mut plugin);
                         return Ok(sig);
                     }
-                    Ok(End::Eof) => plugin.log.warn(format_args!(
-                        "{full}: the runtime closed the connection; reconnecting"
-                    )),
-                    Err(e) => plugin
-                        .log
-                        .error(format_args!("{full}: {e:#}; reconnecting")),
+                    Ok(End::Eof) => {
+                        plugin.log.warn(format_args!(
+                            "{full}: the runtime closed the connection; reconnecting"
+                        ));
+                        plugin.state_now(|s| {
+                            s.unregistered(Some("the runtime closed the connection"))
+                        });
+                    }
+                    Err(e) => {
+                        plugin
+                            .log
+                            .error(format_args!("{full}: {e:#}; reconnecting"));
+                        let msg = format!("{e:#}");
+                        plugin.state_now(|s| s.unregistered(Some(&msg)));
+                    }
                 }
                 if outcome.registered {
                     // However the session ended, registration was lost just now: the give-up
@@ -141,11 +156,23 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                     }
                 }
             }
-            Err(e) => plugin.log.warn(format_args!(
-                "{full}: cannot connect to `{socket}` (attempt {attempt}): {e}"
-            )),
+            Err(e) => {
+                plugin.log.warn(format_args!(
+                    "{full}: cannot connect to `{socket}` (attempt {attempt}): {e}"
+                ));
+                // The first failure of an outage is recorded; not every retry.
+                if attempt == 1 {
+                    let msg = format!("cannot connect to `{socket}`: {e}");
+                    plugin.state_now(|s| s.unregistered(Some(&msg)));
+                }
+            }
         }
         if down_since.elapsed() >= opts.give_up_after {
+            let msg = format!("not registered for {:?}; gave up", opts.give_up_after);
+            plugin.state_now(|s| {
+                s.unregistered(Some(&msg))?;
+                s.flush(Duration::from_secs(1))
+            });
             return Err(crate::error::help_error(
                 format!(
                     "not registered with the runtime at `{socket}` for {:?}; giving up",
@@ -166,7 +193,21 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
             plugin
                 .log
                 .info(format_args!("{full}: received {sig}, exiting"));
+            remove_state(&mut plugin);
             return Ok(sig);
+        }
+    }
+}
+
+/// Removes the state file on a clean exit, logging a failure.
+fn remove_state(plugin: &mut Plugin) {
+    if let Some(state) = &mut plugin.state {
+        if let Err(e) = state.remove() {
+            let path = state.path().display().to_string();
+            plugin.log.warn(format_args!(
+                "{}: cannot remove the state file `{path}`: {e}",
+                plugin.full_name
+            ));
         }
     }
 }
@@ -190,6 +231,7 @@ pub fn run_prelaunched(
     mode: Prelaunched,
     signals: &OwnedFd,
     log_level: Level,
+    state_file: Option<PathBuf>,
 ) -> anyhow::Result<Option<&'static str>> {
     let name = std::env::var(NAME_ENV).unwrap_or_else(|_| name.to_owned());
     let index = std::env::var(INDEX_ENV).unwrap_or_else(|_| index.to_owned());
@@ -200,6 +242,15 @@ pub fn run_prelaunched(
         Prelaunched::Fixed(hook) => Plugin::new(&name, &index, hook, Log::stderr(log_level)),
         Prelaunched::FromConfig => Plugin::from_config(&name, &index, Log::pending()),
     };
+    if let (Some(path), Prelaunched::Fixed(hook)) = (state_file, &mode) {
+        plugin.state = Some(crate::status::state::Recorder::new(
+            path,
+            &name,
+            &index,
+            &format!("(pre-launched, fd {fd_text})"),
+            hook,
+        ));
+    }
     let full = plugin.full_name.clone();
     plugin.log.info(format_args!(
         "{full}: pre-launched by the runtime (socket fd {fd_text})"
@@ -211,18 +262,25 @@ pub fn run_prelaunched(
             plugin.log.info(format_args!(
                 "{full}: the runtime closed the connection; exiting"
             ));
+            remove_state(&mut plugin);
             Ok(None)
         }
         Ok(End::Signal(sig)) => {
             plugin
                 .log
                 .info(format_args!("{full}: received {sig}, exiting"));
+            remove_state(&mut plugin);
             Ok(Some(sig))
         }
         Err(e) => {
             plugin
                 .log
                 .error(format_args!("{full}: {}", crate::error::Report(&e)));
+            let msg = format!("{e:#}");
+            plugin.state_now(|s| {
+                s.unregistered(Some(&msg))?;
+                s.flush(Duration::from_secs(1))
+            });
             Err(e)
         }
     }

@@ -153,6 +153,8 @@ pub struct Plugin {
     from_config: bool,
     /// Where log lines go.
     pub log: Log,
+    /// The state file `status` reads (`None`: none kept).
+    pub state: Option<crate::status::state::Recorder>,
 }
 
 impl Plugin {
@@ -165,6 +167,7 @@ impl Plugin {
             adjustment: Some(encoded_response(hook)),
             from_config: false,
             log,
+            state: None,
         }
     }
 
@@ -177,6 +180,35 @@ impl Plugin {
             adjustment: None,
             from_config: true,
             log,
+            state: None,
+        }
+    }
+
+    /// Writes the state file if a write is due (called after replies are sent); a failure is
+    /// logged, once per kind of error, and never stops the plugin.
+    pub fn state_tick(&mut self) {
+        if let Some(state) = &mut self.state {
+            if let Err(e) = state.tick() {
+                self.log.warn(format_args!(
+                    "{}: cannot write the state file: {e:#}",
+                    self.full_name
+                ));
+            }
+        }
+    }
+
+    /// Records a state change (`f` on the recorder, which writes at once), logging a failure.
+    pub fn state_now(
+        &mut self,
+        f: impl FnOnce(&mut crate::status::state::Recorder) -> anyhow::Result<()>,
+    ) {
+        if let Some(state) = &mut self.state {
+            if let Err(e) = f(state) {
+                self.log.warn(format_args!(
+                    "{}: cannot write the state file: {e:#}",
+                    self.full_name
+                ));
+            }
         }
     }
 
@@ -223,6 +255,9 @@ impl Plugin {
             req.registration_timeout / 1_000_000,
             req.request_timeout / 1_000_000
         ));
+        if let Some(state) = &mut self.state {
+            state.configured(&req.runtime_name, &req.runtime_version);
+        }
         if self.from_config {
             let config = PrelaunchConfig::parse(&req.config).map_err(|e| {
                 let msg = format!("{}: {}", self.full_name, crate::error::Report(&e));
@@ -259,6 +294,19 @@ impl Plugin {
             self.log
                 .info(format_args!("{}: hook `{}`", self.full_name, hook.path));
             self.adjustment = Some(encoded_response(&config.hook));
+            // The plugin runs on the host: its state goes beside the hook binary.
+            let dir = Path::new(&hook.path).parent().unwrap_or(Path::new("/"));
+            let state = self.state.get_or_insert_with(|| {
+                crate::status::state::Recorder::new(
+                    dir.join(crate::status::state::FILE_NAME),
+                    &self.name,
+                    &self.index,
+                    "(pre-launched)",
+                    hook,
+                )
+            });
+            state.set_hook(hook);
+            state.configured(&req.runtime_name, &req.runtime_version);
         }
         Ok(ConfigureResponse { events: EVENT_MASK }.encode_to_vec())
     }
@@ -281,7 +329,12 @@ impl Plugin {
             )),
         }
         match &self.adjustment {
-            Some(adj) => adj.clone(),
+            Some(adj) => {
+                if let Some(state) = &mut self.state {
+                    state.adjusted();
+                }
+                adj.clone()
+            }
             None => {
                 self.log.error(format_args!(
                     "{}: CreateContainer before Configure: no hook to add",
@@ -416,7 +469,7 @@ mod tests {
         );
         assert!(
             msg.ends_with(
-                "; use one of debug, info, warn, error; hook arguments are flags only; the \
+                "; use one of trace, debug, info, warn, error; hook arguments are flags only; the \
                  runtime passes the hook name (createRuntime) itself"
             ),
             "{msg}"

@@ -132,8 +132,14 @@ impl Session {
                 ));
                 return Ok(End::Eof);
             }
+            // After the replies went out: a container start never waits for this write.
+            plugin.state_tick();
             let now = Instant::now();
-            let mut timeout = None;
+            let mut timeout = if self.registered {
+                plugin.state.as_ref().and_then(|s| s.due_in())
+            } else {
+                None
+            };
             if !self.registered {
                 match deadline.checked_duration_since(now) {
                     Some(d) if !d.is_zero() => timeout = Some(d),
@@ -365,6 +371,7 @@ impl Session {
         plugin
             .log
             .info(format_args!("{}: registered", plugin.full_name));
+        plugin.state_now(|s| s.registered());
         Ok(())
     }
 }

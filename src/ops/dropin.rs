@@ -42,8 +42,10 @@ pub(super) fn run(
         )?
     };
     let text = rthooks::patch::read_config(config)?;
-    // The main file's own errors, as without --drop-in.
-    rthooks::patch::patch_text(config, &text, |_| Ok(Edit::default()))?;
+    // The main file's own errors, as without --drop-in (a cri-o file included).
+    rthooks::patch::patch_text(config, &text, |doc| {
+        rthooks::containerd::refuse_other_config(doc).map(|()| Edit::default())
+    })?;
     let doc: DocumentMut = text
         .strip_prefix('\u{feff}')
         .unwrap_or(&text)

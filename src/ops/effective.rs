@@ -36,6 +36,8 @@ pub(super) struct Judge<'a> {
     pub(super) force: bool,
     /// The subcommand, for the fix shown in errors (`enable-nri`, `add-oci-hook ...`).
     pub(super) action: String,
+    /// `--create` on a missing config: the text it starts from (nothing is read).
+    pub(super) created: Option<String>,
 }
 
 impl Judge<'_> {
@@ -47,7 +49,10 @@ impl Judge<'_> {
         goal: Goal<'_>,
         edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
     ) -> anyhow::Result<Pre> {
-        let text = rthooks::patch::read_config(self.config)?;
+        let text = match &self.created {
+            Some(text) => text.clone(),
+            None => rthooks::patch::read_config(self.config)?,
+        };
         let mut pre = Pre::default();
         if let Some(r) = rendered(self.config, &text) {
             if !self.force {
@@ -155,6 +160,33 @@ impl Judge<'_> {
             ),
             help,
         )
+    }
+
+    /// The release that will read a config `--create` starts: from `--containerd-version`,
+    /// else `containerd --version`; with where it came from, for the note.
+    pub(super) fn release_for_new_file(&self) -> anyhow::Result<(Release, &'static str)> {
+        if let Some(v) = self.release {
+            let release = Release::parse(v).ok_or_else(|| {
+                help_error(
+                    format!("--containerd-version `{v}` is not a release"),
+                    "write it as `X.Y`, e.g. `--containerd-version 2.1`",
+                )
+            })?;
+            return Ok((release, "--containerd-version"));
+        }
+        installed_release()
+            .map(|r| (r, "`containerd --version`"))
+            .ok_or_else(|| {
+                help_error(
+                    format!(
+                        "--create: which `version` to write in the new `{}` depends on the \
+                         containerd release, and there is no `containerd` on PATH",
+                        self.config.display()
+                    ),
+                    "pass the release that reads it, e.g. `--containerd-version 2.1` (version 3) \
+                     or `--containerd-version 1.7` (version 2)",
+                )
+            })
     }
 
     /// The merge rule: from `--containerd-version`, else `containerd --version`, else the

@@ -15,6 +15,7 @@ mod nri;
 mod patch;
 mod print_config;
 mod runtime_conf;
+mod status;
 mod uninstall;
 
 use std::process::ExitCode;
@@ -64,7 +65,8 @@ fn json_request(cli: &Cli) -> Option<(String, bool, bool)> {
         }
         Command::Install(a) => (a.output_format, "install".to_owned(), a.dry_run, false),
         Command::Uninstall(a) => (a.output_format, "uninstall".to_owned(), a.dry_run, false),
-        Command::PrintConfig(_) => return None,
+        // `print-config` prints the hook file; `status` its own document.
+        Command::PrintConfig(_) | Command::Status(_) => return None,
     };
     (format == OutputFormat::Json).then_some((command, dry_run, check))
 }
@@ -78,6 +80,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::install(args, verbose),
         Command::Uninstall(args) => uninstall::uninstall(args, verbose),
         Command::PrintConfig(args) => print_config::print_config(&args),
+        Command::Status(args) => status::status(&args),
         Command::PatchContainerdConf(args) => patch::containerd(args, verbose),
         Command::PatchCrioConf(args) => patch::crio(args, verbose),
     }

@@ -26,6 +26,7 @@ pub(crate) fn run_prelaunched_from_config(fd: &str) -> anyhow::Result<ExitCode> 
         Prelaunched::FromConfig,
         &sfd,
         nri::log::Level::Info,
+        None,
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -88,6 +89,9 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
     // Installed: automation reading the JSON result gets it now; the plugin runs on.
     super::json::emit(0);
     let hook = install.invocation;
+    let state_file = args
+        .local_install_dir
+        .join(rthooks::status::state::FILE_NAME);
     let sfd = signals.signalfd().context("failed to create a signalfd")?;
     // The binary stays installed on exit: a container whose creation got the hook may still run
     // it (containerd starts the task later), and a missing hook binary would fail that start.
@@ -99,6 +103,7 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
             Prelaunched::Fixed(hook),
             &sfd,
             log_level,
+            Some(state_file),
         )?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -110,6 +115,7 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
             hook,
             give_up_after,
             log_level,
+            state_file: Some(state_file),
         },
         &sfd,
     )?;

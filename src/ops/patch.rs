@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rthooks::edit::{Edit, EditError};
-use rthooks::error::help_error;
+use rthooks::error::{WithHelp, help_error};
 use rthooks::patch::{self, Output};
 use rthooks::plan::Applied;
 use toml_edit::DocumentMut;
@@ -28,12 +28,34 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
         ));
     }
     let output = output_of(&args.mode, args.output, "--output")?;
+    let path = args.config_file.display();
     let mut judge = Judge {
         config: &args.config_file,
         release: args.containerd_version.as_deref(),
         force: args.force,
         action: "enable-nri".to_owned(),
+        created: None,
     };
+    if args.create && is_absent(&args.config_file) {
+        let (release, source) = judge.release_for_new_file()?;
+        // containerd 2.x reads version 3 (2.3 also 4), 1.x version 2.
+        let version = if release.major >= 2 { 3 } else { 2 };
+        if verbose && !args.mode.quiet {
+            eprintln!(
+                "note: `{path}` does not exist: starting from an empty `version = {version}` \
+                 config (containerd {release}, from {source}); it is created only if the edit \
+                 changes something"
+            );
+        }
+        judge.created = Some(format!("version = {version}\n"));
+    }
+    if judge.created.is_none() {
+        require_config(
+            &args.config_file,
+            missing_containerd_help(&args.action, &path),
+        )?;
+    }
+    let created = judge.created.clone();
     let drop_in = args.drop_in.as_deref();
     match args.action {
         ContainerdAction::EnableNri if drop_in.is_some() => super::dropin::run(
@@ -47,7 +69,8 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
         ContainerdAction::EnableNri => {
             let code = run_patch(
                 &args.config_file,
-                &output,
+                created.as_deref(),
+                (&output, "--output"),
                 &args.mode,
                 verbose,
                 || judge.check(Goal::NriEnabled, rthooks::containerd::enable_nri),
@@ -80,7 +103,8 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
             let edit = |doc: &mut DocumentMut| rthooks::containerd::add_oci_hook(doc, &spec);
             run_patch(
                 &args.config_file,
-                &output,
+                created.as_deref(),
+                (&output, "--output"),
                 &args.mode,
                 verbose,
                 || judge.check(Goal::BaseRuntimeSpec(&spec), edit),
@@ -90,9 +114,36 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
     }
 }
 
+/// The fix of a missing containerd config, for each action.
+fn missing_containerd_help(action: &ContainerdAction, path: &impl std::fmt::Display) -> String {
+    match action {
+        ContainerdAction::EnableNri => format!(
+            "containerd 2.x runs without a config file, with NRI enabled: nothing to enable \
+                 then. containerd 1.7 needs one: re-run with --create to start from an empty \
+                 `version = 2` file, or create the whole default with `containerd config default \
+                 > {path}`; or pass the file containerd is started with (`--config-file`)"
+        ),
+        ContainerdAction::AddOciHook { .. } => format!(
+            "create it with `containerd config default > {path}` (containerd 2.x may run \
+                 without a config file; the default one lists the runc runtime this edit \
+                 changes) and re-run, or pass the file containerd is started with \
+                 (`--config-file`)"
+        ),
+    }
+}
+
 /// `patch-crio-conf`.
 pub(super) fn crio(args: CrioArgs, verbose: bool) -> anyhow::Result<ExitCode> {
     let output = output_of(&args.mode, args.output_file, "--output-file")?;
+    require_config(
+        &args.config_file,
+        format!(
+            "cri-o reads `{}`, then every file in `{}.d/`: pass the file that defines \
+             `[crio.runtime.runtimes.NAME]` (`crio config` prints the config cri-o runs with)",
+            rthooks::defaults::CRIO_CONFIG,
+            rthooks::defaults::CRIO_CONFIG
+        ),
+    )?;
     match args.action {
         CrioAction::EnableAnnotations { annotations } => {
             let annotations: Vec<String> =
@@ -106,7 +157,8 @@ pub(super) fn crio(args: CrioArgs, verbose: bool) -> anyhow::Result<ExitCode> {
             }
             let code = run_patch(
                 &args.config_file,
-                &output,
+                None,
+                (&output, "--output-file"),
                 &args.mode,
                 verbose,
                 || Ok(Pre::default()),
@@ -123,6 +175,22 @@ pub(super) fn crio(args: CrioArgs, verbose: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
+    }
+}
+
+/// Whether nothing at all is at `path` (not even a dangling symlink): what `--create` creates.
+fn is_absent(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// A config file that does not exist is an error whose fix (`help`) says what the runtime does
+/// without one. Anything else wrong with the file is for the bounded read to report.
+fn require_config(config: &Path, help: String) -> anyhow::Result<()> {
+    match std::fs::metadata(config) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e).with_help(|| format!("failed to read `{}`", config.display()), help)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -145,10 +213,12 @@ fn output_of(mode: &ModeArgs, output: Option<PathBuf>, flag: &str) -> anyhow::Re
 
 /// The check/dry-run policy of both patch commands: lock (unless nothing is written), plan the
 /// edit, print the diff (failing if it cannot be printed), then stop (`--check`: exit 1 when
-/// changes are pending; `--dry-run`) or apply.
+/// changes are pending; `--dry-run`) or apply. `output` comes with the name of its flag, for
+/// the note that says where the result went.
 fn run_patch(
     config: &Path,
-    output: &Output,
+    start: Option<&str>,
+    (output, out_flag): (&Output, &str),
     mode: &ModeArgs,
     verbose: bool,
     pre: impl FnOnce() -> anyhow::Result<Pre>,
@@ -178,7 +248,10 @@ fn run_patch(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (plan, edit) = patch::plan_file(config, output, edit_fn)?;
+    let (plan, edit) = match start {
+        Some(start) => patch::plan_new_file(config, start, output, edit_fn)?,
+        None => patch::plan_file(config, output, edit_fn)?,
+    };
     super::json::plan(&plan);
     if talk {
         // Shown before anything is applied; if it cannot be shown, nothing is applied.
@@ -213,6 +286,13 @@ fn run_patch(
     if mode.dry_run {
         if talk {
             eprintln!("dry run: nothing written");
+            if matches!(output, Output::NewTempFile) {
+                eprintln!(
+                    "note: without --dry-run this writes the result to a new temporary file and \
+                     leaves `{}` unchanged; add --in-place to change it",
+                    config.display()
+                );
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -224,6 +304,14 @@ fn run_patch(
                 if matches!(output, Output::NewTempFile) {
                     // Upstream prints the path of the file it made; scripts may read it.
                     eprintln!("wrote patched config to `{}`", path.display());
+                    if talk {
+                        eprintln!(
+                            "note: `{}` itself is unchanged; to change it, re-run with \
+                             --in-place (or {out_flag} {})",
+                            config.display(),
+                            config.display()
+                        );
+                    }
                 } else if talk {
                     eprintln!("wrote `{}`", path.display());
                 }

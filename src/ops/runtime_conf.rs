@@ -108,13 +108,27 @@ pub(super) fn nri_validator_warning(config: &Path) -> Option<String> {
 /// `install --interface oci-hooks` with `--crio-config` or `--containers-conf`: the host path
 /// of the hooks dir must be one the runtime reads, and writable. Returns notes to print.
 pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>> {
+    check_hooks_dir_of(
+        &args.oci_hooks_local_dir,
+        args.oci_hooks_host_dir.as_deref(),
+        args.crio_config.as_deref(),
+        args.containers_conf.as_deref(),
+    )
+}
+
+/// [`check_hooks_dir`] from the flags themselves (shared with `status`).
+pub(super) fn check_hooks_dir_of(
+    local: &Path,
+    host_dir: Option<&Path>,
+    crio_config: Option<&Path>,
+    containers_conf: Option<&Path>,
+) -> anyhow::Result<Vec<String>> {
     let mut notes = Vec::new();
-    if args.crio_config.is_none() && args.containers_conf.is_none() {
+    if crio_config.is_none() && containers_conf.is_none() {
         return Ok(notes);
     }
-    let local = &args.oci_hooks_local_dir;
-    let host = match &args.oci_hooks_host_dir {
-        Some(h) => h.clone(),
+    let host = match host_dir {
+        Some(h) => h.to_owned(),
         None if local == Path::new(defaults::HOOKS_LOCAL_DIR) => {
             notes.push(format!(
                 "assuming `{}` is the host's `{}` (the Helm chart's default hooks path; pass \
@@ -124,7 +138,7 @@ pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>>
             ));
             PathBuf::from(defaults::CHART_HOOKS_HOST_DIR)
         }
-        None => local.clone(),
+        None => local.to_owned(),
     };
     if !host.is_absolute() {
         return Err(help_error(
@@ -140,7 +154,7 @@ pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>>
     }
     // Every file is read and judged before anything is written.
     let mut configs = Vec::new();
-    if let Some(p) = &args.crio_config {
+    if let Some(p) = crio_config {
         let path = crio_config_path(p);
         let layers = read_runtime_config(&path, DropIns::AllFilesRecursive, "--crio-config")?;
         configs.push((
@@ -150,7 +164,7 @@ pub(super) fn check_hooks_dir(args: &InstallArgs) -> anyhow::Result<Vec<String>>
             "--crio-config",
         ));
     }
-    if let Some(p) = &args.containers_conf {
+    if let Some(p) = containers_conf {
         let (what, layers) = podman_layers(p)?;
         configs.push((HooksRuntime::Podman, what, layers, "--containers-conf"));
     }

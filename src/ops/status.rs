@@ -1,0 +1,229 @@
+//! `status`: runs the checks of [`rthooks::status`] for the interface in use, within
+//! `--timeout`, and prints them (text, worst first; or JSON). Writes nothing, takes no lock.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rthooks::defaults;
+use rthooks::effective::Release;
+use rthooks::error::help_error;
+use rthooks::status::{self, Check, Report, Verdict, state};
+
+use crate::cli::{OutputFormat, StatusArgs, StatusInterface};
+
+/// Time kept back from the agent probe for the checks after it.
+const RESERVE: Duration = Duration::from_millis(20);
+
+/// Runs `status`.
+pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let deadline = start + args.timeout;
+    let release = match &args.containerd_version {
+        None => None,
+        Some(v) => Some(Release::parse(v).ok_or_else(|| {
+            help_error(
+                format!("--containerd-version `{v}` is not a release"),
+                "write it as `X.Y`, e.g. `--containerd-version 2.1`",
+            )
+        })?),
+    };
+    let local_dir = &args.local_install_dir;
+    let host_dir = args.host_install_dir.as_deref().unwrap_or(local_dir);
+    let state_path = local_dir.join(state::FILE_NAME);
+    let hook_file = args
+        .oci_hooks_local_dir
+        .join(format!("{}.json", defaults::BINARY_NAME));
+    let (nri, interface_from) = interface(args, &state_path, &hook_file);
+
+    let mut checks: Vec<Check> = Vec::new();
+    // The installed hook's argv, when the runtime runs it now (registered plugin, valid file).
+    let mut hook_args: Option<(Vec<String>, String)> = None;
+    if nri {
+        checks.push(status::nri::runtime_config(&args.config_file, release));
+        let found = status::nri::plugin(&state_path, &args.nri_hook_name, &args.nri_hook_index);
+        let mut connected = None;
+        if let (true, Some(st)) = (found.registered, &found.state) {
+            hook_args = Some((
+                st.hook_args.clone(),
+                format!("the NRI state `{}`", state_path.display()),
+            ));
+            // Registered through the socket checked (a pre-launched plugin has none).
+            if Path::new(&st.socket) == args.nri_hook_socket {
+                connected = Some(st.pid);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        checks.push(status::nri::socket(
+            &args.nri_hook_socket,
+            left.min(Duration::from_millis(500)),
+            connected,
+        ));
+        checks.push(found.check);
+    } else {
+        if args.crio_config.is_some() || args.containers_conf.is_some() {
+            checks.push(hooks_dir_check(args));
+        }
+        // containerd without NRI: the hook comes from the runc runtimes' base runtime spec.
+        let hook_path = Path::new(host_dir).join(defaults::BINARY_NAME);
+        let base = status::oci_hooks::containerd_base_spec(
+            &args.config_file,
+            release,
+            &hook_path.display().to_string(),
+        );
+        let mut from_base_spec = false;
+        if let Some((c, spec_args)) = base {
+            if let (Verdict::Ok, Some(a)) = (c.result, spec_args) {
+                hook_args = Some((
+                    a,
+                    format!("the base runtime spec of `{}`", args.config_file.display()),
+                ));
+                from_base_spec = true;
+            }
+            checks.push(c);
+        }
+        if from_base_spec && std::fs::symlink_metadata(&hook_file).is_err() {
+            checks.push(Check::new(
+                "hook-file",
+                Verdict::Skip,
+                "no hooks.d file: containerd runs the hook from its base runtime spec",
+            ));
+        } else {
+            let found = status::oci_hooks::check(&hook_file, host_dir, local_dir);
+            if let Some(a) = found.args {
+                hook_args = Some((a, format!("`{}`", hook_file.display())));
+            }
+            checks.push(found.check);
+        }
+    }
+
+    let binary = local_dir.join(defaults::BINARY_NAME);
+    checks.push(status::binary::check(&binary, &args.local_binary, deadline));
+
+    // The hook's own configuration: its argv over its defaults file beside the binary.
+    let defaults_path = local_dir.join(oci_hook::args::DEFAULTS_FILE);
+    let (defaults_text, _) = oci_hook::args::load_defaults_file(&defaults_path);
+    let fallback_argv = vec![
+        Path::new(host_dir)
+            .join(defaults::BINARY_NAME)
+            .display()
+            .to_string(),
+        defaults::STAGE.to_owned(),
+    ];
+    let argv = hook_args.as_ref().map_or(&fallback_argv, |(a, _)| a);
+    let config = status::hook_config(
+        argv,
+        defaults_text
+            .as_deref()
+            .map(|t| (defaults_path.as_path(), t)),
+    );
+    let (address, address_from) = match (&args.grpc_address, &hook_args) {
+        (Some(a), _) => (a.clone(), "--grpc-address".to_owned()),
+        (None, Some((_, from))) => (
+            config.grpc_address.clone(),
+            format!("the hook's args in {from}"),
+        ),
+        (None, None) => (config.grpc_address.clone(), "the hook's default".to_owned()),
+    };
+    let mut agent =
+        status::agent::check(&binary, &address, deadline - RESERVE.min(args.timeout / 4));
+    agent
+        .check
+        .evidence
+        .push(format!("address from {address_from}"));
+    let reachable = agent.reachable;
+    checks.push(agent.check);
+
+    let log = status::oci_hooks::local_path(&config.log_fname, host_dir, local_dir);
+    checks.push(status::hook_log::check(&log));
+
+    if hook_args.is_some() && !reachable {
+        if let Some(d) = status::danger(&config, &address) {
+            checks.insert(0, d);
+        }
+    }
+    let report = Report::new(
+        if nri { "nri-hook" } else { "oci-hooks" },
+        interface_from,
+        checks,
+        start.elapsed(),
+    );
+    let text = match args.output {
+        OutputFormat::Json => report.json(),
+        OutputFormat::Text => {
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            report.text(color)
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed stdout loses the report, not the verdict: the exit code still says it.
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    let code = match report.exit_code {
+        1 if args.ignore_warnings => 0,
+        code => code,
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// Which interface to check, and why.
+fn interface(args: &StatusArgs, state_path: &Path, hook_file: &Path) -> (bool, String) {
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    match args.interface {
+        StatusInterface::NriHook => (true, "--interface nri-hook".to_owned()),
+        StatusInterface::OciHooks => (false, "--interface oci-hooks".to_owned()),
+        StatusInterface::Auto if exists(state_path) => (
+            true,
+            format!(
+                "auto: the NRI plugin's state `{}` exists",
+                state_path.display()
+            ),
+        ),
+        StatusInterface::Auto if exists(hook_file) => (
+            false,
+            format!("auto: the hook file `{}` exists", hook_file.display()),
+        ),
+        StatusInterface::Auto if exists(&args.nri_hook_socket) => (
+            true,
+            format!(
+                "auto: the NRI socket `{}` exists",
+                args.nri_hook_socket.display()
+            ),
+        ),
+        StatusInterface::Auto => (
+            false,
+            "auto: no NRI state, hook file or NRI socket found".to_owned(),
+        ),
+    }
+}
+
+/// `runtime-config` for oci-hooks: the hooks dir is one the runtime reads (`--crio-config`,
+/// `--containers-conf`), as `install` checks it.
+fn hooks_dir_check(args: &StatusArgs) -> Check {
+    const ID: &str = "runtime-config";
+    match super::runtime_conf::check_hooks_dir_of(
+        &args.oci_hooks_local_dir,
+        args.oci_hooks_host_dir.as_deref(),
+        args.crio_config.as_deref(),
+        args.containers_conf.as_deref(),
+    ) {
+        Ok(notes) => {
+            let mut c = Check::new(ID, Verdict::Ok, "the runtime reads the hooks dir");
+            c.evidence = notes;
+            c
+        }
+        Err(e) => {
+            let mut c = Check::new(ID, Verdict::Fail, status::cut(&format!("{e:#}"), 400));
+            c.help = rthooks::error::help_of(&e).map(str::to_owned);
+            c.evidence.push(
+                [args.crio_config.as_ref(), args.containers_conf.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(|p: &PathBuf| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            c
+        }
+    }
+}
