@@ -75,6 +75,19 @@ pub(crate) enum Interface {
     NriHook,
 }
 
+/// What `status` and the patch, install and uninstall commands print: text for a person, or
+/// one JSON document on stdout for automation (each command's schema is in the README,
+/// `schema_version` 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum OutputFormat {
+    /// For a person: status, one line per check, worst first; the others, the diff on stdout
+    /// and notes on stderr.
+    #[default]
+    Text,
+    /// One JSON document on stdout, nothing else there (`schema_version` 1).
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct InstallArgs {
     /// How the runtime is told about the hook.
@@ -171,6 +184,11 @@ pub(crate) struct InstallArgs {
     #[arg(long)]
     pub(crate) dry_run: bool,
 
+    /// `json`: print the result as one JSON document on stdout (with --daemonize, once
+    /// installed).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub(crate) output_format: OutputFormat,
+
     #[command(subcommand)]
     pub(crate) hook_args: Option<InstallTail>,
 }
@@ -211,15 +229,6 @@ pub(crate) enum StatusInterface {
     NriHook,
     /// nri-hook when the plugin's state file or the NRI socket is there, else oci-hooks.
     Auto,
-}
-
-/// How `status` prints its result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum OutputFormat {
-    /// One line per check, worst first.
-    Text,
-    /// The documented JSON schema (`schema_version` 1).
-    Json,
 }
 
 /// `status`: the flags of `install` (same names and defaults), so the DaemonSet can run it with
@@ -353,6 +362,10 @@ pub(crate) struct UninstallArgs {
     /// Show what would be removed; remove nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+
+    /// `json`: print the result as one JSON document on stdout.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub(crate) output_format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -489,6 +502,16 @@ pub(crate) struct ModeArgs {
     /// Print only warnings and errors (no diff, no status).
     #[arg(long, global = true)]
     pub(crate) quiet: bool,
+
+    /// `json`: print the result as one JSON document on stdout (the diff is a field of it).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = OutputFormat::Text
+    )]
+    pub(crate) output_format: OutputFormat,
 }
 
 /// Parses the command line. Everything after `install ... hook-args` is taken verbatim: clap
@@ -510,7 +533,16 @@ pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
             std::process::exit(0);
         }
     }
-    let mut cli = Cli::parse_from(head);
+    let json = json_command(&head);
+    let mut cli = match Cli::try_parse_from(head) {
+        Ok(cli) => cli,
+        // A usage error with `--output-format json` is a JSON error like any other (`--help`
+        // and `--version` still print their text).
+        Err(e) if e.use_stderr() && json.is_some() => {
+            return Err(usage_error(&e, json.as_deref().unwrap_or_default()));
+        }
+        Err(e) => e.exit(),
+    };
     if let (Some(tail), Command::Install(args)) = (tail, &mut cli.command) {
         let tail = tail
             .into_iter()
@@ -526,6 +558,69 @@ pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
         args.hook_args = Some(InstallTail::HookArgs { args: tail });
     }
     Ok(cli)
+}
+
+/// The command whose result `argv` asks to have as this tool's JSON document
+/// (`--output-format json` on a patch, install or uninstall command line); `status` prints its
+/// own.
+pub(crate) fn json_command(argv: &[OsString]) -> Option<String> {
+    wants_json(argv)
+        .then(|| command_path(argv))
+        .filter(|c| c.split(' ').next() != Some("status"))
+}
+
+/// Whether `argv` (before any `hook-args`) asks for `--output-format json`.
+fn wants_json(argv: &[OsString]) -> bool {
+    argv.iter().enumerate().any(|(i, a)| {
+        a == "--output-format=json"
+            || (a == "--output-format" && argv.get(i + 1).is_some_and(|v| v == "json"))
+    })
+}
+
+/// The subcommands named in `argv` (`patch-containerd-conf enable-nri`), as far as they are
+/// known: for a result or error document made before the command line is parsed.
+fn command_path(argv: &[OsString]) -> String {
+    let root = Cli::command();
+    let mut cmd = &root;
+    let mut path = Vec::new();
+    for a in argv.iter().skip(1).filter_map(|a| a.to_str()) {
+        if let Some(sub) = cmd.find_subcommand(a) {
+            path.push(a);
+            cmd = sub;
+        }
+    }
+    path.join(" ")
+}
+
+/// A clap usage error as ours: its first line as the message, its tip (or `--help`) as the fix.
+fn usage_error(e: &clap::Error, command: &str) -> anyhow::Error {
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let mut details = text
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"));
+    let listed: Vec<&str> = details.by_ref().collect();
+    let message = if listed.is_empty() {
+        message
+    } else {
+        format!("{message} {}", listed.join(", "))
+    };
+    let help = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tip: "))
+        .map_or_else(
+            || format!("see `tetragon-oci-hook-setup {command} --help`"),
+            str::to_owned,
+        );
+    rthooks::error::help_error(message, help)
 }
 
 /// `install hook-args --help`: what `hook-args` is, then the hook's flags.

@@ -133,7 +133,7 @@ fn os_error_help(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> 
 }
 
 /// Each message of `err`'s chain, outermost first, without the fixes.
-fn messages(err: &anyhow::Error) -> Vec<String> {
+pub fn messages(err: &anyhow::Error) -> Vec<String> {
     err.chain().map(message_of).collect()
 }
 

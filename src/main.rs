@@ -17,9 +17,11 @@ fn main() -> ExitCode {
             return exit(ops::run_prelaunched_from_config(&fd.to_string_lossy()));
         }
     }
-    match cli::parse_cli(std::env::args_os().collect()) {
+    let argv: Vec<_> = std::env::args_os().collect();
+    let json = cli::json_command(&argv);
+    match cli::parse_cli(argv) {
         Ok(cli) => exit(ops::run(cli)),
-        Err(err) => exit(Err(err)),
+        Err(err) => exit(ops::parse_failed(err, json)),
     }
 }
 

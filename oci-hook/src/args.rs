@@ -290,10 +290,24 @@ fn scan(args: &[String]) -> (Vec<Setting>, Vec<String>, bool, bool, Vec<Diagnost
             _ => {}
         }
         let Some(canon) = canonical(name) else {
+            let near = nearest(name, FLAGS.iter().map(|(n, _)| *n));
+            let help = match near {
+                Some(near) => format!("did you mean `--{near}`?"),
+                None => format!("known flags are {}", known_flags()),
+            };
+            // A typo of a flag that takes a value (`--grpc-timout 1s`): its value goes with
+            // it, rather than becoming the hook name.
+            if inline.is_none() && near.and_then(kind_of).is_some_and(|k| k != Kind::Bool) {
+                if let Some(next) = iter.as_slice().first() {
+                    if !next.starts_with('-') {
+                        iter.next();
+                    }
+                }
+            }
             diags.push(Diagnostic::new(
                 "command line",
                 format!("unknown flag `{arg}`"),
-                Some(format!("known flags are {}", known_flags())),
+                Some(help),
             ));
             continue;
         };
@@ -316,6 +330,49 @@ fn scan(args: &[String]) -> (Vec<Setting>, Vec<String>, bool, bool, Vec<Diagnost
         settings.push(Setting { name: canon, value });
     }
     (settings, positionals, help, version, diags)
+}
+
+/// The hook names the hook acts on or accepts, with what each does (`--help` lists them).
+pub const HOOKS: [(&str, &str); 4] = [
+    (
+        CREATE_RUNTIME,
+        "send the container to the agent, apply the fail policy if that fails",
+    ),
+    (
+        "createContainer",
+        "nothing to do (accepted for older installs)",
+    ),
+    ("poststop", "nothing to do"),
+    ("server-version", "ask the agent for its version"),
+];
+
+/// The candidate closest to `given` by edit distance (ignoring case, `_` read as `-`), if it
+/// is close enough to be a typo of it: at most 2 edits, and fewer than half its length.
+pub fn nearest<'a>(given: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase().replace('_', "-");
+    candidates
+        .map(|c| (edit_distance(&given, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= 2 && *d * 2 < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over chars (inputs are a few dozen chars: O(n*m) is nothing).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != *cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn known_flags() -> String {
@@ -734,8 +791,36 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// The hooks, one per line, as `--help` and [`short_usage`] list them.
+fn hook_lines() -> String {
+    HOOKS
+        .iter()
+        .map(|(name, what)| format!("  {name:<20}{what}\n"))
+        .collect()
+}
+
+/// What a person who ran the hook by hand is told (on stderr) after what went wrong: what the
+/// hook is, how a runtime runs it, the hooks, and where the flags are explained.
+pub fn short_usage() -> String {
+    format!(
+        "\
+Usage: tetragon-oci-hook [FLAGS] HOOK
+
+The container runtime runs this hook at `{CREATE_RUNTIME}` with the container's OCI state on
+stdin; `tetragon-oci-hook-setup install` sets that up. Run by hand, it is most useful as
+`tetragon-oci-hook server-version` (is the agent answering?).
+
+Hooks:
+{hooks}
+See `tetragon-oci-hook --help` for the flags.
+",
+        hooks = hook_lines()
+    )
+}
+
 /// The `--help` text.
 pub fn usage() -> String {
+    let hooks = hook_lines();
     let levels = Level::NAMES.join(", ");
     format!(
         "\
@@ -744,11 +829,7 @@ Usage: tetragon-oci-hook [FLAGS] HOOK
 Tells the Tetragon agent about a container that is about to start (OCI hook).
 
 Hooks:
-  createRuntime       send the container to the agent, apply the fail policy if that fails
-  createContainer     nothing to do (accepted for older installs)
-  poststop            nothing to do
-  server-version      ask the agent for its version
-
+{hooks}
 Flags (`--flag value` or `--flag=value`; defaults also from `{DEFAULTS_FILE}` beside the binary):
   --log-fname PATH                    log file (default: `{DEFAULT_LOG_FILE}` beside the binary)
   --log-level LEVEL                   {levels} (default: info)
@@ -868,6 +949,46 @@ mod tests {
                 .any(|m| m.contains("missing unit in duration `5`"))
         );
         assert_eq!(p.config, Config::defaults(Path::new("/opt/tetragon")));
+    }
+
+    #[test]
+    fn an_unknown_flag_names_the_nearest_known_one_and_takes_its_value() {
+        let p = cfg(&["--grpc-timout", "1s", "createRuntime"]);
+        assert_eq!(p.positionals, ["createRuntime"]);
+        assert_eq!(p.diagnostics.len(), 1);
+        assert_eq!(p.diagnostics[0].message, "unknown flag `--grpc-timout`");
+        assert_eq!(
+            p.diagnostics[0].help.as_deref(),
+            Some("did you mean `--grpc-timeout`?")
+        );
+        // A boolean's typo takes no value; case and `_` do not count as typos.
+        let p = cfg(&["--disable-grcp", "createRuntime"]);
+        assert_eq!(p.positionals, ["createRuntime"]);
+        assert_eq!(
+            p.diagnostics[0].help.as_deref(),
+            Some("did you mean `--disable-grpc`?")
+        );
+        assert_eq!(
+            nearest("Fail_Allow_Namespace", FLAGS.iter().map(|(n, _)| *n)),
+            Some("fail-allow-namespaces")
+        );
+        // Nothing close: every flag is listed.
+        let p = cfg(&["--verbose", "createRuntime"]);
+        assert_eq!(p.positionals, ["createRuntime"]);
+        assert!(
+            p.diagnostics[0]
+                .help
+                .as_deref()
+                .is_some_and(|h| h.starts_with("known flags are `--log-fname`")),
+            "{:?}",
+            p.diagnostics
+        );
+        assert_eq!(
+            nearest("createRuntme", HOOKS.iter().map(|(h, _)| *h)),
+            Some("createRuntime")
+        );
+        assert_eq!(nearest("prestart", HOOKS.iter().map(|(h, _)| *h)), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -25,6 +25,17 @@
 //! namespace rules allow it (known once the spec is read; they are also what decides when the
 //! CEL expression cannot), the fail check allowed it, or gRPC is disabled.
 //!
+//! Run by hand, it explains itself (on stderr): no hook name or an unknown one gets the short
+//! usage ([`args::short_usage`]) with a `help:` line (the nearest hook name when there is one),
+//! and a flag problem its `help:` (the nearest known flag for a typo). A terminal on stdin is
+//! taken for a person, never read: a flag problem is then an error (exit 2, nothing run, nothing
+//! logged), no hook name exits 2. For a runtime (stdin not a terminal) the same text goes to
+//! stderr and the log, and the hook runs with defaults for bad flags, exit 0 for no or an
+//! unknown hook name: a hook that failed every container over a typo would also stop the
+//! agent's own pod from starting, and `tetragon-oci-hook-setup install` refuses bad hook
+//! arguments up front. With no OCI state on stdin (empty, unusable, or a terminal) `config.json`
+//! is looked for from the working directory, and its absence is reported with that reason.
+//!
 //! `--help`, `--version` and `--just-print-config` print and exit only without a hook name;
 //! with one (as the runtime runs the hook) they are logged as ignored and the hook runs.
 //! `config.json` is read only if it is a regular file of at most [`spec::CONFIG_LIMIT`] (16 MiB).
@@ -40,6 +51,7 @@ pub mod policy;
 pub mod proto;
 pub mod spec;
 
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -159,6 +171,19 @@ pub fn run(args: &[String]) -> Outcome {
     if hook == Some(CHECK_CEL) {
         return check_cel(cfg);
     }
+    // A terminal on stdin is a person, not a runtime (which gives the OCI state on a pipe or
+    // file): a mistake of theirs is an error with its fix, and the hook does not run. What a
+    // runtime runs keeps the lenient path below (logged, defaults kept, exit 0).
+    let person = std::io::stdin().is_terminal();
+    let mut said = explain(&parsed.diagnostics, person);
+    if person && parsed.diagnostics.iter().any(|d| d.source == COMMAND_LINE) {
+        said.push_str("\nSee `tetragon-oci-hook --help` for the flags.\n");
+        return Outcome {
+            code: 2,
+            stderr: said,
+            ..Outcome::default()
+        };
+    }
     // The watchdog starts before anything is written to the log: a log on a hung filesystem
     // must not hold the container start past the budget.
     let budget = (hook == Some(args::CREATE_RUNTIME)).then(|| {
@@ -168,7 +193,7 @@ pub fn run(args: &[String]) -> Outcome {
     });
     let mut log = Logger::new(cfg.log_fname.clone(), cfg.log_level);
     for d in &parsed.diagnostics {
-        if d.source == "command line" {
+        if d.source == COMMAND_LINE {
             log.error(
                 "invalid hook arguments, using defaults for them",
                 &[("error", d.to_string().into())],
@@ -186,13 +211,33 @@ pub fn run(args: &[String]) -> Outcome {
             &[("flag", flag.into()), ("hook", hook.unwrap_or("").into())],
         );
     }
-    match parsed.hook() {
+    let mut outcome = match parsed.hook() {
         None => {
-            log.warn("hook called without event, bailing out", &[]);
-            Outcome::default()
+            let help = "give the hook name the runtime runs it with, e.g. `createRuntime`";
+            log.warn(
+                "hook called without event, bailing out",
+                &[("help", help.into())],
+            );
+            let kind = if person { "error" } else { "warning" };
+            said.push_str(&format!(
+                "{kind}: no hook name given\nhelp: {help}\n\n{}",
+                args::short_usage()
+            ));
+            // Exit 0 for a runtime, as for an unknown hook: the hook never fails a container
+            // for a reason of its own.
+            Outcome {
+                code: if person { 2 } else { 0 },
+                ..Outcome::default()
+            }
         }
         Some(args::CREATE_RUNTIME) => {
             let budget = budget.unwrap_or_else(|| Budget::new(started, cfg));
+            if person {
+                said.push_str(
+                    "note: stdin is a terminal, so no OCI state was read (a runtime gives it on \
+                     stdin); looking for `config.json` from the working directory\n",
+                );
+            }
             create_runtime(cfg, &mut log, start, &budget)
         }
         Some(hook @ ("createContainer" | "poststop")) => {
@@ -201,10 +246,61 @@ pub fn run(args: &[String]) -> Outcome {
         }
         Some("server-version") => server_version(cfg, &mut log),
         Some(other) => {
-            log.warn("unknown hook, nothing to do", &[("hook", other.into())]);
+            let help = match args::nearest(other, args::HOOKS.iter().map(|(h, _)| *h)) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => {
+                    let hooks: Vec<String> =
+                        args::HOOKS.iter().map(|(h, _)| format!("`{h}`")).collect();
+                    format!("the hooks are {}", hooks.join(", "))
+                }
+            };
+            log.warn(
+                "unknown hook, nothing to do",
+                &[("hook", other.into()), ("help", help.clone().into())],
+            );
+            // Still exit 0, as upstream: a runtime that runs the hook at a stage it does not
+            // know must not fail the container for it.
+            said.push_str(&format!(
+                "warning: unknown hook `{other}`: nothing to do\nhelp: {help}\n\n{}",
+                args::short_usage()
+            ));
             Outcome::default()
         }
+    };
+    // What was said first (problems with the flags, the usage), then the hook's own message.
+    outcome.stderr.insert_str(0, &said);
+    outcome
+}
+
+/// Where a [`args::Diagnostic`] about the command line comes from (others name the defaults
+/// file).
+const COMMAND_LINE: &str = "command line";
+
+/// The problems found in the arguments, for stderr: `error:` (for a person, who gets exit 2)
+/// or `warning:` (for a runtime: the hook runs with defaults for them, and logs them), each
+/// with its `help:` line.
+fn explain(diagnostics: &[args::Diagnostic], person: bool) -> String {
+    let mut out = String::new();
+    for d in diagnostics {
+        let kind = if person && d.source == COMMAND_LINE {
+            "error"
+        } else {
+            "warning"
+        };
+        if d.source == COMMAND_LINE {
+            out.push_str(&format!("{kind}: {}", d.message));
+        } else {
+            out.push_str(&format!("{kind}: {}: {}", d.source, d.message));
+        }
+        if let Some(using) = &d.using {
+            out.push_str(&format!("; using {using}"));
+        }
+        out.push('\n');
+        if let Some(help) = &d.help {
+            out.push_str(&format!("help: {help}\n"));
+        }
     }
+    out
 }
 
 /// How long past `--grpc-timeout` a `createRuntime` hook may take, whatever happens (held log
@@ -342,6 +438,13 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
     log.with("start-time", log::rfc3339(start, 9));
 
     let stdin = std::io::stdin();
+    // Why there is no state, if there is none: said with a missing `config.json`, which is
+    // then looked for from the working directory only.
+    let mut no_state = if stdin.is_terminal() {
+        "stdin is a terminal, so no OCI state was read"
+    } else {
+        "no OCI state on stdin"
+    };
     let state = match spec::read_state(&stdin, budget.until_reserve().min(spec::STDIN_DEADLINE)) {
         Ok(s) => s,
         Err(e) => {
@@ -349,6 +452,7 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
                 "failed to read the OCI state from stdin",
                 &[("err", format!("{e:#}").into())],
             );
+            no_state = "the OCI state on stdin was unusable";
             None
         }
     };
@@ -362,7 +466,10 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
     let (config_path, spec) = match spec::load_spec(&candidates) {
         Ok(found) => found,
         Err(e) => {
-            let err = format!("{e:#}");
+            let err = match &state {
+                None => format!("{no_state}, and {e:#}"),
+                Some(_) => format!("{e:#}"),
+            };
             if cfg.disable_grpc {
                 log.warn(
                     "gRPC was disabled and the spec was not found",

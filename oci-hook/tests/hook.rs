@@ -568,6 +568,152 @@ fn other_hooks_do_nothing() {
     assert!(run.has("hook called without event, bailing out"));
 }
 
+/// The short usage every explanation ends with.
+const SHORT_USAGE: &str = "Usage: tetragon-oci-hook [FLAGS] HOOK\n\nThe container runtime runs";
+
+#[test]
+fn a_runtime_without_a_hook_name_or_with_an_unknown_one_gets_the_usage_and_exit_0() {
+    let case = Case::new(Some(CRIO_SPEC));
+    let run = case.run(&[]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr.starts_with(
+            "warning: no hook name given\n\
+             help: give the hook name the runtime runs it with, e.g. `createRuntime`\n\n"
+        ) && run.stderr.contains(SHORT_USAGE),
+        "{}",
+        run.stderr
+    );
+    // The log says it too, with the same fix.
+    let line = run.line("hook called without event, bailing out");
+    assert_eq!(line["level"], "WARN");
+    assert!(line["help"].as_str().unwrap().contains("createRuntime"));
+
+    let run = case.run(&["createRuntme"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stderr.starts_with(
+            "warning: unknown hook `createRuntme`: nothing to do\n\
+             help: did you mean `createRuntime`?\n\n"
+        ) && run.stderr.contains(SHORT_USAGE),
+        "{}",
+        run.stderr
+    );
+    let line = run.line("unknown hook, nothing to do");
+    assert_eq!(line["hook"], "createRuntme");
+    assert_eq!(line["help"], "did you mean `createRuntime`?");
+    let run = case.run(&["prestart"]);
+    assert_eq!(run.line("unknown hook, nothing to do")["help"], {
+        "the hooks are `createRuntime`, `createContainer`, `poststop`, `server-version`"
+    });
+}
+
+/// Runs the hook with a pseudo-terminal as stdin (and stdout and stderr), as a person at a
+/// shell does: `script` (util-linux). Returns the exit code and what the terminal showed.
+fn on_terminal(case: &Case, args: &str) -> Option<(i32, String)> {
+    if !support::skip::has_program("script") {
+        skip!("`script` (util-linux) not found", None);
+    }
+    let cmd = format!("{HOOK} --log-fname {} {args}", case.log_path().display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(case.bundle())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap().replace("\r\n", "\n");
+    Some((out.status.code().unwrap(), shown))
+}
+
+#[test]
+fn a_person_without_a_hook_name_gets_the_usage_and_exit_2() {
+    let case = Case::new(Some(CRIO_SPEC));
+    let Some((code, shown)) = on_terminal(&case, "") else {
+        return;
+    };
+    assert_eq!(code, 2, "{shown}");
+    assert!(
+        shown.starts_with("error: no hook name given\nhelp: ") && shown.contains(SHORT_USAGE),
+        "{shown}"
+    );
+    // An unknown hook is explained the same way, and still exits 0 (as upstream).
+    let (code, shown) = on_terminal(&case, "poststart").unwrap();
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.starts_with("warning: unknown hook `poststart`: nothing to do\nhelp: the hooks are")
+            && shown.contains(SHORT_USAGE),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_flag_typo_by_a_person_is_an_error_naming_the_nearest_flag() {
+    let case = Case::new(Some(CRIO_SPEC));
+    let Some((code, shown)) = on_terminal(&case, "--grpc-timout 1s --disable-grpc createRuntime")
+    else {
+        return;
+    };
+    assert_eq!(code, 2, "{shown}");
+    assert_eq!(
+        shown,
+        "error: unknown flag `--grpc-timout`\n\
+         help: did you mean `--grpc-timeout`?\n\n\
+         See `tetragon-oci-hook --help` for the flags.\n"
+    );
+    // Refused before anything ran: nothing logged.
+    assert!(!case.log_path().exists());
+}
+
+#[test]
+fn a_person_running_create_runtime_is_told_that_stdin_was_not_read() {
+    let case = Case::new(Some(CRIO_SPEC));
+    let Some((code, shown)) = on_terminal(&case, "--disable-grpc createRuntime") else {
+        return;
+    };
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.starts_with("note: stdin is a terminal, so no OCI state was read"),
+        "{shown}"
+    );
+    // Without a config.json there either, the failure says both.
+    let empty = Case::new(None);
+    let addr = no_agent(&empty);
+    let (code, shown) =
+        on_terminal(&empty, &format!("--grpc-address {addr} createRuntime")).unwrap();
+    assert_eq!(code, 1, "{shown}");
+    assert!(
+        shown.contains(
+            "failing container: stdin is a terminal, so no OCI state was read, and failed to \
+             find the spec file"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn empty_stdin_says_no_oci_state_on_stdin() {
+    let case = Case::new(None);
+    let addr = no_agent(&case);
+    let run = case.run_bin(
+        Path::new(HOOK),
+        &["--grpc-address", &addr, "createRuntime"],
+        Input::Text(String::new()),
+    );
+    assert_clean(&run);
+    assert_eq!(run.code, 1);
+    let err = run.line(FAILED)["err"].as_str().unwrap();
+    assert!(
+        err.starts_with("no OCI state on stdin, and failed to find the spec file (`config.json`)"),
+        "{err}"
+    );
+    assert!(
+        run.stderr
+            .starts_with("failing container: no OCI state on stdin, and failed to find"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn server_version_asks_the_agent() {
     let agent = Agent::start(Behavior::Accept);
@@ -737,6 +883,29 @@ fn bad_flags_are_logged_and_defaults_kept() {
         errors[0].contains("unknown flag `--no-such-flag`"),
         "{errors:#?}"
     );
+    // Also on stderr (a runtime shows it when the container fails), each with its fix.
+    assert!(
+        run.stderr
+            .starts_with("warning: unknown flag `--no-such-flag`\nhelp: known flags are"),
+        "{}",
+        run.stderr
+    );
+    let run = case.run(&[
+        "createRuntime",
+        "--grpc-address",
+        &addr,
+        "--grpc-timout",
+        "1s",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let line = run.line("invalid hook arguments, using defaults for them");
+    assert_eq!(
+        line["error"],
+        "command line: unknown flag `--grpc-timout`; help: did you mean `--grpc-timeout`?"
+    );
+    assert!(run.has(
+        "failCheck determined that we should not fail this container, even if there was an error"
+    ));
     assert!(
         errors
             .iter()

@@ -278,6 +278,7 @@ fn finish(
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    super::json::plan(plan);
     if talk {
         write_stdout(&plan.diff())?;
         for n in notes {

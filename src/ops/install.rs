@@ -81,6 +81,8 @@ pub(super) fn install(args: InstallArgs, verbose: bool) -> anyhow::Result<ExitCo
     let name = binary_name(&installation);
     let lease = install::InstallerLease::take(&opts.local_install_dir, name, &guard)?;
     drop(guard);
+    // Installed: automation reading the JSON result gets it now, not at uninstall.
+    super::json::emit(0);
     eprintln!("waiting for SIGINT or SIGTERM to uninstall");
     let signal = signals
         .wait()

@@ -86,6 +86,8 @@ pub(super) fn install(args: InstallArgs, log_level: nri::log::Level) -> anyhow::
         return Ok(ExitCode::SUCCESS);
     };
     report(&install.plan.apply()?, true);
+    // Installed: automation reading the JSON result gets it now; the plugin runs on.
+    super::json::emit(0);
     let hook = install.invocation;
     let state_file = args
         .local_install_dir

@@ -252,6 +252,7 @@ fn run_patch(
         Some(start) => patch::plan_new_file(config, start, output, edit_fn)?,
         None => patch::plan_file(config, output, edit_fn)?,
     };
+    super::json::plan(&plan);
     if talk {
         // Shown before anything is applied; if it cannot be shown, nothing is applied.
         write_stdout(&plan.diff())?;
@@ -295,7 +296,9 @@ fn run_patch(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    for applied in plan.apply()? {
+    let applied = plan.apply()?;
+    super::json::applied(&applied);
+    for applied in applied {
         match applied {
             Applied::Wrote(path) => {
                 if matches!(output, Output::NewTempFile) {
