@@ -602,6 +602,11 @@ fn plan_text(
     if let Output::Path(out) = output {
         crate::plan::check_target(out)?;
     }
+    if new && matches!(output, Output::InPlace) {
+        // Created where nothing is: its directory must exist, and a link put there since the
+        // command looked is refused here (and at the write, never followed).
+        crate::plan::check_target(config)?;
+    }
     let mut patched = patch_text(config, original, edit_fn)?;
     if new {
         // Nothing on disk: the diff starts from nothing, and an edit that changes nothing
@@ -622,6 +627,11 @@ fn plan_text(
         }
     }
     let (target, label_after, before) = match output {
+        Output::InPlace if new => (
+            Target::New(config.to_owned()),
+            diff_label(config),
+            patched.before.clone(),
+        ),
         Output::InPlace => (
             Target::Path(config.to_owned()),
             diff_label(config),

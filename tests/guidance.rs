@@ -421,6 +421,118 @@ fn create_starts_a_missing_config_from_the_version_its_release_reads() {
     assert!(listing(other.path()).is_empty());
 }
 
+/// `--create` plans on a config that is not there; by the time it writes, another user (who may
+/// write the directory) or a package install may have put something at that name.
+#[test]
+fn create_never_writes_through_or_over_what_appears_at_the_path_meanwhile() {
+    use rthooks::patch::{Output, plan_new_file};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // An empty file elsewhere: an in-place edit expecting "nothing" would take it as the
+    // config and fill it.
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "").unwrap();
+    let theirs = "version = 2\n# theirs\n";
+    for planted in [
+        "symlink to an empty file",
+        "dangling symlink",
+        "regular file",
+    ] {
+        let (plan, _) = plan_new_file(
+            &config,
+            "version = 2\n",
+            &Output::InPlace,
+            rthooks::containerd::enable_nri,
+        )
+        .unwrap();
+        match planted {
+            "symlink to an empty file" => std::os::unix::fs::symlink(&victim, &config).unwrap(),
+            "dangling symlink" => {
+                std::os::unix::fs::symlink(dir.path().join("nowhere"), &config).unwrap()
+            }
+            _ => fs::write(&config, theirs).unwrap(),
+        }
+        let err = format!("{:#}", plan.apply().unwrap_err());
+        assert!(
+            err.contains("changed while we were editing it"),
+            "{planted}: {err}"
+        );
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"",
+            "{planted}: written through"
+        );
+        assert!(!dir.path().join("nowhere").exists(), "{planted}");
+        if planted == "regular file" {
+            assert_eq!(fs::read_to_string(&config).unwrap(), theirs);
+        } else {
+            assert!(
+                fs::symlink_metadata(&config).unwrap().is_symlink(),
+                "{planted}"
+            );
+        }
+        fs::remove_file(&config).unwrap();
+        assert_eq!(
+            listing(dir.path()),
+            ["victim"],
+            "{planted}: a file was left"
+        );
+    }
+    // With nothing planted, the file is created, mode 0644 whatever the umask.
+    let (plan, _) = plan_new_file(
+        &config,
+        "version = 2\n",
+        &Output::InPlace,
+        rthooks::containerd::enable_nri,
+    )
+    .unwrap();
+    plan.apply().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(&config).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+}
+
+/// A config path that is a symlink to nothing is said to be one, in both commands: `--create`
+/// does not create through it, and its help does not send the user back to `--create`.
+#[test]
+fn a_dangling_symlink_as_config_is_named_and_create_does_not_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("nowhere.toml", dir.path().join("config.toml")).unwrap();
+    for args in [
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--create",
+            "--containerd-version",
+            "1.7",
+            "--in-place",
+        ][..],
+        &["patch-containerd-conf", "enable-nri", "--in-place"],
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--annotations",
+            "a",
+            "--in-place",
+        ],
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["--config-file", "config.toml"]);
+        let r = run_in(dir.path(), &argv);
+        assert_eq!(r.code, 2, "{argv:?}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .starts_with("error: failed to read `config.toml`: it is a symlink to `nowhere.toml`, which does not exist"),
+            "{argv:?}: {}",
+            r.stderr
+        );
+        assert!(r.help().contains("create the file the link points to"));
+        assert!(!r.help().contains("re-run with --create"));
+        assert_eq!(listing(dir.path()), ["config.toml"], "{argv:?}");
+    }
+}
+
 #[test]
 fn toml_syntax_errors_get_a_help_for_what_is_usually_wrong_there() {
     for (content, help) in [

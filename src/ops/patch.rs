@@ -185,8 +185,24 @@ fn is_absent(path: &Path) -> bool {
 
 /// A config file that does not exist is an error whose fix (`help`) says what the runtime does
 /// without one. Anything else wrong with the file is for the bounded read to report.
+/// A symlink whose target does not exist is said to be one: creating the config (`--create`)
+/// never goes through a link, so the fix is the link's target.
 fn require_config(config: &Path, help: String) -> anyhow::Result<()> {
     match std::fs::metadata(config) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !is_absent(config) => {
+            let to = std::fs::read_link(config)
+                .map(|t| format!(" to `{}`", t.display()))
+                .unwrap_or_default();
+            Err(e).with_help(
+                || {
+                    format!(
+                        "failed to read `{}`: it is a symlink{to}, which does not exist",
+                        config.display()
+                    )
+                },
+                "create the file the link points to, or pass the real config with                  `--config-file` (`--create` never creates a file through a link)",
+            )
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(e).with_help(|| format!("failed to read `{}`", config.display()), help)
         }
