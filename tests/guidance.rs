@@ -582,6 +582,37 @@ fn toml_syntax_errors_get_a_help_for_what_is_usually_wrong_there() {
             "line 2: one `key = value` per line",
         ),
         ("version = 2\nx == 1\n", "line 2: write one `=`"),
+        // Each of these got a help that was wrong at that spot.
+        (
+            "version = 2\n[[plugins]\n",
+            "line 2: close the header with `]]`",
+        ),
+        (
+            "version = 2\nx = \"\"\"a\n",
+            "line 3: close the multi-line string with `\"\"\"`",
+        ),
+        (
+            "version = 2\nx = '''a\n",
+            "line 3: close the multi-line string with `'''`",
+        ),
+        (
+            "version = 2\nx = \"a\" # c\ny = # d\n",
+            "line 3: the key has no value",
+        ),
+        (
+            "version = 2\nx = \"\\u12\"\n",
+            "line 2: a `\\u` escape takes 4",
+        ),
+        ("version = 2\nx = [1,,2]\n", "line 2: remove the extra `,`"),
+        ("version = 2\n= 1\n", "line 2: a key is missing before `=`"),
+        (
+            "version = 2\nx = 2024-13-01\n",
+            "line 2: this value is not a valid number, date or time",
+        ),
+        (
+            "version = 2\nx = 1.\n",
+            "line 2: this value is not a valid number, date or time",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("config.toml"), content).unwrap();
@@ -611,6 +642,68 @@ fn toml_syntax_errors_get_a_help_for_what_is_usually_wrong_there() {
             content
         );
         assert_eq!(listing(dir.path()), ["config.toml"]);
+    }
+}
+
+/// A syntax error in any TOML file a command reads gets the same help, not only in the file
+/// being patched: a containerd `imports` file, a cri-o drop-in read by `install`.
+#[test]
+fn toml_syntax_errors_get_a_help_in_every_file_any_command_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("config.toml"),
+        format!(
+            "version = 2\nimports = [\"{}\"]\n",
+            d.join("extra.toml").display()
+        ),
+    )
+    .unwrap();
+    fs::write(d.join("extra.toml"), "[plugins\n").unwrap();
+    fs::create_dir(d.join("crio.conf.d")).unwrap();
+    fs::write(d.join("crio.conf"), "[crio.runtime.runtimes.runc]\n").unwrap();
+    fs::write(d.join("crio.conf.d/10-x.conf"), "[crio.runtime]\nx = \n").unwrap();
+    let listed = listing(d);
+    let hooks = d.join("hooks");
+    for (args, file, help) in [
+        (
+            vec![
+                "patch-containerd-conf",
+                "enable-nri",
+                "--config-file",
+                "config.toml",
+                "--containerd-version",
+                "1.7",
+                "--in-place",
+            ],
+            "extra.toml",
+            "help: line 1: close the table header with `]`",
+        ),
+        (
+            vec![
+                "install",
+                "--interface",
+                "oci-hooks",
+                "--crio-config",
+                "crio.conf",
+                "--local-install-dir",
+                "inst",
+                "--host-install-dir",
+                "/opt/x",
+                "--oci-hooks.local-dir",
+                hooks.to_str().unwrap(),
+                "--oci-hooks.host-dir",
+                hooks.to_str().unwrap(),
+            ],
+            "10-x.conf",
+            "help: line 2: the key has no value",
+        ),
+    ] {
+        let r = run_in(d, &args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(file), "{args:?}: {}", r.stderr);
+        assert!(r.help().starts_with(help), "{args:?}: {}", r.stderr);
+        assert_eq!(listing(d), listed, "{args:?}");
     }
 }
 
