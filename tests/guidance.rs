@@ -793,6 +793,122 @@ fn permission_denied_gets_a_help() {
     assert_eq!(fs::read(&path).unwrap(), before);
 }
 
+/// `install` and `uninstall` get the same help for a permission error as the patch commands.
+#[test]
+fn permission_denied_gets_a_help_in_install_and_uninstall_too() {
+    require!(
+        support::skip::is_root().then_some(()),
+        "not root: cannot run the tool as another user"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(d.join("hooks")).unwrap();
+    fs::write(d.join("hooks/tetragon-oci-hook.json"), "{}").unwrap();
+    fs::write(d.join("tetragon-oci-hook"), "bin").unwrap();
+    let listed = listing(d);
+    let hooks = d.join("hooks");
+    let hooks = hooks.to_str().unwrap();
+    let d_str = d.to_str().unwrap();
+    for args in [
+        &[
+            "uninstall",
+            "--interface",
+            "oci-hooks",
+            "--local-install-dir",
+            d_str,
+            "--oci-hooks.local-dir",
+            hooks,
+        ][..],
+        &[
+            "install",
+            "--interface",
+            "oci-hooks",
+            "--local-binary",
+            "/bin/true",
+            "--local-install-dir",
+            d_str,
+            "--host-install-dir",
+            "/opt/x",
+            "--oci-hooks.local-dir",
+            hooks,
+            "--oci-hooks.host-dir",
+            hooks,
+        ],
+    ] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args)
+            .current_dir("/")
+            .env("TMPDIR", "/tmp")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("Permission denied"), "{args:?}: {stderr}");
+        let help = stderr.lines().last().unwrap();
+        assert!(
+            help.starts_with("help: run it as root"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(listing(d), listed, "{args:?}");
+    }
+}
+
+/// Root refused (an immutable config): the help does not tell root to run as root.
+#[test]
+fn root_refused_gets_a_help_that_names_the_immutable_flag() {
+    require!(
+        support::skip::is_root().then_some(()),
+        "not root: cannot make a file immutable"
+    );
+    let (dir, path) = copy_of(
+        "containerd/nri-disabled-with-comment-v2.toml",
+        "config.toml",
+    );
+    let before = fs::read(&path).unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    struct Mutable<'a>(&'a dyn Fn(&str) -> bool);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            (self.0)("-i");
+        }
+    }
+    let _mutable = Mutable(&chattr);
+    require!(
+        chattr("+i").then_some(()),
+        "chattr +i not supported here (no chattr, or the file system has no immutable flag)"
+    );
+    let r = run_in(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
+    assert!(
+        r.help().starts_with("help: root itself was refused") && r.help().contains("chattr -i"),
+        "{}",
+        r.stderr
+    );
+    chattr("-i");
+    assert_eq!(fs::read(&path).unwrap(), before);
+    assert_eq!(listing(dir.path()), ["config.toml"]);
+}
+
 #[test]
 fn read_only_file_system_gets_a_help() {
     require!(
