@@ -366,19 +366,30 @@ pub(crate) struct ModeArgs {
 /// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
 pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     let (head, tail) = split_hook_args(argv);
-    // `install hook-args --help` asks what `hook-args` is, when the line is no install yet (its
-    // required flags missing). On a complete install line, `--help` stays the hook's argument,
-    // which the hook's rules refuse (it would make the hook a no-op).
+    // `install hook-args --help` (or `-h`) alone asks what `hook-args` is: the help is shown on
+    // every line. A line that is no install yet (required flags missing) then exits 0, as clap's
+    // `--help`. On a complete install line (a chart's values) it also fails, nothing installed:
+    // `--help` never goes into a hook file (the hook would print and exit, a no-op), and an
+    // install that quietly did nothing would leave the node without the hook.
     if let Some([only]) = tail.as_deref() {
-        let incomplete = || {
-            Cli::try_parse_from(&head)
-                .is_err_and(|e| e.kind() == clap::error::ErrorKind::MissingRequiredArgument)
-        };
-        if (only == "--help" || only == "-h") && incomplete() {
+        if only == "--help" || only == "-h" {
             use std::io::Write as _;
-            // As clap's own `--help`: on stdout, exit 0 (a closed stdout is no error here).
+            let incomplete = Cli::try_parse_from(&head)
+                .is_err_and(|e| e.kind() == clap::error::ErrorKind::MissingRequiredArgument);
+            // As clap's own `--help`: on stdout (a closed stdout is no error here).
             let _ = std::io::stdout().write_all(hook_args_help().as_bytes());
-            std::process::exit(0);
+            if incomplete {
+                std::process::exit(0);
+            }
+            return Err(rthooks::error::help_error(
+                format!(
+                    "invalid hook arguments:\n`{}` after `hook-args` on a complete install \
+                     line: its help is shown above, nothing was installed",
+                    only.to_string_lossy()
+                ),
+                "`--help` is never written into the hook file (the hook would print its usage \
+                 and exit, a no-op); remove it to install",
+            ));
         }
     }
     let mut cli = Cli::parse_from(head);

@@ -1126,7 +1126,7 @@ fn install_help_shows_hook_args_as_the_rest_of_the_line_for_the_hook() {
 }
 
 #[test]
-fn install_hook_args_help_explains_it_and_lists_the_hooks_flags() {
+fn install_hook_args_help_is_shown_on_every_line_and_never_installs() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["install", "hook-args", "--help"][..],
@@ -1152,23 +1152,47 @@ fn install_hook_args_help_explains_it_and_lists_the_hooks_flags() {
         assert!(r.stdout.contains(&Level::NAMES.join(", ")), "{}", r.stdout);
     }
     assert!(listing(dir.path()).is_empty());
-    // On a complete install line, `--help` is the hook's argument, refused by the hook's rules
-    // (it would make the hook a no-op): an install that would write nothing useful fails.
-    let r = run_in(
-        dir.path(),
-        &[
-            "install",
-            "--local-install-dir",
-            "i",
-            "--host-install-dir",
-            "/h",
-            "--dry-run",
-            "hook-args",
-            "--help",
-        ],
-    );
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("invalid hook arguments"), "{}", r.stderr);
+    // On a complete install line the same help is shown, and the install fails (a chart whose
+    // values end in `--help` must not quietly install nothing); `--help` is never written into
+    // a hook file (it would make the hook a no-op).
+    fs::create_dir(dir.path().join("i")).unwrap();
+    for flag in ["--help", "-h"] {
+        let r = run_in(
+            dir.path(),
+            &[
+                "install",
+                "--local-install-dir",
+                "i",
+                "--host-install-dir",
+                "/h",
+                "--local-binary",
+                "/bin/true",
+                "--oci-hooks.local-dir",
+                "i",
+                "--oci-hooks.host-dir",
+                "/h",
+                "hook-args",
+                flag,
+            ],
+        );
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stdout
+                .starts_with("Everything after `hook-args` is the hook's own command line"),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stderr.contains(&format!(
+                "`{flag}` after `hook-args` on a complete install line: its help is shown above, \
+                 nothing was installed"
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(r.help().contains("remove it to install"), "{}", r.stderr);
+        assert_eq!(listing(dir.path()), ["i"]);
+    }
     let r = run_in(
         dir.path(),
         &[
