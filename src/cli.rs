@@ -282,7 +282,7 @@ pub(crate) struct ContainerdArgs {
     /// When the config file does not exist (containerd 2.x runs without one), start from an
     /// empty file with the `version` the containerd release reads (3 for 2.x, 2 for 1.x: from
     /// --containerd-version, else `containerd --version`). The file is created only if the edit
-    /// changes something.
+    /// changes something (enable-nri on 1.x; add-oci-hook needs containerd's default config).
     #[arg(long, global = true, conflicts_with = "drop_in")]
     pub(crate) create: bool,
 
@@ -352,8 +352,8 @@ pub(crate) struct ModeArgs {
     #[arg(long, global = true)]
     pub(crate) check: bool,
 
-    /// Write the patched config back to the config file, atomically (without it, or --output,
-    /// the config file is left unchanged).
+    /// Write the patched config back to the config file, atomically (without it, the config
+    /// file is left unchanged).
     #[arg(long, global = true)]
     pub(crate) in_place: bool,
 

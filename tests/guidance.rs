@@ -1041,6 +1041,44 @@ fn each_patch_commands_help_says_where_the_result_goes() {
             "{args:?}: {}",
             r.stdout
         );
+        // Each names only flags it has: cri-o's output flag is `--output-file`.
+        if args[0] == "patch-crio-conf" {
+            let bare = text.matches("--output").count() - text.matches("--output-file").count();
+            assert_eq!(bare, 0, "{args:?} names `--output`: {}", r.stdout);
+        }
+    }
+}
+
+/// `add-oci-hook --create` would start from a file with no runc runtime, so nothing to point at
+/// the spec: refused up front (the help names `containerd config default`), nothing written.
+#[test]
+fn create_with_add_oci_hook_is_refused_with_the_default_config_as_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    for release in ["1.7", "2.1"] {
+        let r = run_in(
+            dir.path(),
+            &[
+                "patch-containerd-conf",
+                "add-oci-hook",
+                "--runtime-spec",
+                "/etc/containerd/base-spec.json",
+                "--config-file",
+                "config.toml",
+                "--create",
+                "--containerd-version",
+                release,
+                "--in-place",
+            ],
+        );
+        assert_eq!(r.code, 2, "{release}: {}", r.stderr);
+        assert!(r.stderr.contains("has no runc runtime"), "{}", r.stderr);
+        assert!(
+            r.help()
+                .contains("`containerd config default > config.toml`"),
+            "{}",
+            r.stderr
+        );
+        assert!(listing(dir.path()).is_empty());
     }
 }
 

@@ -100,6 +100,22 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
                     verbose,
                 );
             }
+            if created.is_some() {
+                // An empty config defines no runc runtime: nothing to point at the spec, and a
+                // success that wrote nothing would leave containers without the hook.
+                return Err(help_error(
+                    format!(
+                        "--create: an empty `{path}` has no runc runtime for `add-oci-hook` to \
+                         point at `{spec}`"
+                    ),
+                    format!(
+                        "start from containerd's default config, which lists it: `containerd \
+                         config default > {path}`, then re-run without --create; or use the NRI \
+                         interface (`install --interface nri-hook`; containerd 2.x has NRI on \
+                         without a config)"
+                    ),
+                ));
+            }
             let edit = |doc: &mut DocumentMut| rthooks::containerd::add_oci_hook(doc, &spec);
             run_patch(
                 &args.config_file,
