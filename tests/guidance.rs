@@ -375,10 +375,14 @@ fn create_starts_a_missing_config_from_the_version_its_release_reads() {
         r.stderr
     );
     assert!(listing(dir.path()).is_empty());
-    // containerd 1.7: version 2 and the NRI table; --dry-run shows it and writes nothing.
+    // containerd 1.7: version 2 and the NRI table; --dry-run shows it and writes nothing,
+    // --check says a change is pending (exit 1) and writes nothing.
     let r = create("1.7", "--dry-run");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("+version = 2\n"), "{}", r.stdout);
+    assert!(listing(dir.path()).is_empty());
+    let r = create("1.7", "--check");
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(listing(dir.path()).is_empty());
     let r = create("1.7", "--in-place");
     assert_eq!(r.code, 0, "{}", r.stderr);
