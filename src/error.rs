@@ -123,8 +123,8 @@ pub fn os_error_help(e: &(dyn std::error::Error + 'static)) -> Option<&'static s
              clears it) or a security module (SELinux, AppArmor: see the audit log) denies it",
         ),
         libc::EACCES | libc::EPERM => Some(
-            "run it as root (runtime configs, hooks dirs and the install dir belong to root); a \
-             patch command can also write its result where you may (`--output`)",
+            "run it as root (runtime configs, hooks dirs and the install dir belong to root), or \
+             give it paths you may write",
         ),
         libc::EROFS => Some(
             "that file system is mounted read-only (an immutable OS, or a read-only mount into \
