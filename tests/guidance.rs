@@ -285,6 +285,57 @@ fn real_and_empty_configs_are_not_taken_for_another_runtimes() {
     assert!(!r.stderr.contains("containerd"), "{}", r.stderr);
 }
 
+/// Real-world shapes near the line between the runtimes (tests/fixtures/lookalike/): only the
+/// CRI plugin table, version 1's `[plugins.cri]`, a runtime handler named `crio`, no `version`
+/// nor `plugins`, dotted keys, BOM and CRLF, comments only; cri-o drop-ins with only a runtime
+/// table. Refusing one of these would take the tool away from a real node.
+#[test]
+fn lookalike_configs_are_patched_by_their_own_command() {
+    let dir = fixture("lookalike");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let (containerd, crio): (Vec<_>, Vec<_>) = files.iter().partition(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("containerd-")
+    });
+    assert!(containerd.len() >= 7 && crio.len() >= 2, "{files:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    for file in containerd {
+        let before = fs::read(file).unwrap();
+        for action in [&["enable-nri"][..], &["add-oci-hook"]] {
+            let mut args = vec!["patch-containerd-conf"];
+            args.extend_from_slice(action);
+            args.extend(["--config-file", file.to_str().unwrap(), "--dry-run"]);
+            let r = run_in(tmp.path(), &args);
+            assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+            assert!(!r.stderr.contains("cri-o"), "{args:?}: {}", r.stderr);
+        }
+        assert_eq!(fs::read(file).unwrap(), before);
+    }
+    for file in crio {
+        let r = run_in(
+            tmp.path(),
+            &[
+                "patch-crio-conf",
+                "enable-annotations",
+                "--annotations",
+                "a",
+                "--config-file",
+                file.to_str().unwrap(),
+                "--dry-run",
+            ],
+        );
+        assert_eq!(r.code, 0, "{}: {}", file.display(), r.stderr);
+        assert!(r.stdout.contains("+allowed_annotations"), "{}", r.stdout);
+    }
+    assert!(listing(tmp.path()).is_empty());
+}
+
 // ---- A `help:` on every error with a fix ----
 
 #[test]
