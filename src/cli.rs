@@ -372,13 +372,17 @@ pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     // `--help` never goes into a hook file (the hook would print and exit, a no-op), and an
     // install that quietly did nothing would leave the node without the hook.
     if let Some([only]) = tail.as_deref() {
-        if only == "--help" || only == "-h" {
+        // Any other mistake on the line (an unknown flag, a bad value) is clap's to report.
+        let head_ok = match Cli::try_parse_from(&head) {
+            Ok(_) => Some(true),
+            Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => Some(false),
+            Err(_) => None,
+        };
+        if let (true, Some(complete)) = (only == "--help" || only == "-h", head_ok) {
             use std::io::Write as _;
-            let incomplete = Cli::try_parse_from(&head)
-                .is_err_and(|e| e.kind() == clap::error::ErrorKind::MissingRequiredArgument);
             // As clap's own `--help`: on stdout (a closed stdout is no error here).
             let _ = std::io::stdout().write_all(hook_args_help().as_bytes());
-            if incomplete {
+            if !complete {
                 std::process::exit(0);
             }
             return Err(rthooks::error::help_error(

@@ -1286,6 +1286,19 @@ fn install_hook_args_help_is_shown_on_every_line_and_never_installs() {
         assert!(r.help().contains("remove it to install"), "{}", r.stderr);
         assert_eq!(listing(dir.path()), ["i"]);
     }
+    // Another mistake on the line is reported as such (clap's error), not as a complete line.
+    let r = run_in(
+        dir.path(),
+        &["install", "--no-such-flag", "hook-args", "--help"],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unexpected argument '--no-such-flag'"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("complete install line"), "{}", r.stderr);
+    assert_eq!(listing(dir.path()), ["i"]);
     let r = run_in(
         dir.path(),
         &[
