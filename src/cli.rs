@@ -424,12 +424,22 @@ pub(crate) fn hook_args_help() -> String {
         .map(|install| install.render_usage().to_string())
         .unwrap_or_default();
     let hook = oci_hook::args::usage();
-    // The hook's flag list, without its own usage line and hook names.
+    // The hook's flag list, without its own usage line and hook names, and without the flags
+    // `install` refuses in hook-args (they make the hook print and exit, a no-op).
     let flags = match hook.find("\nFlags") {
         Some(at) => format!("Hook flags{}", &hook[at + "\nFlags".len()..]),
         None => hook.clone(),
     };
-    format!("{HOOK_ARGS_ABOUT}\n\n{usage}\n\n{}\n", flags.trim_end())
+    let flags: Vec<&str> = flags
+        .trim_end()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--just-print-config"))
+        .collect();
+    format!(
+        "{HOOK_ARGS_ABOUT}\n\n{usage}\n\n{}\n\n(`--just-print-config`, `--help` and \
+         `--version` are refused here: they make the hook print and exit, a no-op.)\n",
+        flags.join("\n")
+    )
 }
 
 /// Splits `argv` after the `hook-args` of an `install` command line, if there is one.

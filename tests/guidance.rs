@@ -1243,6 +1243,20 @@ fn install_hook_args_help_is_shown_on_every_line_and_never_installs() {
             assert!(r.stdout.contains(flag), "{flag}: {}", r.stdout);
         }
         assert!(r.stdout.contains(&Level::NAMES.join(", ")), "{}", r.stdout);
+        // No flag listed that install refuses in hook-args.
+        assert!(
+            !r.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("--just-print-config")),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout
+                .contains("`--just-print-config`, `--help` and `--version` are refused here"),
+            "{}",
+            r.stdout
+        );
     }
     assert!(listing(dir.path()).is_empty());
     // On a complete install line the same help is shown, and the install fails (a chart whose
