@@ -677,11 +677,16 @@ fn parse(path: &Path, text: &str) -> anyhow::Result<toml_edit::Document<String>>
     let body = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
     toml_edit::Document::parse(body.clone()).map_err(|e| {
         let line = e.span().map_or(1, |s| text::line_of(&body, s.start));
-        anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)).context(format!(
-            "{}:{line}: failed to parse `{}` as TOML",
-            path.display(),
-            path.display()
-        ))
+        anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)).context(
+            crate::error::HelpError::new(
+                format!(
+                    "{}:{line}: failed to parse `{}` as TOML",
+                    path.display(),
+                    path.display()
+                ),
+                crate::patch::syntax_help(&body, &e),
+            ),
+        )
     })
 }
 

@@ -66,8 +66,14 @@ impl Layer {
             }),
             Err(e) => {
                 let line = e.span().map_or(1, |s| text::line_of(&body, s.start));
-                Err(anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)))
-                    .with_context(|| format!("`{}`:{line}: is not valid TOML", path.display()))
+                Err(
+                    anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)).context(
+                        crate::error::HelpError::new(
+                            format!("`{}`:{line}: is not valid TOML", path.display()),
+                            crate::patch::syntax_help(&body, &e),
+                        ),
+                    ),
+                )
             }
         }
     }

@@ -746,7 +746,7 @@ fn install_unwritable_install_dir_as_non_root_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: cannot install into `[TMP]/hostInstall` (`/opt/tetragon` on the host): Permission denied (os error 13)
-    help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and its log are gone after a reboot until this installer runs again
+    help: run it as root (runtime configs, hooks dirs and the install dir belong to root), or give it paths you may write
     ");
     assert_eq!(node.snapshot_files(), before);
 }

@@ -485,6 +485,11 @@ fn check_install_dir(local: &Path, host: &Path) -> anyhow::Result<()> {
         ));
     }
     if let Some(e) = state.not_writable {
+        // Refused to this user: the fix is who runs it (as for every command), not another dir.
+        let help = match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => crate::error::os_error_help(&e).unwrap_or(help),
+            _ => help,
+        };
         return Err(help_error(
             format!("cannot install into {where_}: {e}"),
             help,

@@ -42,6 +42,7 @@ impl Plan {
                         Target::Exact(p) => {
                             write_exact(p, w.after.as_bytes(), w.template.as_deref())?
                         }
+                        Target::New(p) => write_new(p, w.after.as_bytes())?,
                         Target::NewTempFile {
                             dir,
                             prefix,

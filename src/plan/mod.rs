@@ -34,7 +34,7 @@ pub use self::read::read_current;
 use self::safe_write::*;
 pub use self::safe_write::{
     EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, check_target, foreign_owner, install_bytes, lock_edit,
-    write_atomic, write_exact, write_in_place,
+    write_atomic, write_exact, write_in_place, write_new,
 };
 pub(crate) use self::safe_write::{open_regular, read_bounded};
 
@@ -47,6 +47,10 @@ pub enum Target {
     /// Exactly this path, never followed: a symlink, directory, device, FIFO or socket there is
     /// an error, and one planted after the check is replaced, not written through.
     Exact(PathBuf),
+    /// Exactly this path, never followed, where nothing is yet (`--create`): the file is
+    /// created and never replaces anything; a file or symlink that appears there meanwhile is
+    /// an error, not followed or overwritten.
+    New(PathBuf),
     /// A new temporary file in `dir` whose name starts with `prefix` and ends with `suffix`,
     /// kept after the process exits (upstream's behaviour when no output is named).
     NewTempFile {

@@ -230,9 +230,12 @@ pub(crate) fn put(
         if !still(dir_fd, name, seen) {
             return Err(changed_meanwhile(target));
         }
-        rustix::fs::renameat(dir_fd, tmp.as_os_str(), dir_fd, name)
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("failed to replace `{}`", target.display()))
+        rename_over(dir_fd, tmp.as_os_str(), name, seen == Seen::Absent).map_err(|e| match e {
+            // Nothing was there when looked at, and something is now: not replaced.
+            Errno::EXIST => changed_meanwhile(target),
+            e => anyhow::Error::new(std::io::Error::from(e))
+                .context(format!("failed to replace `{}`", target.display())),
+        })
     });
     if let Err(e) = switched {
         let _ = rustix::fs::unlinkat(dir_fd, tmp.as_os_str(), AtFlags::empty());
@@ -241,6 +244,31 @@ pub(crate) fn put(
     // Makes the rename durable. Best effort: some file systems refuse to fsync a directory.
     let _ = rustix::fs::fsync(dir_fd);
     Ok(())
+}
+
+/// Renames `tmp` to `name` in `dir_fd`; when `absent` (nothing was at `name`), without
+/// replacing anything that appeared there since (`RENAME_NOREPLACE`, where the file system has
+/// it: `EEXIST` then).
+fn rename_over(
+    dir_fd: BorrowedFd<'_>,
+    tmp: &OsStr,
+    name: &OsStr,
+    absent: bool,
+) -> Result<(), Errno> {
+    if absent {
+        match rustix::fs::renameat_with(
+            dir_fd,
+            tmp,
+            dir_fd,
+            name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            // No RENAME_NOREPLACE here: the `still` check just made is what there is.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
+            other => return other,
+        }
+    }
+    rustix::fs::renameat(dir_fd, tmp, dir_fd, name)
 }
 
 fn set_perms(fd: BorrowedFd<'_>, perms: Perms) -> std::io::Result<()> {
@@ -906,6 +934,34 @@ pub fn write_exact(
     safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || {
         Ok(safe_write::Seen::Anything)
     })?;
+    Ok(path.to_owned())
+}
+
+/// Creates the file `path` (never followed) with `contents`, mode 0644, owned by the effective
+/// user: atomically, as [`write_exact`], but only where nothing is. A file, symlink or anything
+/// else there (also one planted after the plan looked) is an error and is left as it is.
+pub fn write_new(path: &Path, contents: &[u8]) -> anyhow::Result<PathBuf> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = safe_write::Perms {
+        mode: 0o644,
+        owner: None,
+    };
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        contents,
+        perms,
+        || match rustix::fs::statat(dir_fd.as_fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(safe_write::Seen::Absent),
+            _ => Err(safe_write::changed_meanwhile(path)),
+        },
+    )?;
     Ok(path.to_owned())
 }
 
