@@ -277,7 +277,7 @@ fn file_of(step: &Step) -> File {
     match step {
         Step::Write(w) => {
             let path = match &w.target {
-                Target::Path(p) | Target::Exact(p) => Some(p.clone()),
+                Target::Path(p) | Target::Exact(p) | Target::New(p) => Some(p.clone()),
                 Target::NewTempFile { .. } => None,
             };
             // What is at the destination now: the text read when it is the file edited
