@@ -1098,7 +1098,9 @@ fn each_patch_commands_help_says_where_the_result_goes() {
         );
         // Each names only flags it has: cri-o's output flag is `--output-file`.
         if args[0] == "patch-crio-conf" {
-            let bare = text.matches("--output").count() - text.matches("--output-file").count();
+            let bare = text.matches("--output").count()
+                - text.matches("--output-file").count()
+                - text.matches("--output-format").count();
             assert_eq!(bare, 0, "{args:?} names `--output`: {}", r.stdout);
         }
     }
