@@ -372,7 +372,7 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
                 // Kept even when invalid: the call then fails with a clear error and the fail
                 // policy decides, rather than silently talking to the default socket.
                 config.grpc_address = value.clone();
-                if let Err(e) = crate::client::Address::parse(value) {
+                if let Err(e) = crate::address::Address::parse(value) {
                     diags.push(err(format!("invalid `--grpc-address`: {e:#}")));
                 }
             }
@@ -428,7 +428,11 @@ fn apply(config: &mut Config, settings: &[Setting], source: &str, diags: &mut Ve
                 config.annotations_namespace_keys.extend(split_names(value))
             }
             "fail-allow-namespaces" => config.fail_allow_namespaces.extend(split_names(value)),
-            _ => match regex::Regex::new(value) {
+            // The syntax check alone (the `regex` crate parses with the same `regex-syntax`
+            // defaults, so the message is the same): the setup tool validates hook arguments
+            // with this and must not link a regex engine. A pattern that parses but compiles
+            // past the engine's size limit is reported by the fail check (`policy`), as before.
+            _ => match regex_syntax::Parser::new().parse(value) {
                 Ok(_) => config.fail_allow_namespaces_regex.push(value.clone()),
                 Err(e) => diags.push(err(format!(
                     "invalid `--fail-allow-namespaces-regex` `{value}`: {}",
@@ -512,7 +516,7 @@ fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, 
 /// Reads the defaults file; a missing file is not a problem, an unreadable or malformed one is
 /// reported as a diagnostic (and ignored).
 pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
-    let read = crate::spec::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
+    let read = crate::file::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
         .and_then(|b| String::from_utf8(b).map_err(|_| anyhow::anyhow!("not UTF-8")));
     match read {
         Ok(text) => (Some(text), Vec::new()),
@@ -577,6 +581,7 @@ pub const HOOK_NAMES: [&str; 4] = [
     "server-version",
 ];
 
+#[cfg(feature = "client")]
 /// Strictly validates hook arguments (as given in `hook-args`, without the program name):
 /// unknown flags, missing values, bad log levels, durations, addresses, regexes and CEL
 /// expressions are errors, as are a `--grpc-timeout` over [`MAX_GRPC_TIMEOUT`], `--help`, `-h`,

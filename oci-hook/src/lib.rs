@@ -33,20 +33,33 @@
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
 //! (as upstream does). `--disable-grpc` skips both the call and the policy.
 
+pub mod address;
 pub mod args;
+#[cfg(feature = "client")]
 pub mod client;
+pub mod file;
 pub mod log;
+#[cfg(feature = "client")]
 pub mod policy;
+#[cfg(feature = "client")]
 pub mod proto;
+#[cfg(feature = "client")]
 pub mod spec;
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "client")]
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+#[cfg(feature = "client")]
+use std::time::{Instant, SystemTime};
 
+#[cfg(feature = "client")]
 use serde_json::Value;
 
-use self::args::{Config, Parsed};
+#[cfg(feature = "client")]
+use self::args::Config;
+use self::args::Parsed;
+#[cfg(feature = "client")]
 use self::log::{Level, Logger};
 
 /// What the binary prints and the status it exits with.
@@ -87,6 +100,7 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
 /// stdin and writes no log.
 pub const CHECK_CEL: &str = "check-cel";
 
+#[cfg(feature = "client")]
 fn check_cel(cfg: &Config) -> Outcome {
     let Some(expr) = &cfg.fail_cel_expr else {
         return Outcome::default();
@@ -101,6 +115,7 @@ fn check_cel(cfg: &Config) -> Outcome {
     }
 }
 
+#[cfg(feature = "client")]
 /// Runs the hook with `args` (without the program name), reading the OCI state from stdin.
 pub fn run(args: &[String]) -> Outcome {
     let start = SystemTime::now();
@@ -211,18 +226,22 @@ pub fn run(args: &[String]) -> Outcome {
 /// lock, slow CEL, huge spec, silent agent, stalled stdin).
 pub const GRACE: Duration = Duration::from_secs(1);
 
+#[cfg(feature = "client")]
 /// Time kept at the end of the budget for logging (at most [`log::LOCK_WAIT`] on the lock) and
 /// exiting, after the fail check.
 const TAIL: Duration = Duration::from_millis(250);
 
+#[cfg(feature = "client")]
 /// How long before the end of the budget the watchdog ends the process (room for the exit).
 const CUT_OFF_MARGIN: Duration = Duration::from_millis(100);
 
+#[cfg(feature = "client")]
 /// The exit status if the watchdog has to end the process: 1 (fail the container) until the
 /// agent accepted the container, the namespace rules allow it (known once the spec is read:
 /// they decide when the CEL expression cannot) or the fail check allowed it.
 static CUT_OFF_CODE: AtomicU8 = AtomicU8::new(1);
 
+#[cfg(feature = "client")]
 /// The time budget of one `createRuntime` run: it ends at start + `--grpc-timeout` + [`GRACE`].
 /// Reading stdin and the agent call stop early enough to leave room for the fail check
 /// (`--fail-cel-timeout` when a CEL expression is set) and the final log lines.
@@ -232,6 +251,7 @@ struct Budget {
     reserve: Duration,
 }
 
+#[cfg(feature = "client")]
 impl Budget {
     fn new(started: Instant, cfg: &Config) -> Self {
         // A long `--fail-cel-timeout` does not eat into the agent call's time: the fail check
@@ -313,6 +333,7 @@ impl Budget {
     }
 }
 
+#[cfg(feature = "client")]
 fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     match client::server_version(&cfg.grpc_address, cfg.grpc_timeout) {
         Ok(version) => {
@@ -337,6 +358,7 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     }
 }
 
+#[cfg(feature = "client")]
 fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
     log.with("hook", args::CREATE_RUNTIME);
     log.with("start-time", log::rfc3339(start, 9));
@@ -449,6 +471,7 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
 
 /// The fail policy of `cfg`; the CEL child may use `--fail-cel-timeout` of CPU time and is
 /// stopped when the budget (but its tail) is spent.
+#[cfg(feature = "client")]
 fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
     policy::Policy {
         namespace_keys: cfg.annotations_namespace_keys.clone(),
@@ -463,6 +486,7 @@ fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
     }
 }
 
+#[cfg(feature = "client")]
 fn fail_check(
     cfg: &Config,
     log: &mut Logger,
