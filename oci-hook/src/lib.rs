@@ -96,13 +96,33 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
 }
 
 /// The hidden command with which `tetragon-oci-hook-setup install` has the hook it installs
-/// check `--fail-cel-expr` (exit 0: compiles; 2: does not, the reason on stderr). It reads no
-/// stdin and writes no log.
+/// check `--fail-cel-expr` and `--fail-allow-namespaces-regex` (exit 0: they compile; 2: one does
+/// not; on stderr then, the problem of each invalid regex on its own line, else the CEL
+/// expression's reason). It reads no stdin and writes no log.
 pub const CHECK_CEL: &str = "check-cel";
 
 #[cfg(feature = "client")]
-fn check_cel(cfg: &Config) -> Outcome {
-    let Some(expr) = &cfg.fail_cel_expr else {
+fn check_cel(parsed: &Parsed) -> Outcome {
+    // Regexes first, each problem on its own line as `--fail-allow-namespaces-regex` names it
+    // (the setup tool shows those lines as they are); then the CEL expression's reason alone.
+    let regex_problems: Vec<&str> = parsed
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.source == "command line"
+                && d.message
+                    .starts_with("invalid `--fail-allow-namespaces-regex`")
+        })
+        .map(|d| d.message.as_str())
+        .collect();
+    if !regex_problems.is_empty() {
+        return Outcome {
+            stderr: format!("{}\n", regex_problems.join("\n")),
+            code: 2,
+            ..Outcome::default()
+        };
+    }
+    let Some(expr) = &parsed.config.fail_cel_expr else {
         return Outcome::default();
     };
     match policy::check_cel(expr) {
@@ -172,7 +192,7 @@ pub fn run(args: &[String]) -> Outcome {
         }
     }
     if hook == Some(CHECK_CEL) {
-        return check_cel(cfg);
+        return check_cel(&parsed);
     }
     // The watchdog starts before anything is written to the log: a log on a hung filesystem
     // must not hold the container start past the budget.

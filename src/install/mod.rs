@@ -250,31 +250,47 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
 
 /// Validates the hook's arguments strictly, as `install` does before writing anything: a typo in
 /// the hook's flags fails the install (one pod) now, rather than every container on the node
-/// later. A `--fail-cel-expr` is compiled by `binary`, the hook about to be installed (its hidden
-/// `check-cel` command; exit 2 means invalid), so this tool carries no CEL engine. A binary that
-/// cannot be run here (or an older hook, which ignores the command) leaves the expression
-/// unchecked: then the returned warning says so.
+/// later. A `--fail-cel-expr` and each `--fail-allow-namespaces-regex` are compiled by `binary`,
+/// the hook about to be installed (its hidden `check-cel` command; exit 2 means invalid), so this
+/// tool carries no CEL or regex engine. A binary that cannot be run here (or an older hook, which
+/// ignores the command or checks only the expression) leaves them unchecked: then the returned
+/// warning says so.
 pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
-    let Some(expr) = oci_hook::args::validate_args_but_cel(args)? else {
+    let expr = oci_hook::args::validate_args_but_cel(args)?;
+    let regexes = oci_hook::args::parse(args, Path::new("/"), None)
+        .config
+        .fail_allow_namespaces_regex;
+    if expr.is_none() && regexes.is_empty() {
         return Ok(None);
+    }
+    let what = match (&expr, regexes.is_empty()) {
+        (Some(_), true) => "`--fail-cel-expr`",
+        (None, _) => "`--fail-allow-namespaces-regex`",
+        (Some(_), false) => "`--fail-cel-expr` and `--fail-allow-namespaces-regex`",
     };
-    match run_check_cel(binary, &expr) {
+    match run_check_cel(binary, expr.as_deref(), &regexes) {
+        // The hook names a bad regex's flag itself, one line each; a CEL reason comes alone.
+        Ok(CheckCel::Invalid(reason)) if reason.starts_with(REGEX_PROBLEM) => {
+            bail!("invalid hook arguments:\n{reason}")
+        }
         Ok(CheckCel::Invalid(reason)) => {
             bail!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {reason}")
         }
         Ok(CheckCel::Valid) => Ok(None),
         Ok(CheckCel::NoAnswer) => Ok(Some(format!(
-            "`{}` did not answer within {}s when asked to check `--fail-cel-expr`; it is not \
-             checked",
+            "`{}` did not answer within {}s when asked to check {what}; it is not checked",
             binary.display(),
             CHECK_CEL_TIMEOUT.as_secs()
         ))),
         Err(e) => Ok(Some(format!(
-            "could not run `{}` to check `--fail-cel-expr` ({e}); it is not checked",
+            "could not run `{}` to check {what} ({e}); it is not checked",
             binary.display()
         ))),
     }
 }
+
+/// How the hook's `check-cel` starts the line of an invalid regex.
+const REGEX_PROBLEM: &str = "invalid `--fail-allow-namespaces-regex`";
 
 /// How long the hook binary may take to compile a CEL expression for [`validate_hook_args`]
 /// (it answers in milliseconds; a binary that hangs must not stall an install or `Configure`).
@@ -286,12 +302,23 @@ enum CheckCel {
     NoAnswer,
 }
 
-/// Runs `binary --fail-cel-expr EXPR check-cel`, bounded by [`CHECK_CEL_TIMEOUT`].
-fn run_check_cel(binary: &Path, expr: &str) -> std::io::Result<CheckCel> {
+/// Runs `binary [--fail-cel-expr EXPR] [--fail-allow-namespaces-regex RE]... check-cel`,
+/// bounded by [`CHECK_CEL_TIMEOUT`].
+fn run_check_cel(
+    binary: &Path,
+    expr: Option<&str>,
+    regexes: &[String],
+) -> std::io::Result<CheckCel> {
     let mut command = std::process::Command::new(binary);
-    command
-        .args(["--log-fname", "/dev/null", "--fail-cel-expr", expr])
-        .arg(oci_hook::CHECK_CEL);
+    command.args(["--log-fname", "/dev/null"]);
+    if let Some(expr) = expr {
+        command.args(["--fail-cel-expr", expr]);
+    }
+    for re in regexes {
+        // `=`: a regex starting with `-` stays a value.
+        command.arg(format!("--fail-allow-namespaces-regex={re}"));
+    }
+    command.arg(oci_hook::CHECK_CEL);
     let Some((status, stderr)) = crate::sys::run_bounded(&mut command, CHECK_CEL_TIMEOUT)? else {
         return Ok(CheckCel::NoAnswer);
     };
