@@ -7,13 +7,15 @@
 //! (`--host-install-dir`), since the runtime reading the hook file runs on the host. Applying the
 //! plan is atomic per file and undone as a whole if a step fails.
 //!
-//! Files already in the hooks dir or install dir are read through [`crate::plan::read_current`]:
-//! a symlink there is never followed (it is replaced or removed itself, and the diff never shows
-//! what it points to), a FIFO, socket or device is never opened, and reads are bounded
-//! ([`crate::plan::MAX_TEXT_FILE`] for the hook file, [`MAX_BINARY_FILE`] for the binary). The
-//! source binary may be a symlink, but must be a regular file no larger than
-//! [`MAX_BINARY_FILE`], checked with `stat` before it is opened and with `fstat` on the
-//! descriptor opened `O_NONBLOCK`.
+//! Files already in the hooks dir or install dir are looked at through
+//! [`crate::plan::read_current`] (the hook file, read up to [`crate::plan::MAX_TEXT_FILE`]) and
+//! [`crate::plan::read_current_binary`] (the binary, held open and compared chunk by chunk, never
+//! read whole): a symlink there is never followed (it is replaced or removed itself, and the diff
+//! never shows what it points to), a FIFO, socket or device is never opened. The source binary
+//! may be a symlink, but must be a regular file no larger than [`MAX_BINARY_FILE`], checked with
+//! `stat` before it is opened and with `fstat` on the descriptor opened `O_NONBLOCK`; it is kept
+//! open, hashed in chunks and copied with `copy_file_range` (memory stays at a few 256 KiB
+//! buffers whatever its size), and a change to it between the hash and the copy fails the copy.
 //!
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
 //! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
@@ -32,7 +34,7 @@ use crate::error::{WithHelp, help_error};
 use crate::defaults::BINARY_NAME;
 use crate::hook_invocation::HookInvocation;
 use crate::hook_json::{self, HookFile};
-use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
+use crate::plan::{Blob, FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
 mod leases;
 pub use self::leases::{
@@ -73,7 +75,7 @@ pub struct Installation {
     pub notes: Vec<String>,
     /// How the runtime runs the hook (what the hook file says).
     pub invocation: HookInvocation,
-    binary: Vec<u8>,
+    binary: Blob,
     hook_json: Vec<u8>,
 }
 
@@ -88,10 +90,9 @@ impl Installation {
                     Some(self.hook_json.clone()),
                     true,
                 )?),
-                Step::Remove(FileRemove::new(
+                Step::Remove(FileRemove::binary(
                     self.binary_path.clone(),
                     Some(self.binary.clone()),
-                    false,
                 )?),
             ],
         })
@@ -113,12 +114,11 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
 
     let binary_path = opts.local_install_dir.join(name);
     let hook_path = opts.hooks_dir.join(format!("{name}.json"));
-    let copy = FileInstall::new(
-        Some(opts.local_binary.clone()),
-        binary_path.clone(),
+    let copy = FileInstall::copy_of(
+        opts.local_binary.clone(),
         binary.clone(),
+        binary_path.clone(),
         BINARY_MODE,
-        false,
     )?;
     let write = FileInstall::new(
         None,
@@ -166,12 +166,11 @@ pub fn plan_install_binary(
     let binary = read_binary(local_binary)?;
     check_install_dir(local_install_dir, host_install_dir)?;
     let binary_path = local_install_dir.join(name);
-    let copy = FileInstall::new(
-        Some(local_binary.to_owned()),
-        binary_path.clone(),
+    let copy = FileInstall::copy_of(
+        local_binary.to_owned(),
         binary,
+        binary_path.clone(),
         BINARY_MODE,
-        false,
     )?;
     Ok(BinaryInstall {
         plan: Plan {
@@ -210,11 +209,7 @@ pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
                 None,
                 true,
             )?),
-            Step::Remove(FileRemove::new(
-                opts.local_install_dir.join(name),
-                None,
-                false,
-            )?),
+            Step::Remove(FileRemove::binary(opts.local_install_dir.join(name), None)?),
         ],
     })
 }
@@ -379,9 +374,9 @@ fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
 /// Reads the hook binary to install: a regular file after its own symlink (the image's
 /// `/usr/bin/tetragon-oci-hook` may be a link), checked with `stat` before it is opened (a
 /// device is never opened), opened `O_NONBLOCK` so a FIFO swapped in never hangs, checked
-/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes.
-fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
+/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes. It is kept
+/// open and hashed in chunks, never read whole: the copy is streamed from it when applied.
+fn read_binary(path: &Path) -> anyhow::Result<Blob> {
     use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
         "--local-binary names the hook binary to install (default \
@@ -418,27 +413,14 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
             help,
         ));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_BINARY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .with_help(ctx, &help)?;
-    if bytes.len() as u64 > MAX_BINARY_FILE {
-        return Err(help_error(
-            format!(
-                "the hook binary `{}` grew over the {MAX_BINARY_FILE}-byte bound while it was \
-             read",
-                path.display()
-            ),
-            help,
-        ));
-    }
-    if bytes.is_empty() {
+    if meta.len() == 0 {
         return Err(help_error(
             format!("the hook binary `{}` is empty", path.display()),
             help,
         ));
     }
-    Ok(bytes)
+    // Any write to it from now on (its size, mtime or ctime) fails the hash or the copy.
+    crate::plan::Blob::hash(file).with_help(ctx, &help)
 }
 
 fn dir_state(dir: &Path) -> anyhow::Result<crate::sys::DirState> {
