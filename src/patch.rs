@@ -162,6 +162,9 @@ pub fn patch_text(
         });
     }
     let rendered_after = doc.to_string();
+    // Not needed past the rendering: the verification below holds the unedited document and the
+    // re-parsed output, never three documents at once.
+    drop(doc);
     let mut after = if needs_line_patch {
         text::reapply_edit(body, &rendered_before, &rendered_after)
     } else {
@@ -471,6 +474,8 @@ pub fn plan_file(
         crate::plan::check_target(out)?;
     }
     let mut patched = patch_text(config, &original, edit_fn)?;
+    // `patched.before` is the same text: one copy is enough.
+    drop(original);
     if let Output::Path(out) = output {
         if let Some((uid, mode)) = crate::plan::foreign_owner(out) {
             patched.edit.notes.push(format!(
@@ -485,12 +490,12 @@ pub fn plan_file(
         Output::InPlace => (
             Target::Path(config.to_owned()),
             diff_label(config),
-            patched.before.clone(),
+            std::mem::take(&mut patched.before),
         ),
         Output::Path(p) => (
             Target::Exact(p.clone()),
             diff_label(p),
-            patched.before.clone(),
+            std::mem::take(&mut patched.before),
         ),
         Output::NewTempFile => {
             let name = config
@@ -508,7 +513,7 @@ pub fn plan_file(
                     suffix: ext,
                 },
                 diff_label(config),
-                patched.before.clone(),
+                std::mem::take(&mut patched.before),
             )
         }
     };
