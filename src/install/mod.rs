@@ -34,7 +34,7 @@ use crate::error::{WithHelp, help_error};
 use crate::defaults::BINARY_NAME;
 use crate::hook_invocation::HookInvocation;
 use crate::hook_json::{self, HookFile};
-use crate::plan::{Blob, FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
+use crate::plan::{Blob, Contents, FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
 mod leases;
 pub use self::leases::{
@@ -114,12 +114,16 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
 
     let binary_path = opts.local_install_dir.join(name);
     let hook_path = opts.hooks_dir.join(format!("{name}.json"));
-    let copy = FileInstall::copy_of(
+    let copy = FileInstall::copy_of_file(
         opts.local_binary.clone(),
-        binary.clone(),
+        binary,
         binary_path.clone(),
         BINARY_MODE,
     )?;
+    let Contents::Copy(binary) = &copy.contents else {
+        bail!("internal error: the binary copy holds no file (please report this)");
+    };
+    let binary = binary.clone();
     let write = FileInstall::new(
         None,
         hook_path.clone(),
@@ -166,7 +170,7 @@ pub fn plan_install_binary(
     let binary = read_binary(local_binary)?;
     check_install_dir(local_install_dir, host_install_dir)?;
     let binary_path = local_install_dir.join(name);
-    let copy = FileInstall::copy_of(
+    let copy = FileInstall::copy_of_file(
         local_binary.to_owned(),
         binary,
         binary_path.clone(),
@@ -376,7 +380,7 @@ fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
 /// device is never opened), opened `O_NONBLOCK` so a FIFO swapped in never hangs, checked
 /// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes. It is kept
 /// open and hashed in chunks, never read whole: the copy is streamed from it when applied.
-fn read_binary(path: &Path) -> anyhow::Result<Blob> {
+fn read_binary(path: &Path) -> anyhow::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
         "--local-binary names the hook binary to install (default \
@@ -420,7 +424,7 @@ fn read_binary(path: &Path) -> anyhow::Result<Blob> {
         ));
     }
     // Any write to it from now on (its size, mtime or ctime) fails the hash or the copy.
-    crate::plan::Blob::hash(file).with_help(ctx, &help)
+    Ok(file)
 }
 
 fn dir_state(dir: &Path) -> anyhow::Result<crate::sys::DirState> {

@@ -71,14 +71,22 @@ impl Blob {
     /// in chunks. The file is read by offset (`pread`), so where its offset stands does not
     /// matter.
     pub fn hash(file: File) -> std::io::Result<Self> {
-        Self::hashed(file, true)
+        Ok(Self::hashed(file, true, None)?.0)
+    }
+
+    /// [`Blob::hash`], comparing in the same pass with `other` (a destination's open file) when
+    /// it has the same size: each chunk is read once for both (an install over an identical
+    /// copy reads the source once, not twice). The `bool` says whether `other` holds the same
+    /// bytes.
+    pub fn hash_comparing(file: File, other: &File) -> std::io::Result<(Self, bool)> {
+        Self::hashed(file, true, Some(other))
     }
 
     /// Takes the file a destination holds (to compare, or to put back by an undo), hashed when
     /// `hash`.
     pub fn held(file: File, hash: bool) -> std::io::Result<Self> {
         if hash {
-            return Self::hashed(file, false);
+            return Ok(Self::hashed(file, false, None)?.0);
         }
         let stamp = Stamp::of(&file)?;
         Ok(Self {
@@ -90,27 +98,41 @@ impl Blob {
         })
     }
 
-    fn hashed(file: File, source: bool) -> std::io::Result<Self> {
+    fn hashed(file: File, source: bool, other: Option<&File>) -> std::io::Result<(Self, bool)> {
         use sha2::Digest;
         let stamp = Stamp::of(&file)?;
         let mut hasher = sha2::Sha256::new();
         let mut buf = vec![0u8; CHUNK];
+        // Compared only at the same size; a difference found stops the comparing, not the hash.
+        let mut other = match other {
+            Some(o) if o.metadata()?.size() == stamp.size => Some((o, vec![0u8; CHUNK])),
+            _ => None,
+        };
+        let mut same = other.is_some();
         let mut off = 0u64;
         while off < stamp.size {
             let n = read_chunk(&file, &mut buf, off, stamp.size)?;
             hasher.update(&buf[..n]);
+            if let Some((o, obuf)) = &mut other {
+                let m = read_chunk(o, &mut obuf[..n], off, stamp.size)?;
+                if m != n || buf[..n] != obuf[..n] {
+                    same = false;
+                    other = None;
+                }
+            }
             off += n as u64;
         }
         if !stamp.same(&Stamp::of(&file)?, source) {
             return Err(changed());
         }
-        Ok(Self {
+        let blob = Self {
             file: Arc::new(file),
             len: stamp.size,
             sha256: Some(hex(&hasher.finalize())),
             stamp,
             source,
-        })
+        };
+        Ok((blob, same))
     }
 
     /// Size in bytes.

@@ -254,6 +254,29 @@ impl FileInstall {
     /// whole, and the copy is streamed when applied. A FIFO, socket or device there is an error.
     pub fn copy_of(source: PathBuf, blob: Blob, path: PathBuf, mode: u32) -> anyhow::Result<Self> {
         let before = read_current_binary(&path, Some(&blob))?;
+        Self::copy_from(source, blob, before, path, mode)
+    }
+
+    /// [`FileInstall::copy_of`] from the opened (and checked) `file` at `source`: hashed and
+    /// compared with what `path` holds in one pass (the source is read once, not twice, over an
+    /// identical copy).
+    pub fn copy_of_file(
+        source: PathBuf,
+        file: fs::File,
+        path: PathBuf,
+        mode: u32,
+    ) -> anyhow::Result<Self> {
+        let (blob, before) = self::read::hash_source_and_current(&source, file, &path)?;
+        Self::copy_from(source, blob, before, path, mode)
+    }
+
+    fn copy_from(
+        source: PathBuf,
+        blob: Blob,
+        before: Current,
+        path: PathBuf,
+        mode: u32,
+    ) -> anyhow::Result<Self> {
         if let Current::Special { kind } = &before {
             return Err(crate::error::help_error(
                 format!("`{}` is {kind}, not a regular file", path.display()),
@@ -649,7 +672,16 @@ mod tests {
             .collect()
     }
 
+    /// The install's path: hashed and compared with the destination in one pass.
     fn copy_step(src: &Path, dst: &Path) -> Step {
+        let file = fs::File::open(src).unwrap();
+        Step::Install(
+            FileInstall::copy_of_file(src.to_owned(), file, dst.to_owned(), 0o755).unwrap(),
+        )
+    }
+
+    /// Hashed first, compared after: both ways agree on what is the same.
+    fn copy_step_in_two_passes(src: &Path, dst: &Path) -> Step {
         let blob = Blob::hash(fs::File::open(src).unwrap()).unwrap();
         Step::Install(FileInstall::copy_of(src.to_owned(), blob, dst.to_owned(), 0o755).unwrap())
     }
@@ -698,6 +730,12 @@ mod tests {
         };
         assert!(again.is_noop());
         assert!(
+            Plan {
+                steps: vec![copy_step_in_two_passes(&src, &dst)]
+            }
+            .is_noop()
+        );
+        assert!(
             again.summary()[0].contains("copy skipped"),
             "{:?}",
             again.summary()
@@ -713,6 +751,12 @@ mod tests {
             steps: vec![copy_step(&src, &dst)],
         };
         assert!(!fix.is_noop());
+        assert!(
+            !Plan {
+                steps: vec![copy_step_in_two_passes(&src, &dst)]
+            }
+            .is_noop()
+        );
         let summary = fix.summary().join("\n");
         assert!(
             summary.contains(&format!("replacing sha256 {}", sha256_hex(&off))),

@@ -52,6 +52,27 @@ pub fn read_current_binary(path: &Path, source: Option<&Blob>) -> anyhow::Result
     Ok(Current::Binary { held, mode, same })
 }
 
+/// [`read_current_binary`] for an install from `source` (an opened, checked regular file): it is
+/// hashed, and compared with what `path` holds in the same pass. Returns the source's [`Blob`]
+/// and what `path` holds.
+pub(super) fn hash_source_and_current(
+    source_path: &Path,
+    source: fs::File,
+    path: &Path,
+) -> anyhow::Result<(Blob, Current)> {
+    let ctx = || format!("failed to read `{}`", path.display());
+    let src_ctx = || format!("failed to read `{}`", source_path.display());
+    let (file, fmeta) = match open_current(path)? {
+        Opened::Other(current) => return Ok((Blob::hash(source).with_context(src_ctx)?, current)),
+        Opened::File(file, fmeta) => (file, fmeta),
+    };
+    let mode = fmeta.permissions().mode() & 0o7777;
+    let (blob, same) = Blob::hash_comparing(source, &file).with_context(src_ctx)?;
+    // Hashed only when it differs from the source (the summary names what it replaces).
+    let held = Blob::held(file, !same).with_context(ctx)?;
+    Ok((blob, Current::Binary { held, mode, same }))
+}
+
 /// A path looked at without following it: a regular file opened (and its `fstat`), or what else
 /// is there.
 enum Opened {
