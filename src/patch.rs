@@ -299,6 +299,9 @@ pub fn patch_text(
         });
     }
     let rendered_after = doc.to_string();
+    // Not needed past the rendering: the verification below holds the unedited document and the
+    // re-parsed output, never three documents at once.
+    drop(doc);
     let mut after = if needs_line_patch {
         text::reapply_edit(body, &rendered_before, &rendered_after)
     } else {
@@ -598,7 +601,7 @@ pub fn plan_file(
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
     let original = read_config(config)?;
-    plan_text(config, &original, false, output, edit_fn)
+    plan_text(config, original, false, output, edit_fn)
 }
 
 /// As [`plan_file`] for a config that does not exist yet (`--create`): the edit starts from
@@ -610,14 +613,14 @@ pub fn plan_new_file(
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
-    plan_text(config, start, true, output, edit_fn)
+    plan_text(config, start.to_owned(), true, output, edit_fn)
 }
 
 /// The plan of [`plan_file`] from the config's text (`new`: the config does not exist, and
 /// `original` is where the edit starts).
 fn plan_text(
     config: &Path,
-    original: &str,
+    original: String,
     new: bool,
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
@@ -636,7 +639,9 @@ fn plan_text(
         // command looked is refused here (and at the write, never followed).
         crate::plan::check_target(config)?;
     }
-    let mut patched = patch_text(config, original, edit_fn)?;
+    let mut patched = patch_text(config, &original, edit_fn)?;
+    // `patched.before` is the same text: one copy is enough.
+    drop(original);
     if new {
         // Nothing on disk: the diff starts from nothing, and an edit that changes nothing
         // creates no file.
@@ -664,12 +669,12 @@ fn plan_text(
         Output::InPlace => (
             Target::Path(config.to_owned()),
             diff_label(config),
-            patched.before.clone(),
+            std::mem::take(&mut patched.before),
         ),
         Output::Path(p) => (
             Target::Exact(p.clone()),
             diff_label(p),
-            patched.before.clone(),
+            std::mem::take(&mut patched.before),
         ),
         Output::NewTempFile => {
             let name = config
@@ -687,7 +692,7 @@ fn plan_text(
                     suffix: ext,
                 },
                 diff_label(config),
-                patched.before.clone(),
+                std::mem::take(&mut patched.before),
             )
         }
     };

@@ -44,21 +44,34 @@
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
 //! (as upstream does). `--disable-grpc` skips both the call and the policy.
 
+pub mod address;
 pub mod args;
+#[cfg(feature = "client")]
 pub mod client;
+pub mod file;
 pub mod log;
+#[cfg(feature = "client")]
 pub mod policy;
+#[cfg(feature = "client")]
 pub mod proto;
+#[cfg(feature = "client")]
 pub mod spec;
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "client")]
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+#[cfg(feature = "client")]
+use std::time::{Instant, SystemTime};
 
+#[cfg(feature = "client")]
 use serde_json::Value;
 
-use self::args::{Config, Parsed};
+#[cfg(feature = "client")]
+use self::args::Config;
+use self::args::Parsed;
+#[cfg(feature = "client")]
 use self::log::{Level, Logger};
 
 /// What the binary prints and the status it exits with.
@@ -95,12 +108,33 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
 }
 
 /// The hidden command with which `tetragon-oci-hook-setup install` has the hook it installs
-/// check `--fail-cel-expr` (exit 0: compiles; 2: does not, the reason on stderr). It reads no
-/// stdin and writes no log.
+/// check `--fail-cel-expr` and `--fail-allow-namespaces-regex` (exit 0: they compile; 2: one does
+/// not; on stderr then, the problem of each invalid regex on its own line, else the CEL
+/// expression's reason). It reads no stdin and writes no log.
 pub const CHECK_CEL: &str = "check-cel";
 
-fn check_cel(cfg: &Config) -> Outcome {
-    let Some(expr) = &cfg.fail_cel_expr else {
+#[cfg(feature = "client")]
+fn check_cel(parsed: &Parsed) -> Outcome {
+    // Regexes first, each problem on its own line as `--fail-allow-namespaces-regex` names it
+    // (the setup tool shows those lines as they are); then the CEL expression's reason alone.
+    let regex_problems: Vec<&str> = parsed
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.source == "command line"
+                && d.message
+                    .starts_with("invalid `--fail-allow-namespaces-regex`")
+        })
+        .map(|d| d.message.as_str())
+        .collect();
+    if !regex_problems.is_empty() {
+        return Outcome {
+            stderr: format!("{}\n", regex_problems.join("\n")),
+            code: 2,
+            ..Outcome::default()
+        };
+    }
+    let Some(expr) = &parsed.config.fail_cel_expr else {
         return Outcome::default();
     };
     match policy::check_cel(expr) {
@@ -113,6 +147,7 @@ fn check_cel(cfg: &Config) -> Outcome {
     }
 }
 
+#[cfg(feature = "client")]
 /// Runs the hook with `args` (without the program name), reading the OCI state from stdin.
 pub fn run(args: &[String]) -> Outcome {
     let start = SystemTime::now();
@@ -169,7 +204,7 @@ pub fn run(args: &[String]) -> Outcome {
         }
     }
     if hook == Some(CHECK_CEL) {
-        return check_cel(cfg);
+        return check_cel(&parsed);
     }
     // A terminal on stdin is a person, not a runtime (which gives the OCI state on a pipe or
     // file): a mistake of theirs is an error with its fix, and the hook does not run. What a
@@ -307,18 +342,22 @@ fn explain(diagnostics: &[args::Diagnostic], person: bool) -> String {
 /// lock, slow CEL, huge spec, silent agent, stalled stdin).
 pub const GRACE: Duration = Duration::from_secs(1);
 
+#[cfg(feature = "client")]
 /// Time kept at the end of the budget for logging (at most [`log::LOCK_WAIT`] on the lock) and
 /// exiting, after the fail check.
 const TAIL: Duration = Duration::from_millis(250);
 
+#[cfg(feature = "client")]
 /// How long before the end of the budget the watchdog ends the process (room for the exit).
 const CUT_OFF_MARGIN: Duration = Duration::from_millis(100);
 
+#[cfg(feature = "client")]
 /// The exit status if the watchdog has to end the process: 1 (fail the container) until the
 /// agent accepted the container, the namespace rules allow it (known once the spec is read:
 /// they decide when the CEL expression cannot) or the fail check allowed it.
 static CUT_OFF_CODE: AtomicU8 = AtomicU8::new(1);
 
+#[cfg(feature = "client")]
 /// The time budget of one `createRuntime` run: it ends at start + `--grpc-timeout` + [`GRACE`].
 /// Reading stdin and the agent call stop early enough to leave room for the fail check
 /// (`--fail-cel-timeout` when a CEL expression is set) and the final log lines.
@@ -328,6 +367,7 @@ struct Budget {
     reserve: Duration,
 }
 
+#[cfg(feature = "client")]
 impl Budget {
     fn new(started: Instant, cfg: &Config) -> Self {
         // A long `--fail-cel-timeout` does not eat into the agent call's time: the fail check
@@ -409,6 +449,7 @@ impl Budget {
     }
 }
 
+#[cfg(feature = "client")]
 fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     match client::server_version(&cfg.grpc_address, cfg.grpc_timeout) {
         Ok(version) => {
@@ -433,6 +474,7 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     }
 }
 
+#[cfg(feature = "client")]
 fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
     log.with("hook", args::CREATE_RUNTIME);
     log.with("start-time", log::rfc3339(start, 9));
@@ -556,6 +598,7 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
 
 /// The fail policy of `cfg`; the CEL child may use `--fail-cel-timeout` of CPU time and is
 /// stopped when the budget (but its tail) is spent.
+#[cfg(feature = "client")]
 fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
     policy::Policy {
         namespace_keys: cfg.annotations_namespace_keys.clone(),
@@ -570,6 +613,7 @@ fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
     }
 }
 
+#[cfg(feature = "client")]
 fn fail_check(
     cfg: &Config,
     log: &mut Logger,

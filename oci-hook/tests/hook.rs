@@ -1302,6 +1302,47 @@ fn check_cel_command_compiles_the_expression_and_writes_nothing() {
     assert!(!log.exists(), "check-cel must not write the hook log");
 }
 
+/// `check-cel` also compiles each `--fail-allow-namespaces-regex` as the fail check does (the
+/// setup tool links no regex engine and relies on this): an invalid one exits 2 with one line
+/// naming it, before any CEL reason; valid regexes (a `\p{..}` class, a value starting with `-`)
+/// pass.
+#[test]
+fn check_cel_command_rejects_an_invalid_namespace_regex_by_name() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tetragon-oci-hook"))
+            .args(["--log-fname", "/dev/null"])
+            .args(args)
+            .arg("check-cel")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = run(&[
+        "--fail-allow-namespaces-regex=^\\p{Greek}+$",
+        "--fail-allow-namespaces-regex=-ns",
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = run(&[
+        "--fail-allow-namespaces-regex=ok",
+        "--fail-allow-namespaces-regex=(unclosed",
+        "--fail-cel-expr",
+        "annotations[",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .starts_with("invalid `--fail-allow-namespaces-regex` `(unclosed`: regex parse error"),
+        "{stderr}"
+    );
+}
+
 // ---- hardening: every run ends within `--grpc-timeout` + 1 s, whatever it is given ----
 
 /// A hook run watched from outside: killed once `limit` has passed (so that a hang fails the

@@ -7,13 +7,15 @@
 //! (`--host-install-dir`), since the runtime reading the hook file runs on the host. Applying the
 //! plan is atomic per file and undone as a whole if a step fails.
 //!
-//! Files already in the hooks dir or install dir are read through [`crate::plan::read_current`]:
-//! a symlink there is never followed (it is replaced or removed itself, and the diff never shows
-//! what it points to), a FIFO, socket or device is never opened, and reads are bounded
-//! ([`crate::plan::MAX_TEXT_FILE`] for the hook file, [`MAX_BINARY_FILE`] for the binary). The
-//! source binary may be a symlink, but must be a regular file no larger than
-//! [`MAX_BINARY_FILE`], checked with `stat` before it is opened and with `fstat` on the
-//! descriptor opened `O_NONBLOCK`.
+//! Files already in the hooks dir or install dir are looked at through
+//! [`crate::plan::read_current`] (the hook file, read up to [`crate::plan::MAX_TEXT_FILE`]) and
+//! [`crate::plan::read_current_binary`] (the binary, held open and compared chunk by chunk, never
+//! read whole): a symlink there is never followed (it is replaced or removed itself, and the diff
+//! never shows what it points to), a FIFO, socket or device is never opened. The source binary
+//! may be a symlink, but must be a regular file no larger than [`MAX_BINARY_FILE`], checked with
+//! `stat` before it is opened and with `fstat` on the descriptor opened `O_NONBLOCK`; it is kept
+//! open, hashed in chunks and copied with `copy_file_range` (memory stays at a few 256 KiB
+//! buffers whatever its size), and a change to it between the hash and the copy fails the copy.
 //!
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
 //! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
@@ -25,14 +27,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::error::{WithHelp, help_error};
 
 use crate::defaults::BINARY_NAME;
 use crate::hook_invocation::HookInvocation;
 use crate::hook_json::{self, HookFile};
-use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
+use crate::plan::{Blob, Contents, FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
 mod leases;
 pub use self::leases::{
@@ -73,7 +75,7 @@ pub struct Installation {
     pub notes: Vec<String>,
     /// How the runtime runs the hook (what the hook file says).
     pub invocation: HookInvocation,
-    binary: Vec<u8>,
+    binary: Blob,
     hook_json: Vec<u8>,
 }
 
@@ -88,10 +90,9 @@ impl Installation {
                     Some(self.hook_json.clone()),
                     true,
                 )?),
-                Step::Remove(FileRemove::new(
+                Step::Remove(FileRemove::binary(
                     self.binary_path.clone(),
                     Some(self.binary.clone()),
-                    false,
                 )?),
             ],
         })
@@ -113,13 +114,16 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
 
     let binary_path = opts.local_install_dir.join(name);
     let hook_path = opts.hooks_dir.join(format!("{name}.json"));
-    let copy = FileInstall::new(
-        Some(opts.local_binary.clone()),
+    let copy = FileInstall::copy_of_file(
+        opts.local_binary.clone(),
+        binary,
         binary_path.clone(),
-        binary.clone(),
         BINARY_MODE,
-        false,
     )?;
+    let Contents::Copy(binary) = &copy.contents else {
+        bail!("internal error: the binary copy holds no file (please report this)");
+    };
+    let binary = binary.clone();
     let write = FileInstall::new(
         None,
         hook_path.clone(),
@@ -166,12 +170,11 @@ pub fn plan_install_binary(
     let binary = read_binary(local_binary)?;
     check_install_dir(local_install_dir, host_install_dir)?;
     let binary_path = local_install_dir.join(name);
-    let copy = FileInstall::new(
-        Some(local_binary.to_owned()),
-        binary_path.clone(),
+    let copy = FileInstall::copy_of_file(
+        local_binary.to_owned(),
         binary,
+        binary_path.clone(),
         BINARY_MODE,
-        false,
     )?;
     Ok(BinaryInstall {
         plan: Plan {
@@ -210,11 +213,7 @@ pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
                 None,
                 true,
             )?),
-            Step::Remove(FileRemove::new(
-                opts.local_install_dir.join(name),
-                None,
-                false,
-            )?),
+            Step::Remove(FileRemove::binary(opts.local_install_dir.join(name), None)?),
         ],
     })
 }
@@ -250,15 +249,31 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
 
 /// Validates the hook's arguments strictly, as `install` does before writing anything: a typo in
 /// the hook's flags fails the install (one pod) now, rather than every container on the node
-/// later. A `--fail-cel-expr` is compiled by `binary`, the hook about to be installed (its hidden
-/// `check-cel` command; exit 2 means invalid), so this tool carries no CEL engine. A binary that
-/// cannot be run here (or an older hook, which ignores the command) leaves the expression
-/// unchecked: then the returned warning says so.
+/// later. A `--fail-cel-expr` and each `--fail-allow-namespaces-regex` are compiled by `binary`,
+/// the hook about to be installed (its hidden `check-cel` command; exit 2 means invalid), so this
+/// tool carries no CEL or regex engine. A binary that cannot be run here (or an older hook, which
+/// ignores the command or checks only the expression) leaves them unchecked: then the returned
+/// warning says so.
 pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
-    let Some(expr) = oci_hook::args::validate_args_but_cel(args)? else {
+    let expr = oci_hook::args::validate_args_but_cel(args)?;
+    let regexes = oci_hook::args::parse(args, Path::new("/"), None)
+        .config
+        .fail_allow_namespaces_regex;
+    if expr.is_none() && regexes.is_empty() {
         return Ok(None);
+    }
+    let what = match (&expr, regexes.is_empty()) {
+        (Some(_), true) => "`--fail-cel-expr`",
+        (None, _) => "`--fail-allow-namespaces-regex`",
+        (Some(_), false) => "`--fail-cel-expr` and `--fail-allow-namespaces-regex`",
     };
-    match run_check_cel(binary, &expr) {
+    match run_check_cel(binary, expr.as_deref(), &regexes) {
+        // The hook names a bad regex's flag itself, one line each; a CEL reason comes alone.
+        Ok(CheckCel::Invalid(reason)) if reason.starts_with(REGEX_PROBLEM) => Err(help_error(
+            format!("invalid hook arguments:\n{reason}"),
+            "the value is a regex (RE2 syntax, as upstream's): put `\\` before `(`, `[`, `{`, \
+             `.` or `*` meant literally, or list plain names with `--fail-allow-namespaces`",
+        )),
         Ok(CheckCel::Invalid(reason)) => Err(help_error(
             format!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {reason}"),
             "fix the expression at the column shown: it is CEL and must give a bool (true fails \
@@ -268,17 +283,19 @@ pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Opti
         )),
         Ok(CheckCel::Valid) => Ok(None),
         Ok(CheckCel::NoAnswer) => Ok(Some(format!(
-            "`{}` did not answer within {}s when asked to check `--fail-cel-expr`; it is not \
-             checked",
+            "`{}` did not answer within {}s when asked to check {what}; it is not checked",
             binary.display(),
             CHECK_CEL_TIMEOUT.as_secs()
         ))),
         Err(e) => Ok(Some(format!(
-            "could not run `{}` to check `--fail-cel-expr` ({e}); it is not checked",
+            "could not run `{}` to check {what} ({e}); it is not checked",
             binary.display()
         ))),
     }
 }
+
+/// How the hook's `check-cel` starts the line of an invalid regex.
+const REGEX_PROBLEM: &str = "invalid `--fail-allow-namespaces-regex`";
 
 /// How long the hook binary may take to compile a CEL expression for [`validate_hook_args`]
 /// (it answers in milliseconds; a binary that hangs must not stall an install or `Configure`).
@@ -290,12 +307,23 @@ enum CheckCel {
     NoAnswer,
 }
 
-/// Runs `binary --fail-cel-expr EXPR check-cel`, bounded by [`CHECK_CEL_TIMEOUT`].
-fn run_check_cel(binary: &Path, expr: &str) -> std::io::Result<CheckCel> {
+/// Runs `binary [--fail-cel-expr EXPR] [--fail-allow-namespaces-regex RE]... check-cel`,
+/// bounded by [`CHECK_CEL_TIMEOUT`].
+fn run_check_cel(
+    binary: &Path,
+    expr: Option<&str>,
+    regexes: &[String],
+) -> std::io::Result<CheckCel> {
     let mut command = std::process::Command::new(binary);
-    command
-        .args(["--log-fname", "/dev/null", "--fail-cel-expr", expr])
-        .arg(oci_hook::CHECK_CEL);
+    command.args(["--log-fname", "/dev/null"]);
+    if let Some(expr) = expr {
+        command.args(["--fail-cel-expr", expr]);
+    }
+    for re in regexes {
+        // `=`: a regex starting with `-` stays a value.
+        command.arg(format!("--fail-allow-namespaces-regex={re}"));
+    }
+    command.arg(oci_hook::CHECK_CEL);
     let Some((status, stderr)) = crate::sys::run_bounded(&mut command, CHECK_CEL_TIMEOUT)? else {
         return Ok(CheckCel::NoAnswer);
     };
@@ -356,9 +384,9 @@ fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
 /// Reads the hook binary to install: a regular file after its own symlink (the image's
 /// `/usr/bin/tetragon-oci-hook` may be a link), checked with `stat` before it is opened (a
 /// device is never opened), opened `O_NONBLOCK` so a FIFO swapped in never hangs, checked
-/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes.
-fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
+/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes. It is kept
+/// open and hashed in chunks, never read whole: the copy is streamed from it when applied.
+fn read_binary(path: &Path) -> anyhow::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
         "--local-binary names the hook binary to install (default \
@@ -395,27 +423,14 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
             help,
         ));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_BINARY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .with_help(ctx, &help)?;
-    if bytes.len() as u64 > MAX_BINARY_FILE {
-        return Err(help_error(
-            format!(
-                "the hook binary `{}` grew over the {MAX_BINARY_FILE}-byte bound while it was \
-             read",
-                path.display()
-            ),
-            help,
-        ));
-    }
-    if bytes.is_empty() {
+    if meta.len() == 0 {
         return Err(help_error(
             format!("the hook binary `{}` is empty", path.display()),
             help,
         ));
     }
-    Ok(bytes)
+    // Any write to it from now on (its size, mtime or ctime) fails the hash or the copy.
+    Ok(file)
 }
 
 fn dir_state(dir: &Path) -> anyhow::Result<crate::sys::DirState> {

@@ -174,6 +174,27 @@ pub(crate) fn put(
     perms: Perms,
     check: impl FnOnce() -> anyhow::Result<Seen>,
 ) -> anyhow::Result<()> {
+    put_with(
+        dir,
+        dir_fd,
+        name,
+        target,
+        |file| Ok(file.write_all(contents)?),
+        perms,
+        check,
+    )
+}
+
+/// [`put`], the temporary file filled by `fill` (a streamed copy) rather than from memory.
+pub(crate) fn put_with(
+    dir: &Path,
+    dir_fd: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &Path,
+    fill: impl FnOnce(&mut File) -> anyhow::Result<()>,
+    perms: Perms,
+    check: impl FnOnce() -> anyhow::Result<Seen>,
+) -> anyhow::Result<()> {
     let ctx = || format!("failed to write `{}`", target.display());
     let (fd, named) = match rustix::fs::openat(
         dir_fd,
@@ -199,7 +220,7 @@ pub(crate) fn put(
     };
     let written = (|| {
         let mut file = File::from(fd);
-        file.write_all(contents).with_context(ctx)?;
+        fill(&mut file).with_context(ctx)?;
         set_perms(file.as_fd(), perms).with_context(ctx)?;
         file.sync_all().with_context(ctx)?;
         let tmp = match named {
@@ -756,6 +777,26 @@ pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<
         name,
         path,
         contents,
+        safe_write::Perms { mode, owner: None },
+        || Ok(safe_write::Seen::Anything),
+    )
+}
+
+/// [`install_bytes`] for a binary held open: the same unnamed temporary file, `fchmod`, `fsync`
+/// and `rename`, filled by a streamed copy ([`Blob::copy_to`]: `copy_file_range`, never the
+/// whole file in memory), which fails if the source changed since it was hashed.
+pub fn install_blob(path: &Path, blob: &Blob, mode: u32) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::from_secs(60));
+    safe_write::put_with(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        |file| blob.copy_to(file),
         safe_write::Perms { mode, owner: None },
         || Ok(safe_write::Seen::Anything),
     )

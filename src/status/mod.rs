@@ -259,11 +259,12 @@ pub fn danger(config: &oci_hook::args::Config, address: &str) -> Option<Check> {
     if config.disable_grpc {
         return None;
     }
-    // An unanchored regex that matches the empty name matches every namespace.
+    // A regex that plainly matches every namespace (the setup tool links no regex engine: the
+    // usual spellings of "anything" are recognised; any other regex is listed as allowed).
     let allows_all = config
         .fail_allow_namespaces_regex
         .iter()
-        .any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match("")));
+        .any(|r| matches_every_name(r));
     let who = if let Some(expr) = &config.fail_cel_expr {
         format!(
             "containers for which `--fail-cel-expr` `{}` is true",
@@ -321,6 +322,23 @@ pub fn danger(config: &oci_hook::args::Config, address: &str) -> Option<Check> {
     )
 }
 
+/// Whether `regex` matches every namespace name, for the spellings of "anything" people use:
+/// namespaces are never empty, and an unanchored regex matches anywhere in the name (`.` already
+/// matches every name), so `""`, `.`, `.*`, `.+`, `^.*$`, `^.+$`, `(?s).*` and the like. A regex
+/// this does not recognise counts as allowing only some namespaces (the safe side for a danger
+/// report).
+fn matches_every_name(regex: &str) -> bool {
+    let r = regex.trim_start_matches("(?s)").trim_start_matches("(?i)");
+    let (anchored_start, r) = r.strip_prefix('^').map_or((false, r), |r| (true, r));
+    let (anchored_end, r) = r.strip_suffix('$').map_or((false, r), |r| (true, r));
+    match r {
+        "" => !anchored_start && !anchored_end,
+        "." | ".?" | ".*?" => !anchored_start && !anchored_end,
+        ".*" | ".+" | ".+?" | "[\\s\\S]*" | "[\\s\\S]+" => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod danger_tests {
     use super::*;
@@ -354,5 +372,19 @@ mod danger_tests {
         assert!(danger(&config(&["--disable-grpc"]), "a").is_none());
         let c = danger(&config(&["--fail-cel-expr", "true"]), "a").unwrap();
         assert!(c.summary.contains("`--fail-cel-expr` `true`"), "{c:?}");
+    }
+
+    #[test]
+    fn only_regexes_that_match_every_namespace_remove_the_danger() {
+        for every in ["", ".", ".*", ".+", "^.*$", "^.+$", "(?s).*", "^.*", ".*$"] {
+            assert!(matches_every_name(every), "{every:?}");
+            assert!(
+                danger(&config(&["--fail-allow-namespaces-regex", every]), "a").is_none(),
+                "{every:?}"
+            );
+        }
+        for some in ["^$", "^team-", "kube", "^.$", "^a.*", "x|.*y", "^"] {
+            assert!(!matches_every_name(some), "{some:?}");
+        }
     }
 }
