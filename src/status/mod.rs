@@ -18,6 +18,21 @@ pub mod nri;
 pub mod oci_hooks;
 pub mod state;
 
+/// Every check's id, as in [`Check::id`] and `status --skip`.
+pub const CHECK_IDS: [&str; 8] = [
+    "runtime-config",
+    "nri-socket",
+    "nri-plugin",
+    "hook-file",
+    "binary",
+    "agent",
+    "hook-log",
+    "danger",
+];
+
+/// The checks `status --probe` leaves out: what a readiness probe must not depend on.
+pub const PROBE_SKIPS: [&str; 3] = ["agent", "danger", "hook-log"];
+
 /// The version of the JSON output's schema (`status --output json`).
 pub const SCHEMA_VERSION: u32 = 1;
 
