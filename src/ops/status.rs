@@ -230,7 +230,9 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let text = match args.output {
         OutputFormat::Json => report.json(),
         OutputFormat::Text => {
-            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let color = std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var_os("TERM").is_none_or(|t| t != "dumb");
             report.text(color)
         }
     };

@@ -163,13 +163,13 @@ impl Report {
             } else {
                 word
             };
-            out.push_str(&format!("{word} {:<14} {}\n", c.id, c.summary));
+            out.push_str(&format!("{word} {:<14} {}\n", c.id, printable(&c.summary)));
             if matches!(c.result, Verdict::Warn | Verdict::Fail) {
                 for e in &c.evidence {
-                    out.push_str(&format!("     {:<14} evidence: {e}\n", ""));
+                    out.push_str(&format!("     {:<14} evidence: {}\n", "", printable(e)));
                 }
                 if let Some(h) = &c.help {
-                    out.push_str(&format!("     {:<14} help: {h}\n", ""));
+                    out.push_str(&format!("     {:<14} help: {}\n", "", printable(h)));
                 }
             }
         }
@@ -184,6 +184,26 @@ impl Report {
         s.push('\n');
         s
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: what a terminal acts on) written as
+/// `\u{..}`: evidence quotes files, paths and log lines other users may have shaped, and the
+/// text output goes to a terminal. JSON escapes them itself.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\u{{{:x}}}", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// 0 all ok (or skipped), 1 warnings only, 2 any failure.
@@ -245,6 +265,27 @@ mod tests {
         assert_eq!(warn_only.exit_code, 1);
         let ok = Report::new("oci-hooks", String::new(), vec![], Duration::ZERO);
         assert_eq!(ok.exit_code, 0);
+    }
+
+    #[test]
+    fn text_output_never_passes_terminal_control_characters_through() {
+        let c = Check::new("hook-log", Verdict::Warn, "a\x1b[2Jb\u{9b}31mc")
+            .evidence("e\x07\x7f")
+            .help("h\r");
+        let r = Report::new("oci-hooks", String::new(), vec![c], Duration::ZERO);
+        let text = r.text(false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("a\\u{1b}[2Jb\\u{9b}31mc"), "{text}");
+        assert!(
+            text.contains("e\\u{7}\\u{7f}") && text.contains("h\\u{d}"),
+            "{text}"
+        );
+        // JSON keeps the text, escaped by JSON itself.
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["checks"][0]["summary"], "a\x1b[2Jb\u{9b}31mc");
     }
 
     #[test]
