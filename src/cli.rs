@@ -224,7 +224,7 @@ pub(crate) enum OutputFormat {
 
 /// `status`: the flags of `install` (same names and defaults), so the DaemonSet can run it with
 /// the flags it has.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct StatusArgs {
     /// Which setup to check.
     #[arg(long, value_enum, default_value_t = StatusInterface::Auto)]

@@ -1048,3 +1048,49 @@ fn status_merges_imports_as_the_containerd_release_given_found_or_guessed() {
     let said = note(std::ffi::OsStr::new("/nonexistent"), &[]);
     assert!(said.contains("no `containerd` on PATH"), "{said}");
 }
+
+#[test]
+fn status_ends_within_its_timeout_while_containerd_imports_are_still_being_read() {
+    // Thirty imported files of 8,000 keys each: seconds to read and merge in a debug build.
+    let node = Node::new();
+    let imports = node.dir.path().join("conf.d");
+    fs::create_dir(&imports).unwrap();
+    let keys: String = (0..8000)
+        .map(|j| format!("k{j} = \"xxxxxxxxxxxxxxxx\"\n"))
+        .collect();
+    for i in 0..30 {
+        fs::write(
+            imports.join(format!("{i:02}.toml")),
+            format!("version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n{keys}"),
+        )
+        .unwrap();
+    }
+    let config = node.dir.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "version = 2\nimports = [\"{}/*.toml\"]\n",
+            imports.display()
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = support::cmd::bin()
+        .args(["status", "--interface", "nri-hook", "--skip", "agent"])
+        .arg("--local-install-dir")
+        .arg(node.install())
+        .arg("--config-file")
+        .arg(&config)
+        .args(["--timeout", "300ms", "--output", "json"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::skip::to_real_stderr(&format!(
+        "measured: status --timeout 300ms, 30 imports of 8,000 keys: {took:?} wall\n"
+    ));
+    let c = check(&json, "runtime-config");
+    assert_eq!(c["result"], "warn", "{json:#}");
+    assert_eq!(c["summary"], "not finished within --timeout", "{json:#}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}

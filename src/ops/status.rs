@@ -91,15 +91,24 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         nri_found = Some(found);
     } else {
         if args.crio_config.is_some() || args.containers_conf.is_some() {
-            checks.push(hooks_dir_check(args));
+            let a = args.clone();
+            checks.push(
+                within(inner_deadline, move || hooks_dir_check(&a))
+                    .unwrap_or_else(|| unfinished("runtime-config", &args.crio_config_or_conf())),
+            );
         }
         // containerd without NRI: the hook comes from the runc runtimes' base runtime spec.
         let hook_path = Path::new(host_dir).join(defaults::BINARY_NAME);
-        let base = status::oci_hooks::containerd_base_spec(
-            &args.config_file,
-            release,
-            &hook_path.display().to_string(),
-        );
+        let (config, hook) = (args.config_file.clone(), hook_path.display().to_string());
+        let base = within(inner_deadline, move || {
+            status::oci_hooks::containerd_base_spec(&config, release, &hook)
+        })
+        .unwrap_or_else(|| {
+            Some((
+                unfinished("runtime-config", &args.config_file.display().to_string()),
+                None,
+            ))
+        });
         let mut from_base_spec = false;
         if let Some((mut c, spec_args)) = base {
             if let (Verdict::Ok, Some(a)) = (c.result, spec_args) {
@@ -168,7 +177,11 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     };
 
     if let Some(found) = nri_found {
-        let mut c = status::nri::runtime_config(&args.config_file, release);
+        let config = args.config_file.clone();
+        let mut c = within(inner_deadline, move || {
+            status::nri::runtime_config(&config, release)
+        })
+        .unwrap_or_else(|| unfinished("runtime-config", &args.config_file.display().to_string()));
         c.evidence.push(release_note);
         checks.push(c);
         let mut connected = None;
@@ -244,6 +257,43 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         code => code,
     };
     Ok(ExitCode::from(code))
+}
+
+/// `f`'s result if it comes before `deadline`. A check that reads the runtime's files (up to
+/// thousands of imports) runs in a thread of its own; one still running at the deadline is
+/// left behind (it ends with the process) and reported by [`unfinished`].
+fn within<T: Send + 'static>(
+    deadline: Instant,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("status-check".to_owned())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// The check `id` that did not finish within `--timeout`, reading `what`.
+fn unfinished(id: &'static str, what: &str) -> Check {
+    Check::new(id, Verdict::Warn, "not finished within --timeout")
+        .evidence(format!("still reading {what}"))
+        .help("give `status` a longer --timeout")
+}
+
+impl StatusArgs {
+    /// `--crio-config`, `--containers-conf`: the files the hooks-dir check reads.
+    fn crio_config_or_conf(&self) -> String {
+        [self.crio_config.as_ref(), self.containers_conf.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Which interface to check, and why.
