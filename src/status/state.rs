@@ -609,6 +609,27 @@ mod tests {
     }
 
     #[test]
+    fn the_plugin_replaces_a_link_at_the_state_path_and_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        let mut r = recorder(dir.path());
+        std::os::unix::fs::symlink(&victim, r.path()).unwrap();
+        r.registered().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        let meta = std::fs::symlink_metadata(r.path()).unwrap();
+        assert!(meta.is_file(), "{meta:?}");
+        assert!(read(r.path()).unwrap().registered);
+        // Removed on exit: the file, never what a link there points at.
+        std::fs::remove_file(r.path()).unwrap();
+        std::os::unix::fs::symlink(&victim, r.path()).unwrap();
+        r.remove().unwrap();
+        assert!(std::fs::symlink_metadata(r.path()).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+    }
+
+    #[test]
     fn adjustments_are_written_at_most_once_per_interval() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = recorder(dir.path());
