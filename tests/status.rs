@@ -1094,3 +1094,52 @@ fn status_ends_within_its_timeout_while_containerd_imports_are_still_being_read(
     assert_eq!(c["summary"], "not finished within --timeout", "{json:#}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
+
+#[test]
+fn status_colours_only_a_terminal_and_not_with_no_color() {
+    require!(
+        support::skip::has_program("script").then_some(()),
+        "`script` (util-linux) not found"
+    );
+    let node = Node::new();
+    node.install_oci_hooks();
+    let bin = support::cmd::bin()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let cmd = format!(
+        "{bin} status --local-install-dir {} --oci-hooks.local-dir {} --probe",
+        node.install().display(),
+        node.hooks().display()
+    );
+    // `script` runs it on a pseudo-terminal.
+    let on_tty = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", "xterm")
+            .env_remove("NO_COLOR")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = on_tty(&[]);
+    assert!(text.contains("\x1b[32mOK  \x1b[0m"), "{text:?}");
+    for env in [[("NO_COLOR", "1")], [("TERM", "dumb")]] {
+        let text = on_tty(&env);
+        assert!(
+            text.contains("OK ") && !text.contains('\x1b'),
+            "{env:?}: {text:?}"
+        );
+    }
+    let piped = support::cmd::bin()
+        .args(["status", "--probe", "--local-install-dir"])
+        .arg(node.install())
+        .arg("--oci-hooks.local-dir")
+        .arg(node.hooks())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(text.contains("OK ") && !text.contains('\x1b'), "{text:?}");
+}
