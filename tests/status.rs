@@ -71,7 +71,7 @@ impl Node {
         ChildGuard::new(child)
     }
 
-    /// Waits until the plugin's state file says it is registered.
+    /// Waits until the plugin's state file says it is registered, with the runtime's name.
     fn wait_registered(&self) {
         let path = self.install().join("tetragon-nri-hook.state");
         let deadline = Instant::now() + WAIT;
@@ -79,7 +79,12 @@ impl Node {
             let st: Option<Value> = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            if st.as_ref().is_some_and(|s| s["registered"] == true) {
+            // `Configure` (the runtime's name) may come after the registration's reply: its
+            // write follows within a second.
+            if st
+                .as_ref()
+                .is_some_and(|s| s["registered"] == true && s["runtime_name"].is_string())
+            {
                 return;
             }
             assert!(
@@ -499,8 +504,13 @@ fn status_on_podman_counts_hooked_containers_and_fails_on_a_missing_binary() {
     assert_eq!(check(&json, "hook-log")["result"], "warn", "{json:#}");
     let mut probe = flags.to_vec();
     probe.push("--ignore-warnings");
-    let (code, json) = node.status_code(&probe);
-    assert_eq!((code, json["exit_code"].as_i64()), (0, Some(1)), "{json:#}");
+    // The JSON's `exit_code` is the process's; `result` still says `warn`.
+    let (code, json) = node.status(&probe);
+    assert_eq!(
+        (code, &json["result"]),
+        (0, &Value::from("warn")),
+        "{json:#}"
+    );
     drop(agent);
 
     // The hook file points at a missing binary: fail, with the fix.
@@ -860,6 +870,29 @@ fn status_probe_stays_ready_with_the_agent_down_and_skip_takes_check_ids() {
     assert_eq!(
         (code, ids(&json)),
         (0, vec!["hook-log".to_owned()]),
+        "{json:#}"
+    );
+    // A refused container in the log is a warning: exit 1, or 0 with `--ignore-warnings`,
+    // and the JSON's `exit_code` is the one the process gives.
+    let now = oci_hook::log::rfc3339(std::time::SystemTime::now(), 3);
+    fs::write(
+        node.install().join("tetragon-oci-hook.log"),
+        format!("{{\"time\":\"{now}\",\"level\":\"error\",\"msg\":\"failing container\"}}\n"),
+    )
+    .unwrap();
+    let mut warned = agent.to_vec();
+    warned.extend(["--skip", "agent"]);
+    let (code, json) = node.status(&warned);
+    assert_eq!(
+        (code, &json["result"]),
+        (1, &Value::from("warn")),
+        "{json:#}"
+    );
+    warned.push("--ignore-warnings");
+    let (code, json) = node.status(&warned);
+    assert_eq!(
+        (code, &json["result"]),
+        (0, &Value::from("warn")),
         "{json:#}"
     );
     // The same with the `--output-format` spelling.

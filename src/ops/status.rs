@@ -234,12 +234,16 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     checks.retain(|c| !skip.contains(c.id));
-    let report = Report::new(
+    let mut report = Report::new(
         if nri { "nri-hook" } else { "oci-hooks" },
         interface_from,
         checks,
         start.elapsed(),
     );
+    // `--ignore-warnings` / `--probe`: warnings exit 0, and the JSON says the exit code given.
+    if report.exit_code == 1 && (args.ignore_warnings || args.probe) {
+        report.exit_code = 0;
+    }
     let text = match args.output {
         OutputFormat::Json => report.json(),
         OutputFormat::Text => {
@@ -252,11 +256,7 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     // A closed stdout loses the report, not the verdict: the exit code still says it.
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-    let code = match report.exit_code {
-        1 if args.ignore_warnings || args.probe => 0,
-        code => code,
-    };
-    Ok(ExitCode::from(code))
+    Ok(ExitCode::from(report.exit_code))
 }
 
 /// `f`'s result if it comes before `deadline`. A check that reads the runtime's files (up to

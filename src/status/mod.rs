@@ -116,7 +116,8 @@ pub struct Report {
     pub interface_from: String,
     /// The worst result.
     pub result: Verdict,
-    /// The exit code: 0 all ok, 1 warnings only, 2 a failure.
+    /// The process's exit code: 0 all ok, 1 warnings only (0 with `--ignore-warnings` or
+    /// `--probe`), 2 a failure.
     pub exit_code: u8,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
