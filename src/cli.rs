@@ -233,7 +233,7 @@ pub(crate) enum StatusInterface {
 
 /// `status`: the flags of `install` (same names and defaults), so the DaemonSet can run it with
 /// the flags it has.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct StatusArgs {
     /// Which setup to check.
     #[arg(long, value_enum, default_value_t = StatusInterface::Auto)]
@@ -323,6 +323,24 @@ pub(crate) struct StatusArgs {
     /// in the log should not take the pod out of service).
     #[arg(long)]
     pub(crate) ignore_warnings: bool,
+
+    /// Checks to leave out, by id (comma-separated, repeatable): `runtime-config`,
+    /// `nri-socket`, `nri-plugin`, `hook-file`, `binary`, `agent`, `hook-log`, `danger`.
+    /// `agent` also leaves out `danger` (which needs it); the agent is then not contacted.
+    #[arg(
+        long,
+        value_name = "ID,...",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(rthooks::status::CHECK_IDS)
+    )]
+    pub(crate) skip: Vec<String>,
+
+    /// The DaemonSet's readiness probe: does this pod do its job (hook or plugin in place,
+    /// binary sound, runtime config right)? Same as `--skip agent,danger,hook-log
+    /// --ignore-warnings`: an agent down at rollout, or a refused container in the log, does
+    /// not make the pod unready.
+    #[arg(long)]
+    pub(crate) probe: bool,
 }
 
 /// `--timeout`: a Go-style duration or plain seconds, above zero and at most 60 s.

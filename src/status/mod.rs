@@ -18,6 +18,21 @@ pub mod nri;
 pub mod oci_hooks;
 pub mod state;
 
+/// Every check's id, as in [`Check::id`] and `status --skip`.
+pub const CHECK_IDS: [&str; 8] = [
+    "runtime-config",
+    "nri-socket",
+    "nri-plugin",
+    "hook-file",
+    "binary",
+    "agent",
+    "hook-log",
+    "danger",
+];
+
+/// The checks `status --probe` leaves out: what a readiness probe must not depend on.
+pub const PROBE_SKIPS: [&str; 3] = ["agent", "danger", "hook-log"];
+
 /// The version of the JSON output's schema (`status --output json`).
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -101,7 +116,8 @@ pub struct Report {
     pub interface_from: String,
     /// The worst result.
     pub result: Verdict,
-    /// The exit code: 0 all ok, 1 warnings only, 2 a failure.
+    /// The process's exit code: 0 all ok, 1 warnings only (0 with `--ignore-warnings` or
+    /// `--probe`), 2 a failure.
     pub exit_code: u8,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
@@ -148,13 +164,13 @@ impl Report {
             } else {
                 word
             };
-            out.push_str(&format!("{word} {:<14} {}\n", c.id, c.summary));
+            out.push_str(&format!("{word} {:<14} {}\n", c.id, printable(&c.summary)));
             if matches!(c.result, Verdict::Warn | Verdict::Fail) {
                 for e in &c.evidence {
-                    out.push_str(&format!("     {:<14} evidence: {e}\n", ""));
+                    out.push_str(&format!("     {:<14} evidence: {}\n", "", printable(e)));
                 }
                 if let Some(h) = &c.help {
-                    out.push_str(&format!("     {:<14} help: {h}\n", ""));
+                    out.push_str(&format!("     {:<14} help: {}\n", "", printable(h)));
                 }
             }
         }
@@ -169,6 +185,26 @@ impl Report {
         s.push('\n');
         s
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: what a terminal acts on) written as
+/// `\u{..}`: evidence quotes files, paths and log lines other users may have shaped, and the
+/// text output goes to a terminal. JSON escapes them itself.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\u{{{:x}}}", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// 0 all ok (or skipped), 1 warnings only, 2 any failure.
@@ -230,6 +266,27 @@ mod tests {
         assert_eq!(warn_only.exit_code, 1);
         let ok = Report::new("oci-hooks", String::new(), vec![], Duration::ZERO);
         assert_eq!(ok.exit_code, 0);
+    }
+
+    #[test]
+    fn text_output_never_passes_terminal_control_characters_through() {
+        let c = Check::new("hook-log", Verdict::Warn, "a\x1b[2Jb\u{9b}31mc")
+            .evidence("e\x07\x7f")
+            .help("h\r");
+        let r = Report::new("oci-hooks", String::new(), vec![c], Duration::ZERO);
+        let text = r.text(false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("a\\u{1b}[2Jb\\u{9b}31mc"), "{text}");
+        assert!(
+            text.contains("e\\u{7}\\u{7f}") && text.contains("h\\u{d}"),
+            "{text}"
+        );
+        // JSON keeps the text, escaped by JSON itself.
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["checks"][0]["summary"], "a\x1b[2Jb\u{9b}31mc");
     }
 
     #[test]
