@@ -346,6 +346,49 @@ impl PodRun {
         format!("{}-{name}", self.name)
     }
 
+    /// Runs the manifest's readiness probe in its container (`podman exec`: the container's
+    /// user, capabilities and read-only root), its paths mapped as the command's are.
+    fn probe(&self, pod: &Value, map: &PathMap) -> Output {
+        let c = pod["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c.get("readinessProbe").is_some())
+            .expect("a container with a readiness probe");
+        let mounts: Vec<&str> = c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| m["mountPath"].as_str().unwrap())
+            .collect();
+        let cname = self.container(c["name"].as_str().unwrap());
+        let mut args = vec!["exec".to_owned(), cname];
+        for a in c["readinessProbe"]["exec"]["command"].as_array().unwrap() {
+            args.push(map.arg(a.as_str().unwrap(), &mounts));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.podman(&args)
+    }
+
+    /// Waits until the readiness probe passes (exit 0), at most [`WAIT`].
+    fn wait_ready(&self, pod: &Value, map: &PathMap) {
+        let start = Instant::now();
+        loop {
+            let out = self.probe(pod, map);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "the readiness probe never passed: exit {:?}\n{}{}",
+                out.status.code(),
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn logs(&self, name: &str) -> String {
         let out = self.podman(&["logs", &self.container(name)]);
         format!("{}{}", text(&out.stdout), text(&out.stderr))
@@ -466,6 +509,8 @@ impl OciNode {
 fn oci_hooks_pod_lifecycle(podman: &Podman, pod: &Value) -> Vec<String> {
     let node = OciNode::new();
     let run = PodRun::start(podman, pod, &node.map());
+    let probe_fails_before_install =
+        !run.probe(pod, &node.map()).status.success() || node.hook_file().exists();
 
     // The installer wrote the hook file for the host's paths and copied the binary.
     wait_until("hook file in the host hooks dir", || {
@@ -476,6 +521,10 @@ fn oci_hooks_pod_lifecycle(podman: &Podman, pod: &Value) -> Vec<String> {
     assert_eq!(hook["hook"]["path"], bin.display().to_string(), "{hook}");
     assert!(bin.is_file());
     run.wait_logs("tetragon-rthooks", "waiting for SIGINT or SIGTERM");
+    // The manifest's readiness probe (`status --probe`), run in the installer's container as the
+    // kubelet would: ready once installed.
+    assert!(probe_fails_before_install);
+    run.wait_ready(pod, &node.map());
 
     // A host container runs the hook, which reaches the agent; the sidecar prints its log.
     let out = node.run_host_container(podman, "default");
@@ -593,6 +642,9 @@ fn nri_pod_on(release: Release) {
     containerd
         .wait_log(connected, WAIT)
         .unwrap_or_else(|log| panic!("{release}: pod's plugin not connected:\n{log}"));
+    // The manifest's readiness probe (`status --probe`), run in the installer's container as the
+    // kubelet would (no capability, read-only root): ready once registered.
+    run.wait_ready(&pod, &map);
 
     // The pod connected with no capability: containerd's NRI socket dir is root's and 0700, so
     // only uid 0 may reach the socket, and it does by owner rights alone (no CAP_DAC_OVERRIDE).
@@ -648,6 +700,7 @@ fn nri_pod_on(release: Release) {
             "{release}: the pod restarted"
         );
         assert_eq!(after["RestartCount"].as_u64().unwrap_or(0), 0);
+        run.wait_ready(&pod, &map);
         let mut cri = Cri::connect(containerd.grpc_socket()).unwrap();
         let cid2 = cri
             .create_container(&pod_id, &sandbox, "after-restart", &["/bin/sleep", "600"])
@@ -1261,8 +1314,10 @@ fn readiness_probe_passes_the_installers_own_flags_and_values() {
         assert_eq!(probe[..2], ["tetragon-oci-hook-setup", "status"], "{name}");
         // `status` takes `install`'s flags (issue 12): the probe checks what this pod installed
         // only if each of them is spelt, and valued, as in the install command.
+        // `--probe`: the readiness preset (our part of the node, not the agent).
+        assert!(probe.contains(&"--probe"), "{name}: {probe:?}");
         for arg in &probe[2..] {
-            if arg.starts_with("--timeout=") {
+            if arg.starts_with("--timeout=") || *arg == "--probe" {
                 continue;
             }
             let before_hook_args = command.iter().take_while(|a| **a != "hook-args");
