@@ -95,20 +95,32 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
 }
 
 /// The hidden command with which `tetragon-oci-hook-setup install` has the hook it installs
-/// check `--fail-cel-expr` (exit 0: compiles; 2: does not, the reason on stderr). It reads no
-/// stdin and writes no log.
+/// check `--fail-cel-expr`. It reads no stdin and writes no log. The answer is a line on stdout,
+/// [`CHECK_CEL_VALID`] (exit 0) or [`CHECK_CEL_INVALID`] (exit 2, the reason on stderr): a
+/// binary that is not this hook, or an older hook without the command (which exits 0 for an
+/// unknown hook name), gives neither, so the caller can tell "valid" from "not checked".
 pub const CHECK_CEL: &str = "check-cel";
 
+/// `check-cel`'s stdout line when the expression compiles (or there is none).
+pub const CHECK_CEL_VALID: &str = "tetragon-oci-hook check-cel: valid";
+
+/// `check-cel`'s stdout line when the expression does not compile.
+pub const CHECK_CEL_INVALID: &str = "tetragon-oci-hook check-cel: invalid";
+
 fn check_cel(cfg: &Config) -> Outcome {
-    let Some(expr) = &cfg.fail_cel_expr else {
-        return Outcome::default();
+    let result = match &cfg.fail_cel_expr {
+        Some(expr) => policy::check_cel(expr),
+        None => Ok(()),
     };
-    match policy::check_cel(expr) {
-        Ok(()) => Outcome::default(),
+    match result {
+        Ok(()) => Outcome {
+            stdout: format!("{CHECK_CEL_VALID}\n"),
+            ..Outcome::default()
+        },
         Err(e) => Outcome {
+            stdout: format!("{CHECK_CEL_INVALID}\n"),
             stderr: format!("{e:#}\n"),
             code: 2,
-            ..Outcome::default()
         },
     }
 }
