@@ -115,6 +115,10 @@ fn main() {
     let mut oci = common.clone();
     oci.extend(["--interface".into(), "oci-hooks".into()]);
     report("oci-hooks, agent answering", &oci);
+    // The DaemonSet's readiness probe: the agent is not asked.
+    let mut probe = oci.clone();
+    probe.push("--probe".into());
+    report("oci-hooks, readiness probe `--probe`", &probe);
 
     // NRI: our plugin registered with a fake runtime, its state in the same install dir.
     let setup = support::fake_nri::Setup::start(&[]);

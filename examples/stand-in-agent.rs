@@ -1,6 +1,7 @@
 //! The tests' stand-in Tetragon agent as a program, for benchmarks and manual end-to-end runs:
-//! `stand-in-agent SOCKET` serves the trimmed gRPC service on the unix socket SOCKET, accepting
-//! every `RuntimeHook` call and printing each `CreateContainer` as one JSON line on stdout,
+//! `stand-in-agent [--delay-ms N] SOCKET` serves the trimmed gRPC service on the unix socket
+//! SOCKET, accepting every `RuntimeHook` call (after N ms when `--delay-ms` is given, as an agent
+//! that takes time to answer) and printing each `CreateContainer` as one JSON line on stdout,
 //! until stdin closes.
 
 #![allow(
@@ -14,11 +15,21 @@ use std::io::Read;
 use std::time::Duration;
 
 fn main() {
-    let Some(socket) = std::env::args().nth(1) else {
-        eprintln!("usage: stand-in-agent SOCKET (serves until stdin closes)");
+    let usage = || -> ! {
+        eprintln!("usage: stand-in-agent [--delay-ms N] SOCKET (serves until stdin closes)");
         std::process::exit(2);
     };
-    let agent = test_agent::Agent::start_at(socket.as_ref(), test_agent::Behavior::Accept);
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut behavior = test_agent::Behavior::Accept;
+    if args.first().is_some_and(|a| a == "--delay-ms") {
+        let Some(ms) = args.get(1).and_then(|v| v.parse::<u64>().ok()) else {
+            usage()
+        };
+        behavior = test_agent::Behavior::AcceptAfter(Duration::from_millis(ms));
+        args.drain(..2);
+    }
+    let [socket] = args.as_slice() else { usage() };
+    let agent = test_agent::Agent::start_at(socket.as_ref(), behavior);
     println!("ready {}", agent.address());
     let printer = std::thread::spawn({
         let seen = agent.seen_handle();

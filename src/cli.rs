@@ -233,7 +233,7 @@ pub(crate) enum StatusInterface {
 
 /// `status`: the flags of `install` (same names and defaults), so the DaemonSet can run it with
 /// the flags it has.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct StatusArgs {
     /// Which setup to check.
     #[arg(long, value_enum, default_value_t = StatusInterface::Auto)]
@@ -323,6 +323,24 @@ pub(crate) struct StatusArgs {
     /// in the log should not take the pod out of service).
     #[arg(long)]
     pub(crate) ignore_warnings: bool,
+
+    /// Checks to leave out, by id (comma-separated, repeatable): `runtime-config`,
+    /// `nri-socket`, `nri-plugin`, `hook-file`, `binary`, `agent`, `hook-log`, `danger`.
+    /// `agent` also leaves out `danger` (which needs it); the agent is then not contacted.
+    #[arg(
+        long,
+        value_name = "ID,...",
+        value_delimiter = ',',
+        value_parser = clap::builder::PossibleValuesParser::new(rthooks::status::CHECK_IDS)
+    )]
+    pub(crate) skip: Vec<String>,
+
+    /// The DaemonSet's readiness probe: does this pod do its job (hook or plugin in place,
+    /// binary sound, runtime config right)? Same as `--skip agent,danger,hook-log
+    /// --ignore-warnings`: an agent down at rollout, or a refused container in the log, does
+    /// not make the pod unready.
+    #[arg(long)]
+    pub(crate) probe: bool,
 }
 
 /// `--timeout`: a Go-style duration or plain seconds, above zero and at most 60 s.
@@ -424,7 +442,7 @@ pub(crate) struct ContainerdArgs {
     /// When the config file does not exist (containerd 2.x runs without one), start from an
     /// empty file with the `version` the containerd release reads (3 for 2.x, 2 for 1.x: from
     /// --containerd-version, else `containerd --version`). The file is created only if the edit
-    /// changes something.
+    /// changes something (enable-nri on 1.x; add-oci-hook needs containerd's default config).
     #[arg(long, global = true, conflicts_with = "drop_in")]
     pub(crate) create: bool,
 
@@ -494,8 +512,8 @@ pub(crate) struct ModeArgs {
     #[arg(long, global = true)]
     pub(crate) check: bool,
 
-    /// Write the patched config back to the config file, atomically (without it, or --output,
-    /// the config file is left unchanged).
+    /// Write the patched config back to the config file, atomically (without it, the config
+    /// file is left unchanged).
     #[arg(long, global = true)]
     pub(crate) in_place: bool,
 
@@ -518,19 +536,34 @@ pub(crate) struct ModeArgs {
 /// would otherwise read a hook argument such as `--log-level` or `--help` as its own flag.
 pub(crate) fn parse_cli(argv: Vec<OsString>) -> anyhow::Result<Cli> {
     let (head, tail) = split_hook_args(argv);
-    // `install hook-args --help` asks what `hook-args` is, when the line is no install yet (its
-    // required flags missing). On a complete install line, `--help` stays the hook's argument,
-    // which the hook's rules refuse (it would make the hook a no-op).
+    // `install hook-args --help` (or `-h`) alone asks what `hook-args` is: the help is shown on
+    // every line. A line that is no install yet (required flags missing) then exits 0, as clap's
+    // `--help`. On a complete install line (a chart's values) it also fails, nothing installed:
+    // `--help` never goes into a hook file (the hook would print and exit, a no-op), and an
+    // install that quietly did nothing would leave the node without the hook.
     if let Some([only]) = tail.as_deref() {
-        let incomplete = || {
-            Cli::try_parse_from(&head)
-                .is_err_and(|e| e.kind() == clap::error::ErrorKind::MissingRequiredArgument)
+        // Any other mistake on the line (an unknown flag, a bad value) is clap's to report.
+        let head_ok = match Cli::try_parse_from(&head) {
+            Ok(_) => Some(true),
+            Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => Some(false),
+            Err(_) => None,
         };
-        if (only == "--help" || only == "-h") && incomplete() {
+        if let (true, Some(complete)) = (only == "--help" || only == "-h", head_ok) {
             use std::io::Write as _;
-            // As clap's own `--help`: on stdout, exit 0 (a closed stdout is no error here).
+            // As clap's own `--help`: on stdout (a closed stdout is no error here).
             let _ = std::io::stdout().write_all(hook_args_help().as_bytes());
-            std::process::exit(0);
+            if !complete {
+                std::process::exit(0);
+            }
+            return Err(rthooks::error::help_error(
+                format!(
+                    "invalid hook arguments:\n`{}` after `hook-args` on a complete install \
+                     line: its help is shown above, nothing was installed",
+                    only.to_string_lossy()
+                ),
+                "`--help` is never written into the hook file (the hook would print its usage \
+                 and exit, a no-op); remove it to install",
+            ));
         }
     }
     let json = json_command(&head);
@@ -633,12 +666,22 @@ pub(crate) fn hook_args_help() -> String {
         .map(|install| install.render_usage().to_string())
         .unwrap_or_default();
     let hook = oci_hook::args::usage();
-    // The hook's flag list, without its own usage line and hook names.
+    // The hook's flag list, without its own usage line and hook names, and without the flags
+    // `install` refuses in hook-args (they make the hook print and exit, a no-op).
     let flags = match hook.find("\nFlags") {
         Some(at) => format!("Hook flags{}", &hook[at + "\nFlags".len()..]),
         None => hook.clone(),
     };
-    format!("{HOOK_ARGS_ABOUT}\n\n{usage}\n\n{}\n", flags.trim_end())
+    let flags: Vec<&str> = flags
+        .trim_end()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--just-print-config"))
+        .collect();
+    format!(
+        "{HOOK_ARGS_ABOUT}\n\n{usage}\n\n{}\n\n(`--just-print-config`, `--help` and \
+         `--version` are refused here: they make the hook print and exit, a no-op.)\n",
+        flags.join("\n")
+    )
 }
 
 /// Splits `argv` after the `hook-args` of an `install` command line, if there is one.

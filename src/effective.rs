@@ -677,11 +677,16 @@ fn parse(path: &Path, text: &str) -> anyhow::Result<toml_edit::Document<String>>
     let body = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
     toml_edit::Document::parse(body.clone()).map_err(|e| {
         let line = e.span().map_or(1, |s| text::line_of(&body, s.start));
-        anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)).context(format!(
-            "{}:{line}: failed to parse `{}` as TOML",
-            path.display(),
-            path.display()
-        ))
+        anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)).context(
+            crate::error::HelpError::new(
+                format!(
+                    "{}:{line}: failed to parse `{}` as TOML",
+                    path.display(),
+                    path.display()
+                ),
+                crate::patch::syntax_help(&body, &e),
+            ),
+        )
     })
 }
 
@@ -758,7 +763,7 @@ fn v1_plugin_name(name: &str) -> String {
 
 fn flatten(
     item: &Item,
-    body: &str,
+    body: &text::Lines,
     key_line: usize,
     path: &mut Vec<String>,
     out: &mut Vec<(Vec<String>, Setting)>,
@@ -791,7 +796,7 @@ fn flatten(
 
 fn flatten_table(
     table: &dyn TableLike,
-    body: &str,
+    body: &text::Lines,
     path: &mut Vec<String>,
     out: &mut Vec<(Vec<String>, Setting)>,
     file: &Path,
@@ -801,7 +806,7 @@ fn flatten_table(
             .get_key_value(k)
             .and_then(|(key, _)| key.span())
             .or_else(|| item.span())
-            .map_or(1, |s| text::line_of(body, s.start));
+            .map_or(1, |s| body.line_of(s.start));
         path.push(k.to_owned());
         flatten(item, body, line, path, out, file);
         path.pop();
@@ -822,6 +827,7 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
     for layer in layers {
         let doc = parse(&layer.path, &layer.text)?;
         let body = layer.text.strip_prefix('\u{feff}').unwrap_or(&layer.text);
+        let body = &text::Lines::new(body);
         let file_version = match doc.get("version") {
             None => 0,
             Some(item) => item.as_integer().ok_or_else(|| {
@@ -829,7 +835,7 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
                     format!(
                         "{}:{}: `version` is not an integer",
                         layer.path.display(),
-                        item.span().map_or(1, |s| text::line_of(body, s.start))
+                        item.span().map_or(1, |s| body.line_of(s.start))
                     ),
                     "containerd config versions are written `version = 2` (or 3)",
                 )
@@ -841,7 +847,7 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
                     .get_key_value(id)
                     .and_then(|(key, _)| key.span())
                     .or_else(|| item.span())
-                    .map_or(1, |s| text::line_of(body, s.start));
+                    .map_or(1, |s| body.line_of(s.start));
                 let id = if rule == MergeRule::KeyByKey && file_version <= 1 {
                     v1_plugin_name(id)
                 } else {
@@ -900,7 +906,7 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
                     .get_key_value(k)
                     .and_then(|(key, _)| key.span())
                     .or_else(|| item.span())
-                    .map_or(1, |s| text::line_of(body, s.start));
+                    .map_or(1, |s| body.line_of(s.start));
                 // The first file that sets it: the one that stops the migration.
                 cri_v3_keys.entry(k.to_owned()).or_insert(Origin {
                     path: layer.path.clone(),
@@ -914,7 +920,7 @@ pub fn merge(layers: &[Layer], rule: MergeRule) -> anyhow::Result<Effective> {
                 .and_then(|(k, _)| k.span())
                 .map(|sp| Origin {
                     path: layer.path.clone(),
-                    line: text::line_of(body, sp.start),
+                    line: body.line_of(sp.start),
                 });
             if file_version >= 2 {
                 loaded = Some((file_version, origin.clone()));

@@ -113,17 +113,23 @@ pub fn help_of(err: &anyhow::Error) -> Option<&str> {
         .or_else(|| err.chain().find_map(os_error_help))
 }
 
-/// The fix of an OS error that has one whatever the command was.
-fn os_error_help(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+/// The fix of an OS error that has one whatever the command was (patch, install, uninstall):
+/// said so that it is right in each.
+pub fn os_error_help(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     match e.downcast_ref::<std::io::Error>()?.raw_os_error()? {
+        // Root refused: telling root to run as root would be no fix.
+        libc::EACCES | libc::EPERM if crate::sys::is_root() => Some(
+            "root itself was refused: the file is immutable (`lsattr` shows `i`; `chattr -i` \
+             clears it) or a security module (SELinux, AppArmor: see the audit log) denies it",
+        ),
         libc::EACCES | libc::EPERM => Some(
             "run it as root (runtime configs, hooks dirs and the install dir belong to root), or \
-             give a path you may write (the patch commands' `--output`)",
+             give it paths you may write",
         ),
         libc::EROFS => Some(
             "that file system is mounted read-only (an immutable OS, or a read-only mount into \
-             the pod): mount it read-write, or write where it is not (the patch commands' \
-             `--output` or `--drop-in`)",
+             the pod): mount it read-write for this change; a patch command can also write its \
+             result where it is not (`--output`, or containerd's `--drop-in`)",
         ),
         libc::ENOSPC | libc::EDQUOT => {
             Some("the file system is full: free some space, then re-run")

@@ -31,8 +31,9 @@ pub const MAX_DEPTH: usize = 8;
 #[derive(Debug)]
 pub struct Layer {
     path: PathBuf,
-    text: String,
     doc: toml_edit::Document<String>,
+    /// The text's line starts (the line of a span by binary search).
+    lines: text::Lines,
 }
 
 /// Where a key is set: the file, the 1-based line, and the value.
@@ -57,17 +58,23 @@ impl Layer {
     /// Parses `text` (the content of `path`); a parse error names the file and line.
     pub fn parse(path: impl Into<PathBuf>, text: String) -> anyhow::Result<Self> {
         let path = path.into();
-        let body = text.strip_prefix('\u{feff}').unwrap_or(&text).to_owned();
-        match toml_edit::Document::parse(body.clone()) {
-            Ok(doc) => Ok(Self {
-                path,
-                text: body,
-                doc,
-            }),
+        let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        // The document keeps the only copy of the text (`Document::raw`).
+        match toml_edit::Document::parse(body.to_owned()) {
+            Ok(doc) => {
+                let lines = text::Lines::new(doc.raw());
+                Ok(Self { path, doc, lines })
+            }
             Err(e) => {
-                let line = e.span().map_or(1, |s| text::line_of(&body, s.start));
-                Err(anyhow::anyhow!("{}", text::parse_error_excerpt(&body, &e)))
-                    .with_context(|| format!("`{}`:{line}: is not valid TOML", path.display()))
+                let line = e.span().map_or(1, |s| text::line_of(body, s.start));
+                Err(
+                    anyhow::anyhow!("{}", text::parse_error_excerpt(body, &e)).context(
+                        crate::error::HelpError::new(
+                            format!("`{}`:{line}: is not valid TOML", path.display()),
+                            crate::patch::syntax_help(body, &e),
+                        ),
+                    ),
+                )
             }
         }
     }
@@ -92,7 +99,7 @@ impl Layer {
         for segment in key {
             let (k, child) = item.as_table_like()?.get_key_value(segment)?;
             if let Some(span) = k.span().or_else(|| child.span()) {
-                line = text::line_of(&self.text, span.start);
+                line = self.lines.line_of(span.start);
             }
             item = child;
         }
@@ -396,5 +403,18 @@ mod tests {
             format!("{err:#}").starts_with("`bad.conf`:2: is not valid TOML"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn lines_agree_with_counting_newlines_from_the_start() {
+        let text = "a = 1\n\n[t]\nb = 2\nc = 3\n";
+        let lines = text::Lines::new(text);
+        for offset in 0..=text.len() + 2 {
+            assert_eq!(
+                lines.line_of(offset),
+                text::line_of(text, offset),
+                "offset {offset}"
+            );
+        }
     }
 }

@@ -145,7 +145,7 @@ fn json_instead_of_toml(path: &Path, body: &str) -> Option<anyhow::Error> {
 
 /// What is usually wrong where the TOML parser stopped, judged from its message and the line:
 /// the `help:` of a syntax error.
-fn syntax_help(body: &str, e: &toml_edit::TomlError) -> String {
+pub(crate) fn syntax_help(body: &str, e: &toml_edit::TomlError) -> String {
     let at = e.span().map_or(0, |s| s.start.min(body.len()));
     let (n, line) = match (body.get(..at), body.get(at..)) {
         (Some(head), Some(tail)) => {
@@ -173,15 +173,30 @@ fn syntax_help(body: &str, e: &toml_edit::TomlError) -> String {
         );
     }
     let unclosed_quote = line.matches('"').count() % 2 == 1;
-    let help = if msg.contains("unclosed table") && unclosed_quote {
+    // `key =` and nothing after it (but a comment): the value is missing, not unquoted.
+    let no_value = line.split_once('=').is_some_and(|(_, v)| {
+        let v = v.trim_start();
+        v.is_empty() || v.starts_with('#')
+    });
+    let help = if msg.contains("unclosed array table") {
+        "close the header with `]]` (an array \
+         of tables is opened `[[` and closed `]]`)"
+    } else if msg.contains("unclosed table") && unclosed_quote {
         "a quoted key on this line is not closed: add the missing `\"` before `]`"
     } else if msg.contains("unclosed table") {
-        "close the table header with `]`, e.g. `[plugins.\"io.containerd.nri.v1.nri\"]`"
+        "close the table header with `]`, e.g. `[section.name]`"
+    } else if msg.contains("multi-line basic string") {
+        "close the multi-line string with `\"\"\"`"
+    } else if msg.contains("multi-line literal string") {
+        "close the multi-line string with `'''`"
     } else if msg.contains("basic string") {
         "close the string with `\"` on the same line (a string over several lines is written \
          `\"\"\"...\"\"\"`)"
     } else if msg.contains("literal string") && !msg.contains("must be quoted") {
         "close the string with `'` on the same line"
+    } else if msg.contains("must be quoted") && no_value {
+        "the key has no value: put one after `=` (e.g. `\"\"` for an empty string), or remove \
+         the line"
     } else if msg.contains("must be quoted") {
         "quote the value, e.g. `root = \"/var/lib/containerd\"`"
     } else if msg.contains("key with no value") || msg.contains("expected `=`") {
@@ -192,6 +207,20 @@ fn syntax_help(body: &str, e: &toml_edit::TomlError) -> String {
         "booleans are `true` or `false`: lower case, without quotes"
     } else if msg.contains("escape") {
         "a `\\` in a \"...\" string starts an escape: double it (`\\\\`) or use a '...' string"
+    } else if msg.contains("unicode") {
+        "a `\\u` escape takes 4 hex digits, `\\U` 8, `\\x` 2; a `\\` meant literally is \
+         doubled (`\\\\`) or the value is a '...' string"
+    } else if msg.contains("extra comma") {
+        "remove the extra `,`"
+    } else if msg.contains("keys cannot be empty") {
+        "a key is missing before `=`: name it, or remove the line"
+    } else if [
+        "date", "time", "fraction", "exponent", "integer", "float", "digit",
+    ]
+    .iter()
+    .any(|w| msg.contains(w))
+    {
+        "this value is not a valid number, date or time: fix it, or quote it if it is text"
     } else if msg.contains("unclosed array") {
         "close the array with `]`; its items are separated by `,`"
     } else if msg.contains("inline table") {
@@ -270,6 +299,9 @@ pub fn patch_text(
         });
     }
     let rendered_after = doc.to_string();
+    // Not needed past the rendering: the verification below holds the unedited document and the
+    // re-parsed output, never three documents at once.
+    drop(doc);
     let mut after = if needs_line_patch {
         text::reapply_edit(body, &rendered_before, &rendered_after)
     } else {
@@ -569,7 +601,7 @@ pub fn plan_file(
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
     let original = read_config(config)?;
-    plan_text(config, &original, false, output, edit_fn)
+    plan_text(config, original, false, output, edit_fn)
 }
 
 /// As [`plan_file`] for a config that does not exist yet (`--create`): the edit starts from
@@ -581,14 +613,14 @@ pub fn plan_new_file(
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
-    plan_text(config, start, true, output, edit_fn)
+    plan_text(config, start.to_owned(), true, output, edit_fn)
 }
 
 /// The plan of [`plan_file`] from the config's text (`new`: the config does not exist, and
 /// `original` is where the edit starts).
 fn plan_text(
     config: &Path,
-    original: &str,
+    original: String,
     new: bool,
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
@@ -602,7 +634,14 @@ fn plan_text(
     if let Output::Path(out) = output {
         crate::plan::check_target(out)?;
     }
-    let mut patched = patch_text(config, original, edit_fn)?;
+    if new && matches!(output, Output::InPlace) {
+        // Created where nothing is: its directory must exist, and a link put there since the
+        // command looked is refused here (and at the write, never followed).
+        crate::plan::check_target(config)?;
+    }
+    let mut patched = patch_text(config, &original, edit_fn)?;
+    // `patched.before` is the same text: one copy is enough.
+    drop(original);
     if new {
         // Nothing on disk: the diff starts from nothing, and an edit that changes nothing
         // creates no file.
@@ -622,15 +661,20 @@ fn plan_text(
         }
     }
     let (target, label_after, before) = match output {
+        Output::InPlace if new => (
+            Target::New(config.to_owned()),
+            diff_label(config),
+            patched.before.clone(),
+        ),
         Output::InPlace => (
             Target::Path(config.to_owned()),
             diff_label(config),
-            patched.before.clone(),
+            std::mem::take(&mut patched.before),
         ),
         Output::Path(p) => (
             Target::Exact(p.clone()),
             diff_label(p),
-            patched.before.clone(),
+            std::mem::take(&mut patched.before),
         ),
         Output::NewTempFile => {
             let name = config
@@ -648,7 +692,7 @@ fn plan_text(
                     suffix: ext,
                 },
                 diff_label(config),
-                patched.before.clone(),
+                std::mem::take(&mut patched.before),
             )
         }
     };

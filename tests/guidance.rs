@@ -285,6 +285,57 @@ fn real_and_empty_configs_are_not_taken_for_another_runtimes() {
     assert!(!r.stderr.contains("containerd"), "{}", r.stderr);
 }
 
+/// Real-world shapes near the line between the runtimes (tests/fixtures/lookalike/): only the
+/// CRI plugin table, version 1's `[plugins.cri]`, a runtime handler named `crio`, no `version`
+/// nor `plugins`, dotted keys, BOM and CRLF, comments only; cri-o drop-ins with only a runtime
+/// table. Refusing one of these would take the tool away from a real node.
+#[test]
+fn lookalike_configs_are_patched_by_their_own_command() {
+    let dir = fixture("lookalike");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let (containerd, crio): (Vec<_>, Vec<_>) = files.iter().partition(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("containerd-")
+    });
+    assert!(containerd.len() >= 7 && crio.len() >= 2, "{files:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    for file in containerd {
+        let before = fs::read(file).unwrap();
+        for action in [&["enable-nri"][..], &["add-oci-hook"]] {
+            let mut args = vec!["patch-containerd-conf"];
+            args.extend_from_slice(action);
+            args.extend(["--config-file", file.to_str().unwrap(), "--dry-run"]);
+            let r = run_in(tmp.path(), &args);
+            assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+            assert!(!r.stderr.contains("cri-o"), "{args:?}: {}", r.stderr);
+        }
+        assert_eq!(fs::read(file).unwrap(), before);
+    }
+    for file in crio {
+        let r = run_in(
+            tmp.path(),
+            &[
+                "patch-crio-conf",
+                "enable-annotations",
+                "--annotations",
+                "a",
+                "--config-file",
+                file.to_str().unwrap(),
+                "--dry-run",
+            ],
+        );
+        assert_eq!(r.code, 0, "{}: {}", file.display(), r.stderr);
+        assert!(r.stdout.contains("+allowed_annotations"), "{}", r.stdout);
+    }
+    assert!(listing(tmp.path()).is_empty());
+}
+
 // ---- A `help:` on every error with a fix ----
 
 #[test]
@@ -375,10 +426,14 @@ fn create_starts_a_missing_config_from_the_version_its_release_reads() {
         r.stderr
     );
     assert!(listing(dir.path()).is_empty());
-    // containerd 1.7: version 2 and the NRI table; --dry-run shows it and writes nothing.
+    // containerd 1.7: version 2 and the NRI table; --dry-run shows it and writes nothing,
+    // --check says a change is pending (exit 1) and writes nothing.
     let r = create("1.7", "--dry-run");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("+version = 2\n"), "{}", r.stdout);
+    assert!(listing(dir.path()).is_empty());
+    let r = create("1.7", "--check");
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(listing(dir.path()).is_empty());
     let r = create("1.7", "--in-place");
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -419,6 +474,118 @@ fn create_starts_a_missing_config_from_the_version_its_release_reads() {
         "{stderr}"
     );
     assert!(listing(other.path()).is_empty());
+}
+
+/// `--create` plans on a config that is not there; by the time it writes, another user (who may
+/// write the directory) or a package install may have put something at that name.
+#[test]
+fn create_never_writes_through_or_over_what_appears_at_the_path_meanwhile() {
+    use rthooks::patch::{Output, plan_new_file};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    // An empty file elsewhere: an in-place edit expecting "nothing" would take it as the
+    // config and fill it.
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "").unwrap();
+    let theirs = "version = 2\n# theirs\n";
+    for planted in [
+        "symlink to an empty file",
+        "dangling symlink",
+        "regular file",
+    ] {
+        let (plan, _) = plan_new_file(
+            &config,
+            "version = 2\n",
+            &Output::InPlace,
+            rthooks::containerd::enable_nri,
+        )
+        .unwrap();
+        match planted {
+            "symlink to an empty file" => std::os::unix::fs::symlink(&victim, &config).unwrap(),
+            "dangling symlink" => {
+                std::os::unix::fs::symlink(dir.path().join("nowhere"), &config).unwrap()
+            }
+            _ => fs::write(&config, theirs).unwrap(),
+        }
+        let err = format!("{:#}", plan.apply().unwrap_err());
+        assert!(
+            err.contains("changed while we were editing it"),
+            "{planted}: {err}"
+        );
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"",
+            "{planted}: written through"
+        );
+        assert!(!dir.path().join("nowhere").exists(), "{planted}");
+        if planted == "regular file" {
+            assert_eq!(fs::read_to_string(&config).unwrap(), theirs);
+        } else {
+            assert!(
+                fs::symlink_metadata(&config).unwrap().is_symlink(),
+                "{planted}"
+            );
+        }
+        fs::remove_file(&config).unwrap();
+        assert_eq!(
+            listing(dir.path()),
+            ["victim"],
+            "{planted}: a file was left"
+        );
+    }
+    // With nothing planted, the file is created, mode 0644 whatever the umask.
+    let (plan, _) = plan_new_file(
+        &config,
+        "version = 2\n",
+        &Output::InPlace,
+        rthooks::containerd::enable_nri,
+    )
+    .unwrap();
+    plan.apply().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(&config).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+}
+
+/// A config path that is a symlink to nothing is said to be one, in both commands: `--create`
+/// does not create through it, and its help does not send the user back to `--create`.
+#[test]
+fn a_dangling_symlink_as_config_is_named_and_create_does_not_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("nowhere.toml", dir.path().join("config.toml")).unwrap();
+    for args in [
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--create",
+            "--containerd-version",
+            "1.7",
+            "--in-place",
+        ][..],
+        &["patch-containerd-conf", "enable-nri", "--in-place"],
+        &[
+            "patch-crio-conf",
+            "enable-annotations",
+            "--annotations",
+            "a",
+            "--in-place",
+        ],
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["--config-file", "config.toml"]);
+        let r = run_in(dir.path(), &argv);
+        assert_eq!(r.code, 2, "{argv:?}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .starts_with("error: failed to read `config.toml`: it is a symlink to `nowhere.toml`, which does not exist"),
+            "{argv:?}: {}",
+            r.stderr
+        );
+        assert!(r.help().contains("create the file the link points to"));
+        assert!(!r.help().contains("re-run with --create"));
+        assert_eq!(listing(dir.path()), ["config.toml"], "{argv:?}");
+    }
 }
 
 #[test]
@@ -470,6 +637,37 @@ fn toml_syntax_errors_get_a_help_for_what_is_usually_wrong_there() {
             "line 2: one `key = value` per line",
         ),
         ("version = 2\nx == 1\n", "line 2: write one `=`"),
+        // Each of these got a help that was wrong at that spot.
+        (
+            "version = 2\n[[plugins]\n",
+            "line 2: close the header with `]]`",
+        ),
+        (
+            "version = 2\nx = \"\"\"a\n",
+            "line 3: close the multi-line string with `\"\"\"`",
+        ),
+        (
+            "version = 2\nx = '''a\n",
+            "line 3: close the multi-line string with `'''`",
+        ),
+        (
+            "version = 2\nx = \"a\" # c\ny = # d\n",
+            "line 3: the key has no value",
+        ),
+        (
+            "version = 2\nx = \"\\u12\"\n",
+            "line 2: a `\\u` escape takes 4",
+        ),
+        ("version = 2\nx = [1,,2]\n", "line 2: remove the extra `,`"),
+        ("version = 2\n= 1\n", "line 2: a key is missing before `=`"),
+        (
+            "version = 2\nx = 2024-13-01\n",
+            "line 2: this value is not a valid number, date or time",
+        ),
+        (
+            "version = 2\nx = 1.\n",
+            "line 2: this value is not a valid number, date or time",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("config.toml"), content).unwrap();
@@ -499,6 +697,68 @@ fn toml_syntax_errors_get_a_help_for_what_is_usually_wrong_there() {
             content
         );
         assert_eq!(listing(dir.path()), ["config.toml"]);
+    }
+}
+
+/// A syntax error in any TOML file a command reads gets the same help, not only in the file
+/// being patched: a containerd `imports` file, a cri-o drop-in read by `install`.
+#[test]
+fn toml_syntax_errors_get_a_help_in_every_file_any_command_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(
+        d.join("config.toml"),
+        format!(
+            "version = 2\nimports = [\"{}\"]\n",
+            d.join("extra.toml").display()
+        ),
+    )
+    .unwrap();
+    fs::write(d.join("extra.toml"), "[plugins\n").unwrap();
+    fs::create_dir(d.join("crio.conf.d")).unwrap();
+    fs::write(d.join("crio.conf"), "[crio.runtime.runtimes.runc]\n").unwrap();
+    fs::write(d.join("crio.conf.d/10-x.conf"), "[crio.runtime]\nx = \n").unwrap();
+    let listed = listing(d);
+    let hooks = d.join("hooks");
+    for (args, file, help) in [
+        (
+            vec![
+                "patch-containerd-conf",
+                "enable-nri",
+                "--config-file",
+                "config.toml",
+                "--containerd-version",
+                "1.7",
+                "--in-place",
+            ],
+            "extra.toml",
+            "help: line 1: close the table header with `]`",
+        ),
+        (
+            vec![
+                "install",
+                "--interface",
+                "oci-hooks",
+                "--crio-config",
+                "crio.conf",
+                "--local-install-dir",
+                "inst",
+                "--host-install-dir",
+                "/opt/x",
+                "--oci-hooks.local-dir",
+                hooks.to_str().unwrap(),
+                "--oci-hooks.host-dir",
+                hooks.to_str().unwrap(),
+            ],
+            "10-x.conf",
+            "help: line 2: the key has no value",
+        ),
+    ] {
+        let r = run_in(d, &args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(file), "{args:?}: {}", r.stderr);
+        assert!(r.help().starts_with(help), "{args:?}: {}", r.stderr);
+        assert_eq!(listing(d), listed, "{args:?}");
     }
 }
 
@@ -586,6 +846,122 @@ fn permission_denied_gets_a_help() {
         "{stderr}"
     );
     assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+/// `install` and `uninstall` get the same help for a permission error as the patch commands.
+#[test]
+fn permission_denied_gets_a_help_in_install_and_uninstall_too() {
+    require!(
+        support::skip::is_root().then_some(()),
+        "not root: cannot run the tool as another user"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(d.join("hooks")).unwrap();
+    fs::write(d.join("hooks/tetragon-oci-hook.json"), "{}").unwrap();
+    fs::write(d.join("tetragon-oci-hook"), "bin").unwrap();
+    let listed = listing(d);
+    let hooks = d.join("hooks");
+    let hooks = hooks.to_str().unwrap();
+    let d_str = d.to_str().unwrap();
+    for args in [
+        &[
+            "uninstall",
+            "--interface",
+            "oci-hooks",
+            "--local-install-dir",
+            d_str,
+            "--oci-hooks.local-dir",
+            hooks,
+        ][..],
+        &[
+            "install",
+            "--interface",
+            "oci-hooks",
+            "--local-binary",
+            "/bin/true",
+            "--local-install-dir",
+            d_str,
+            "--host-install-dir",
+            "/opt/x",
+            "--oci-hooks.local-dir",
+            hooks,
+            "--oci-hooks.host-dir",
+            hooks,
+        ],
+    ] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(args)
+            .current_dir("/")
+            .env("TMPDIR", "/tmp")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("Permission denied"), "{args:?}: {stderr}");
+        let help = stderr.lines().last().unwrap();
+        assert!(
+            help.starts_with("help: run it as root"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(listing(d), listed, "{args:?}");
+    }
+}
+
+/// Root refused (an immutable config): the help does not tell root to run as root.
+#[test]
+fn root_refused_gets_a_help_that_names_the_immutable_flag() {
+    require!(
+        support::skip::is_root().then_some(()),
+        "not root: cannot make a file immutable"
+    );
+    let (dir, path) = copy_of(
+        "containerd/nri-disabled-with-comment-v2.toml",
+        "config.toml",
+    );
+    let before = fs::read(&path).unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    struct Mutable<'a>(&'a dyn Fn(&str) -> bool);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            (self.0)("-i");
+        }
+    }
+    let _mutable = Mutable(&chattr);
+    require!(
+        chattr("+i").then_some(()),
+        "chattr +i not supported here (no chattr, or the file system has no immutable flag)"
+    );
+    let r = run_in(
+        dir.path(),
+        &[
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            "config.toml",
+            "--in-place",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("Operation not permitted"), "{}", r.stderr);
+    assert!(
+        r.help().starts_with("help: root itself was refused") && r.help().contains("chattr -i"),
+        "{}",
+        r.stderr
+    );
+    chattr("-i");
+    assert_eq!(fs::read(&path).unwrap(), before);
+    assert_eq!(listing(dir.path()), ["config.toml"]);
 }
 
 #[test]
@@ -720,6 +1096,46 @@ fn each_patch_commands_help_says_where_the_result_goes() {
             "{args:?}: {}",
             r.stdout
         );
+        // Each names only flags it has: cri-o's output flag is `--output-file`.
+        if args[0] == "patch-crio-conf" {
+            let bare = text.matches("--output").count()
+                - text.matches("--output-file").count()
+                - text.matches("--output-format").count();
+            assert_eq!(bare, 0, "{args:?} names `--output`: {}", r.stdout);
+        }
+    }
+}
+
+/// `add-oci-hook --create` would start from a file with no runc runtime, so nothing to point at
+/// the spec: refused up front (the help names `containerd config default`), nothing written.
+#[test]
+fn create_with_add_oci_hook_is_refused_with_the_default_config_as_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    for release in ["1.7", "2.1"] {
+        let r = run_in(
+            dir.path(),
+            &[
+                "patch-containerd-conf",
+                "add-oci-hook",
+                "--runtime-spec",
+                "/etc/containerd/base-spec.json",
+                "--config-file",
+                "config.toml",
+                "--create",
+                "--containerd-version",
+                release,
+                "--in-place",
+            ],
+        );
+        assert_eq!(r.code, 2, "{release}: {}", r.stderr);
+        assert!(r.stderr.contains("has no runc runtime"), "{}", r.stderr);
+        assert!(
+            r.help()
+                .contains("`containerd config default > config.toml`"),
+            "{}",
+            r.stderr
+        );
+        assert!(listing(dir.path()).is_empty());
     }
 }
 
@@ -805,7 +1221,7 @@ fn install_help_shows_hook_args_as_the_rest_of_the_line_for_the_hook() {
 }
 
 #[test]
-fn install_hook_args_help_explains_it_and_lists_the_hooks_flags() {
+fn install_hook_args_help_is_shown_on_every_line_and_never_installs() {
     let dir = tempfile::tempdir().unwrap();
     for args in [
         &["install", "hook-args", "--help"][..],
@@ -829,25 +1245,76 @@ fn install_hook_args_help_explains_it_and_lists_the_hooks_flags() {
             assert!(r.stdout.contains(flag), "{flag}: {}", r.stdout);
         }
         assert!(r.stdout.contains(&Level::NAMES.join(", ")), "{}", r.stdout);
+        // No flag listed that install refuses in hook-args.
+        assert!(
+            !r.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with("--just-print-config")),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout
+                .contains("`--just-print-config`, `--help` and `--version` are refused here"),
+            "{}",
+            r.stdout
+        );
     }
     assert!(listing(dir.path()).is_empty());
-    // On a complete install line, `--help` is the hook's argument, refused by the hook's rules
-    // (it would make the hook a no-op): an install that would write nothing useful fails.
+    // On a complete install line the same help is shown, and the install fails (a chart whose
+    // values end in `--help` must not quietly install nothing); `--help` is never written into
+    // a hook file (it would make the hook a no-op).
+    fs::create_dir(dir.path().join("i")).unwrap();
+    for flag in ["--help", "-h"] {
+        let r = run_in(
+            dir.path(),
+            &[
+                "install",
+                "--local-install-dir",
+                "i",
+                "--host-install-dir",
+                "/h",
+                "--local-binary",
+                "/bin/true",
+                "--oci-hooks.local-dir",
+                "i",
+                "--oci-hooks.host-dir",
+                "/h",
+                "hook-args",
+                flag,
+            ],
+        );
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stdout
+                .starts_with("Everything after `hook-args` is the hook's own command line"),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stderr.contains(&format!(
+                "`{flag}` after `hook-args` on a complete install line: its help is shown above, \
+                 nothing was installed"
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(r.help().contains("remove it to install"), "{}", r.stderr);
+        assert_eq!(listing(dir.path()), ["i"]);
+    }
+    // Another mistake on the line is reported as such (clap's error), not as a complete line.
     let r = run_in(
         dir.path(),
-        &[
-            "install",
-            "--local-install-dir",
-            "i",
-            "--host-install-dir",
-            "/h",
-            "--dry-run",
-            "hook-args",
-            "--help",
-        ],
+        &["install", "--no-such-flag", "hook-args", "--help"],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("invalid hook arguments"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unexpected argument '--no-such-flag'"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("complete install line"), "{}", r.stderr);
+    assert_eq!(listing(dir.path()), ["i"]);
     let r = run_in(
         dir.path(),
         &[

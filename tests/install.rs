@@ -808,7 +808,7 @@ fn install_unwritable_install_dir_as_non_root_writes_nothing() {
     ----- stdout -----
     ----- stderr -----
     error: cannot install into `[TMP]/hostInstall` (`/opt/tetragon` on the host): Permission denied (os error 13)
-    help: choose another host directory, e.g. `--host-install-dir=/run/tetragon` (Helm: `rthooks.installDir`); note that /run is a tmpfs, so the hook binary and its log are gone after a reboot until this installer runs again
+    help: run it as root (runtime configs, hooks dirs and the install dir belong to root), or give it paths you may write
     ");
     assert_eq!(node.snapshot_files(), before);
 }
@@ -1397,7 +1397,7 @@ fn uninstall_removes_a_symlink_never_its_target() {
     assert_eq!(fs::read(&secret).unwrap(), b"SECRET-CONTENT\n");
 }
 
-/// `--local-binary` over the documented bound (128 MiB) is refused before anything is written,
+/// `--local-binary` over the documented bound (512 MiB) is refused before anything is written,
 /// checked on the opened file (a sparse file here, so nothing big is read).
 #[test]
 fn install_refuses_a_local_binary_over_the_size_bound() {
@@ -1406,13 +1406,13 @@ fn install_refuses_a_local_binary_over_the_size_bound() {
         .write(true)
         .open(node.source())
         .unwrap();
-    f.set_len((128 << 20) + 1).unwrap();
+    f.set_len((512 << 20) + 1).unwrap();
     drop(f);
     let before = node.snapshot_files();
     let out = node.install(&[]);
     let t = node.t(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(t.contains("over the 134217728-byte bound"), "{t}");
+    assert!(t.contains("over the 536870912-byte bound"), "{t}");
     assert!(t.contains("help: --local-binary"), "{t}");
     assert_eq!(node.snapshot_files(), before);
 }

@@ -88,6 +88,32 @@ fn synchronize_echoes_more_and_create_container_gets_the_hook() {
 }
 
 #[test]
+fn synchronize_of_5000_containers_split_as_containerd_splits_it_is_answered_in_order() {
+    let s = Setup::start(&[]);
+    let mut c = s.registered();
+    let pods = support::fake_nri::pods_bytes(2500);
+    let ctrs: Vec<Vec<u8>> = (0..5000)
+        .map(|i| {
+            let id = format!("{i:064x}");
+            support::fake_nri::container_bytes("app", &id, &format!("pod-{}", i / 2), 135)
+        })
+        .collect();
+    let messages = support::fake_nri::synchronize_requests(&pods, &ctrs);
+    assert!(messages.len() > 1, "65 MB of containers is split");
+    for (i, m) in messages.iter().enumerate() {
+        let more = i + 1 < messages.len();
+        assert!(m.len() <= support::fake_nri::TTRPC_MESSAGE_MAX);
+        assert_eq!(SynchronizeRequest::decode(m.as_slice()).unwrap().more, more);
+        let resp = c.call_as_containerd("Synchronize", m.clone());
+        let resp = SynchronizeResponse::decode(ok_payload(resp).as_slice()).unwrap();
+        assert_eq!(resp.more, more, "message {i} of {}", messages.len());
+    }
+    // Still serving: the next container gets the hook.
+    let resp = c.call("CreateContainer", create_request("nginx", "ctr-after-sync"));
+    assert_adds_hook(resp, "/opt/tetragon", &["--grpc-address", "unix:///t.sock"]);
+}
+
+#[test]
 fn unknown_methods_and_services_get_unimplemented() {
     let s = Setup::start(&[]);
     let mut c = s.registered();
@@ -234,7 +260,90 @@ fn a_runtime_that_never_comes_back_makes_the_plugin_fail() {
         log.contains("help: check that containerd runs with NRI enabled"),
         "{log}"
     );
-    assert!(log.contains("(attempt 2)"), "retries are logged: {log}");
+    // Retried at the fast pace (50 ms) all along, and said so once, in the final error.
+    let attempts: u64 = log
+        .split_once("for 500ms (")
+        .and_then(|(_, rest)| rest.split_once(" attempts"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no attempt count in the final error: {log}"));
+    assert!(attempts >= 5, "{attempts} attempts in 0.5 s: {log}");
+}
+
+#[test]
+fn a_refused_socket_costs_a_few_log_lines_not_one_per_attempt() {
+    let mut s = Setup::start(&["--nri-hook.give-up-after", "6"]);
+    // containerd is gone and its socket file stays behind: every attempt is ECONNREFUSED.
+    drop(s.listener.take());
+    assert_eq!(s.wait_exit(), 2, "{}", s.log());
+    let log = s.log();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" 01-tetragon: ") && l.contains("connect to `"))
+        .collect();
+    // The first failure in full, then one summary per 5 s (then the final error).
+    assert_eq!(failures.len(), 2, "{log}");
+    assert!(
+        failures[0].contains("cannot connect to `")
+            && failures[0].contains("Connection refused")
+            && failures[0].ends_with("(attempt 1)"),
+        "{log}"
+    );
+    assert!(
+        failures[1].contains("still failing: cannot connect to `")
+            && failures[1].contains("Connection refused")
+            && failures[1].contains(" attempts in 5 s)"),
+        "{log}"
+    );
+    assert!(log.contains("giving up"), "{log}");
+    let plugin_lines = log.lines().filter(|l| l.contains(" 01-tetragon: ")).count();
+    assert!(plugin_lines <= 3, "{log}");
+    // Yet it kept trying: 50 ms apart for 2 s, then backing off to 1 s.
+    let attempts: u64 = log
+        .split_once("for 6s (")
+        .and_then(|(_, rest)| rest.split_once(" attempts"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no attempt count in the final error: {log}"));
+    assert!((30..=60).contains(&attempts), "{attempts} attempts: {log}");
+}
+
+#[test]
+fn a_runtime_that_drops_the_plugin_right_after_registering_is_paced_and_given_up_on() {
+    let mut s = Setup::start(&["--nri-hook.give-up-after", "3"]);
+    // A broken runtime: it registers the plugin, then closes the connection at once, for ever.
+    let mut sessions = 0;
+    let started = Instant::now();
+    while s.child.wait_for(Duration::ZERO).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the plugin never gave up on a runtime that keeps dropping it ({sessions} sessions)"
+        );
+        let listener = s.listener.as_ref().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                let mut c = Conn::new(stream);
+                let (id, _) = c.register_request();
+                c.configure("");
+                c.reply_register(id);
+                sessions += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(s.wait_exit(), 2, "{}", s.log());
+    let log = s.log();
+    assert!(log.contains("giving up"), "{log}");
+    // 50 ms apart for 2 s, then backing off: not a reconnect per session end.
+    assert!((5..=60).contains(&sessions), "{sessions} sessions: {log}");
+    let dropped = log
+        .lines()
+        .filter(|l| l.contains("dropped the plugin"))
+        .count();
+    assert!((1..=3).contains(&dropped), "{log}");
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl Node {
         ChildGuard::new(child)
     }
 
-    /// Waits until the plugin's state file says it is registered.
+    /// Waits until the plugin's state file says it is registered, with the runtime's name.
     fn wait_registered(&self) {
         let path = self.install().join("tetragon-nri-hook.state");
         let deadline = Instant::now() + WAIT;
@@ -79,7 +79,12 @@ impl Node {
             let st: Option<Value> = fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            if st.as_ref().is_some_and(|s| s["registered"] == true) {
+            // `Configure` (the runtime's name) may come after the registration's reply: its
+            // write follows within a second.
+            if st
+                .as_ref()
+                .is_some_and(|s| s["registered"] == true && s["runtime_name"].is_string())
+            {
                 return;
             }
             assert!(
@@ -123,6 +128,97 @@ impl Node {
         assert_eq!(json["schema_version"], 1, "{json:#}");
         (out.status.code().unwrap(), json)
     }
+}
+
+impl Node {
+    /// `install --interface=oci-hooks` of the built hook into this node.
+    fn install_oci_hooks(&self) {
+        let out = support::cmd::run(&[
+            "install",
+            "--interface=oci-hooks",
+            "--local-binary",
+            support::hook_bin(),
+            "--local-install-dir",
+            &self.install().display().to_string(),
+            "--host-install-dir",
+            &self.install().display().to_string(),
+            "--oci-hooks.local-dir",
+            &self.hooks().display().to_string(),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// [`Node::status_code`] as a readiness probe in the deploy/ pods runs it: uid 0 with no
+    /// capabilities at all (`setpriv`: empty inheritable and bounding sets, so the exec leaves
+    /// none), in a mount namespace where every mount is read-only (`/`, `/tmp`, `/run`).
+    fn status_confined(&self, extra: &[&str]) -> (i32, Value) {
+        let mut argv = vec![
+            support::cmd::bin()
+                .get_program()
+                .to_string_lossy()
+                .into_owned(),
+            "status".to_owned(),
+            "--local-install-dir".to_owned(),
+            self.install().display().to_string(),
+            "--oci-hooks.local-dir".to_owned(),
+            self.hooks().display().to_string(),
+            "--local-binary".to_owned(),
+            support::hook_bin().to_owned(),
+            "--timeout".to_owned(),
+            "10s".to_owned(),
+            "--output".to_owned(),
+            "json".to_owned(),
+        ];
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        // Every mount read-only (submounts included), then prove it, then drop every capability.
+        let script = r#"set -e
+mount --make-rprivate /
+awk '{print $5}' /proc/self/mountinfo | sort -u | while read -r m; do
+  mount -o remount,bind,ro "$m" 2>/dev/null || true
+done
+for d in / /tmp /run; do
+  if touch "$d/.status-rw-probe" 2>/dev/null; then echo "$d is writable" >&2; exit 99; fi
+done
+exec setpriv --inh-caps=-all --bounding-set=-all -- sh -c 'grep -q "^CapEff:[[:space:]]*0000000000000000$" /proc/self/status || { echo caps left >&2; exit 98; }; exec "$@"' sh "$@"
+"#;
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--", "sh", "-c", script, "sh"])
+            .args(&argv)
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(code != 98 && code != 99, "not confined: {stderr}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let json: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}\nstderr: {stderr}"));
+        assert_eq!(json["exit_code"], code, "{json:#}");
+        (code, json)
+    }
+}
+
+/// The pid in the plugin's state file.
+fn plugin_pid(node: &Node) -> u64 {
+    let st: Value =
+        serde_json::from_slice(&fs::read(node.install().join("tetragon-nri-hook.state")).unwrap())
+            .unwrap();
+    st["pid"].as_u64().unwrap()
+}
+
+/// The ids of a JSON report's checks.
+fn ids(json: &Value) -> Vec<String> {
+    json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether `unshare` and `setpriv` are here to confine a run (and we are root to use them).
+fn can_confine() -> Option<()> {
+    (is_root() && support::skip::has_program("unshare") && support::skip::has_program("setpriv"))
+        .then_some(())
 }
 
 /// The check `id` of a JSON report.
@@ -290,7 +386,41 @@ fn status_on_containerd_2_1_names_the_refused_namespaces_when_the_agent_stops() 
     );
     assert_eq!(check(&json, "agent")["result"], "fail", "{json:#}");
 
+    // The readiness probe, as the pod runs it (no capabilities, read-only mounts): the plugin
+    // does its job, so the pod is ready though the agent is down. Its pid is checked without
+    // CAP_SYS_PTRACE (`/proc/<pid>/stat`: start time; `exe` is not readable then).
+    require!(can_confine(), "unshare/setpriv not found or not root");
+    let mut probe = strs(&flags);
+    probe.push("--probe");
+    let (code, json) = node.status_confined(&probe);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(check(&json, "nri-plugin")["result"], "ok", "{json:#}");
+    assert_eq!(check(&json, "runtime-config")["result"], "ok", "{json:#}");
+    assert_eq!(check(&json, "binary")["result"], "ok", "{json:#}");
+    for absent in ["agent", "danger", "hook-log"] {
+        assert!(!ids(&json).iter().any(|i| i == absent), "{json:#}");
+    }
+    // Killed (no clean exit): the probe fails, even confined.
+    let pid = plugin_pid(&node);
+    let state = fs::read(node.install().join("tetragon-nri-hook.state")).unwrap();
+    plugin.signal(libc::SIGKILL);
+    assert!(plugin.wait_for(WAIT).is_some());
+    assert_eq!(plugin_pid(&node), pid);
+    let (code, json) = node.status_confined(&probe);
+    assert_eq!(code, 2, "{json:#}");
+    assert!(
+        check(&json, "nri-plugin")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("not running"),
+        "{json:#}"
+    );
     // A clean exit removes the state file: no plugin, no danger.
+    let mut plugin = node.plugin(containerd.nri_socket());
+    let again = wait_state(&node.install().join("tetragon-nri-hook.state"), |v| {
+        v["pid"] != pid && v["registered"] == true
+    });
+    assert_ne!(serde_json::to_vec(&again).unwrap(), state);
     plugin.signal(libc::SIGTERM);
     assert!(plugin.wait_for(WAIT).is_some());
     assert!(!node.install().join("tetragon-nri-hook.state").exists());
@@ -374,8 +504,13 @@ fn status_on_podman_counts_hooked_containers_and_fails_on_a_missing_binary() {
     assert_eq!(check(&json, "hook-log")["result"], "warn", "{json:#}");
     let mut probe = flags.to_vec();
     probe.push("--ignore-warnings");
-    let (code, json) = node.status_code(&probe);
-    assert_eq!((code, json["exit_code"].as_i64()), (0, Some(1)), "{json:#}");
+    // The JSON's `exit_code` is the process's; `result` still says `warn`.
+    let (code, json) = node.status(&probe);
+    assert_eq!(
+        (code, &json["result"]),
+        (0, &Value::from("warn")),
+        "{json:#}"
+    );
     drop(agent);
 
     // The hook file points at a missing binary: fail, with the fix.
@@ -711,4 +846,333 @@ fn nri_state_file_records_the_runtime_and_adjustments_and_is_removed_on_sigterm(
     setup.child.signal(libc::SIGTERM);
     assert!(setup.child.wait_for(WAIT).is_some_and(|s| s.success()));
     assert!(!path.exists(), "the state file outlived a clean exit");
+}
+
+#[test]
+fn status_probe_stays_ready_with_the_agent_down_and_skip_takes_check_ids() {
+    let node = Node::new();
+    node.install_oci_hooks();
+    let agent = ["--grpc-address", &node.agent_address()];
+    // Agent down: a failure for an operator ...
+    let (code, json) = node.status(&agent);
+    assert_eq!(code, 2, "{json:#}");
+    assert_eq!(json["checks"][0]["id"], "danger", "{json:#}");
+    // ... but not for the readiness probe: the hook is in place and runs.
+    let mut probe = agent.to_vec();
+    probe.push("--probe");
+    let (code, json) = node.status(&probe);
+    assert_eq!(code, 0, "{json:#}");
+    assert_eq!(ids(&json), ["hook-file", "binary"], "{json:#}");
+    // `--skip agent` leaves out `danger` too; the rest stays.
+    let mut skip = agent.to_vec();
+    skip.extend(["--skip", "agent", "--skip", "binary,hook-file"]);
+    let (code, json) = node.status(&skip);
+    assert_eq!(
+        (code, ids(&json)),
+        (0, vec!["hook-log".to_owned()]),
+        "{json:#}"
+    );
+    // A refused container in the log is a warning: exit 1, or 0 with `--ignore-warnings`,
+    // and the JSON's `exit_code` is the one the process gives.
+    let now = oci_hook::log::rfc3339(std::time::SystemTime::now(), 3);
+    fs::write(
+        node.install().join("tetragon-oci-hook.log"),
+        format!("{{\"time\":\"{now}\",\"level\":\"error\",\"msg\":\"failing container\"}}\n"),
+    )
+    .unwrap();
+    let mut warned = agent.to_vec();
+    warned.extend(["--skip", "agent"]);
+    let (code, json) = node.status(&warned);
+    assert_eq!(
+        (code, &json["result"]),
+        (1, &Value::from("warn")),
+        "{json:#}"
+    );
+    warned.push("--ignore-warnings");
+    let (code, json) = node.status(&warned);
+    assert_eq!(
+        (code, &json["result"]),
+        (0, &Value::from("warn")),
+        "{json:#}"
+    );
+    // The same with the `--output-format` spelling.
+    let out = support::cmd::bin()
+        .args(["status", "--local-install-dir"])
+        .arg(node.install())
+        .arg("--oci-hooks.local-dir")
+        .arg(node.hooks())
+        .args([
+            "--probe",
+            "--output-format",
+            "json",
+            "--grpc-address",
+            &node.agent_address(),
+        ])
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (out.status.code(), &json["exit_code"]),
+        (Some(0), &Value::from(0))
+    );
+    // An id that is not a check: exit 2, the ids listed, nothing on stdout.
+    let out = support::cmd::run(&[
+        "status",
+        "--local-install-dir",
+        &node.install().display().to_string(),
+        "--skip",
+        "agnet",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("agnet") && stderr.contains("hook-log"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn status_ends_within_its_timeout_with_a_128_mib_binary_and_a_silent_agent() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let node = Node::new();
+    node.install_oci_hooks();
+    // The installed hook padded to 128 MiB (an ELF runs with bytes after it), and an image
+    // copy differing only in its last byte: the compare reads everything, then hashes both.
+    let installed = node.install().join("tetragon-oci-hook");
+    let mut bytes = fs::read(support::hook_bin()).unwrap();
+    bytes.resize(128 << 20, 0);
+    fs::write(&installed, &bytes).unwrap();
+    fs::set_permissions(&installed, fs::Permissions::from_mode(0o755)).unwrap();
+    *bytes.last_mut().unwrap() = 1;
+    let image = node.dir.path().join("image-copy");
+    fs::write(&image, &bytes).unwrap();
+    drop(bytes);
+    // Accepts connections and never says a word.
+    let _silent = std::os::unix::net::UnixListener::bind(node.agent_socket()).unwrap();
+    let start = Instant::now();
+    let out = support::cmd::bin()
+        .arg("status")
+        .arg("--local-install-dir")
+        .arg(node.install())
+        .arg("--oci-hooks.local-dir")
+        .arg(node.hooks())
+        .arg("--local-binary")
+        .arg(&image)
+        .args(["--grpc-address", &node.agent_address()])
+        .args(["--timeout", "300ms", "--output", "json"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::skip::to_real_stderr(&format!(
+        "measured: status --timeout 300ms, 128 MiB binary, silent agent: {took:?} wall, \
+         elapsed_ms {}\n",
+        json["elapsed_ms"]
+    ));
+    assert_eq!(out.status.code(), Some(2), "{json:#}");
+    // The agent got its slice (it ran beside the compare) and was found silent.
+    let agent = check(&json, "agent");
+    assert_eq!(agent["result"], "fail", "{json:#}");
+    assert!(text_of(agent).contains("did not answer"), "{json:#}");
+    // The compare (or the hashes of the two differing copies after it) was cut by the
+    // deadline: a warning saying what it found, not a broken binary.
+    let binary = check(&json, "binary");
+    assert_eq!(binary["result"], "warn", "{json:#}");
+    let said = text_of(binary);
+    assert!(
+        said.contains("within --timeout") || said.contains("--timeout reached"),
+        "{json:#}"
+    );
+    assert_eq!(json["checks"][0]["id"], "danger", "{json:#}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn status_does_not_run_a_hook_binary_another_user_could_have_planted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !is_root() {
+        skip!("not root");
+    }
+    let node = Node::new();
+    node.install_oci_hooks();
+    let installed = node.install().join("tetragon-oci-hook");
+    let marker = node.dir.path().join("ran");
+    let planted = format!(
+        "#!/bin/sh\ntouch {}\necho tetragon-oci-hook 0.0\n",
+        marker.display()
+    );
+    for how in ["owner", "dir-mode"] {
+        fs::remove_file(&installed).unwrap();
+        fs::write(&installed, &planted).unwrap();
+        fs::set_permissions(&installed, fs::Permissions::from_mode(0o755)).unwrap();
+        match how {
+            "owner" => std::os::unix::fs::chown(&installed, Some(65534), Some(65534)).unwrap(),
+            _ => fs::set_permissions(node.install(), fs::Permissions::from_mode(0o777)).unwrap(),
+        }
+        let (code, json) = node.status(&["--grpc-address", &node.agent_address()]);
+        assert_eq!(code, 2, "{how}: {json:#}");
+        let binary = check(&json, "binary");
+        assert_eq!(binary["result"], "fail", "{how}: {json:#}");
+        assert!(
+            binary["summary"].as_str().unwrap().contains("not run"),
+            "{how}: {json:#}"
+        );
+        assert!(binary["help"].as_str().unwrap().contains("chown root:root"));
+        let why = text_of(&binary["evidence"]);
+        match how {
+            "owner" => assert!(why.contains("uid 65534"), "{why}"),
+            _ => assert!(why.contains("writable by group or others"), "{why}"),
+        }
+        assert!(
+            check(&json, "agent")["summary"]
+                .as_str()
+                .unwrap()
+                .contains("not asked"),
+            "{json:#}"
+        );
+        // Not asked is not unreachable: no danger claimed.
+        assert!(!ids(&json).iter().any(|i| i == "danger"), "{json:#}");
+        assert!(!marker.exists(), "{how}: status ran the planted binary");
+    }
+}
+
+#[test]
+fn status_merges_imports_as_the_containerd_release_given_found_or_guessed() {
+    let release = Release::V2_1;
+    let bin_dir = require!(
+        support::runtimes::bin_dir(release),
+        support::runtimes::missing(release)
+    );
+    let node = Node::new();
+    let config = node.dir.path().join("config.toml");
+    fs::write(&config, "version = 2\n").unwrap();
+    let note = |path: &std::ffi::OsStr, extra: &[&str]| {
+        let out = support::cmd::bin()
+            .env("PATH", path)
+            .args(["status", "--interface", "nri-hook", "--output", "json"])
+            .arg("--local-install-dir")
+            .arg(node.install())
+            .arg("--config-file")
+            .arg(&config)
+            .args([
+                "--nri-hook.socket",
+                "/nonexistent/nri.sock",
+                "--skip",
+                "agent",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        text_of(&check(&json, "runtime-config")["evidence"])
+    };
+    let with_containerd = std::env::join_paths([bin_dir, PathBuf::from("/usr/bin")]).unwrap();
+    let said = note(&with_containerd, &["--containerd-version", "1.7"]);
+    assert!(
+        said.contains("as containerd 1.7 does (--containerd-version)"),
+        "{said}"
+    );
+    let said = note(&with_containerd, &[]);
+    assert!(
+        said.contains("as containerd 2.1 does (`containerd --version`)"),
+        "{said}"
+    );
+    let said = note(std::ffi::OsStr::new("/nonexistent"), &[]);
+    assert!(said.contains("no `containerd` on PATH"), "{said}");
+}
+
+#[test]
+fn status_ends_within_its_timeout_while_containerd_imports_are_still_being_read() {
+    // Thirty imported files of 8,000 keys each: seconds to read and merge in a debug build.
+    let node = Node::new();
+    let imports = node.dir.path().join("conf.d");
+    fs::create_dir(&imports).unwrap();
+    let keys: String = (0..8000)
+        .map(|j| format!("k{j} = \"xxxxxxxxxxxxxxxx\"\n"))
+        .collect();
+    for i in 0..30 {
+        fs::write(
+            imports.join(format!("{i:02}.toml")),
+            format!("version = 2\n[plugins.\"io.containerd.nri.v1.nri\"]\n{keys}"),
+        )
+        .unwrap();
+    }
+    let config = node.dir.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "version = 2\nimports = [\"{}/*.toml\"]\n",
+            imports.display()
+        ),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let out = support::cmd::bin()
+        .args(["status", "--interface", "nri-hook", "--skip", "agent"])
+        .arg("--local-install-dir")
+        .arg(node.install())
+        .arg("--config-file")
+        .arg(&config)
+        .args(["--timeout", "300ms", "--output", "json"])
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::skip::to_real_stderr(&format!(
+        "measured: status --timeout 300ms, 30 imports of 8,000 keys: {took:?} wall\n"
+    ));
+    let c = check(&json, "runtime-config");
+    assert_eq!(c["result"], "warn", "{json:#}");
+    assert_eq!(c["summary"], "not finished within --timeout", "{json:#}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn status_colours_only_a_terminal_and_not_with_no_color() {
+    require!(
+        support::skip::has_program("script").then_some(()),
+        "`script` (util-linux) not found"
+    );
+    let node = Node::new();
+    node.install_oci_hooks();
+    let bin = support::cmd::bin()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
+    let cmd = format!(
+        "{bin} status --local-install-dir {} --oci-hooks.local-dir {} --probe",
+        node.install().display(),
+        node.hooks().display()
+    );
+    // `script` runs it on a pseudo-terminal.
+    let on_tty = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("TERM", "xterm")
+            .env_remove("NO_COLOR")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = on_tty(&[]);
+    assert!(text.contains("\x1b[32mOK  \x1b[0m"), "{text:?}");
+    for env in [[("NO_COLOR", "1")], [("TERM", "dumb")]] {
+        let text = on_tty(&env);
+        assert!(
+            text.contains("OK ") && !text.contains('\x1b'),
+            "{env:?}: {text:?}"
+        );
+    }
+    let piped = support::cmd::bin()
+        .args(["status", "--probe", "--local-install-dir"])
+        .arg(node.install())
+        .arg("--oci-hooks.local-dir")
+        .arg(node.hooks())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(text.contains("OK ") && !text.contains('\x1b'), "{text:?}");
 }

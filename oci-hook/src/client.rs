@@ -8,13 +8,11 @@
 //! critical path of container start); give an IP address.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,56 +21,7 @@ use tonic::codegen::http;
 use crate::proto::fine_guidance_sensors_client::FineGuidanceSensorsClient;
 use crate::proto::{GetVersionRequest, RuntimeHookRequest};
 
-/// A parsed `--grpc-address`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
-    /// `unix:///path` or `unix:path`.
-    Unix(PathBuf),
-    /// `host:port` with an IP address or `localhost`.
-    Tcp(SocketAddr),
-}
-
-impl Address {
-    /// Parses `unix:///abs/path`, `unix:/abs/path`, `unix:rel/path` or `host:port` (IP literal or
-    /// `localhost`, IPv6 in brackets).
-    pub fn parse(s: &str) -> anyhow::Result<Self> {
-        if let Some(rest) = s.strip_prefix("unix://") {
-            if !rest.starts_with('/') {
-                bail!(
-                    "`{s}`: `unix://` needs an absolute path\nhelp: write `unix:///path/to/socket` or `unix:relative/path`"
-                );
-            }
-            return Ok(Self::Unix(PathBuf::from(rest)));
-        }
-        if let Some(rest) = s.strip_prefix("unix:") {
-            if rest.is_empty() {
-                bail!("`{s}`: empty socket path");
-            }
-            return Ok(Self::Unix(PathBuf::from(rest)));
-        }
-        let hostport = s
-            .strip_prefix("tcp://")
-            .or_else(|| s.strip_prefix("http://"))
-            .unwrap_or(s);
-        let Some((host, port)) = hostport.rsplit_once(':') else {
-            bail!(
-                "`{s}` is neither `unix:` nor `host:port`\nhelp: write `unix:///var/run/tetragon/tetragon.sock` or `127.0.0.1:54321`"
-            );
-        };
-        let port: u16 = port
-            .parse()
-            .map_err(|_| anyhow!("`{s}`: invalid port `{port}`"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let ip = if host.is_empty() || host == "localhost" {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            host.parse::<IpAddr>().map_err(|_| {
-                anyhow!("`{s}`: host `{host}` is not an IP address\nhelp: the hook resolves no host names but `localhost`")
-            })?
-        };
-        Ok(Self::Tcp(SocketAddr::new(ip, port)))
-    }
-}
+pub use crate::address::Address;
 
 /// A tonic transport made of one HTTP/2 connection (also what the end-to-end tests' CRI client
 /// talks through).

@@ -44,21 +44,34 @@
 //! the fail policy decides, and with no annotations known the namespace rules fail the container
 //! (as upstream does). `--disable-grpc` skips both the call and the policy.
 
+pub mod address;
 pub mod args;
+#[cfg(feature = "client")]
 pub mod client;
+pub mod file;
 pub mod log;
+#[cfg(feature = "client")]
 pub mod policy;
+#[cfg(feature = "client")]
 pub mod proto;
+#[cfg(feature = "client")]
 pub mod spec;
 
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "client")]
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+#[cfg(feature = "client")]
+use std::time::{Instant, SystemTime};
 
+#[cfg(feature = "client")]
 use serde_json::Value;
 
-use self::args::{Config, Parsed};
+#[cfg(feature = "client")]
+use self::args::Config;
+use self::args::Parsed;
+#[cfg(feature = "client")]
 use self::log::{Level, Logger};
 
 /// What the binary prints and the status it exits with.
@@ -95,20 +108,43 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
 }
 
 /// The hidden command with which `tetragon-oci-hook-setup install` has the hook it installs
-/// check `--fail-cel-expr`. It reads no stdin and writes no log. The answer is a line on stdout,
-/// [`CHECK_CEL_VALID`] (exit 0) or [`CHECK_CEL_INVALID`] (exit 2, the reason on stderr): a
-/// binary that is not this hook, or an older hook without the command (which exits 0 for an
-/// unknown hook name), gives neither, so the caller can tell "valid" from "not checked".
+/// check `--fail-cel-expr` and `--fail-allow-namespaces-regex`. It reads no stdin and writes no
+/// log. The answer is a line on stdout, [`CHECK_CEL_VALID`] (exit 0: they compile) or
+/// [`CHECK_CEL_INVALID`] (exit 2: one does not; on stderr then, the problem of each invalid
+/// regex on its own line, else the CEL expression's reason). A binary that is not this hook, or
+/// an older hook without the command (which exits 0 for an unknown hook name), gives neither, so
+/// the caller can tell "valid" from "not checked".
 pub const CHECK_CEL: &str = "check-cel";
 
-/// `check-cel`'s stdout line when the expression compiles (or there is none).
+/// `check-cel`'s stdout line when everything it was given compiles (or there is nothing).
 pub const CHECK_CEL_VALID: &str = "tetragon-oci-hook check-cel: valid";
 
-/// `check-cel`'s stdout line when the expression does not compile.
+/// `check-cel`'s stdout line when something it was given does not compile.
 pub const CHECK_CEL_INVALID: &str = "tetragon-oci-hook check-cel: invalid";
 
-fn check_cel(cfg: &Config) -> Outcome {
-    let result = match &cfg.fail_cel_expr {
+#[cfg(feature = "client")]
+fn check_cel(parsed: &Parsed) -> Outcome {
+    let invalid = |stderr: String| Outcome {
+        stdout: format!("{CHECK_CEL_INVALID}\n"),
+        stderr,
+        code: 2,
+    };
+    // Regexes first, each problem on its own line as `--fail-allow-namespaces-regex` names it
+    // (the setup tool shows those lines as they are); then the CEL expression's reason alone.
+    let regex_problems: Vec<&str> = parsed
+        .diagnostics
+        .iter()
+        .filter(|d| {
+            d.source == "command line"
+                && d.message
+                    .starts_with("invalid `--fail-allow-namespaces-regex`")
+        })
+        .map(|d| d.message.as_str())
+        .collect();
+    if !regex_problems.is_empty() {
+        return invalid(format!("{}\n", regex_problems.join("\n")));
+    }
+    let result = match &parsed.config.fail_cel_expr {
         Some(expr) => policy::check_cel(expr),
         None => Ok(()),
     };
@@ -117,14 +153,11 @@ fn check_cel(cfg: &Config) -> Outcome {
             stdout: format!("{CHECK_CEL_VALID}\n"),
             ..Outcome::default()
         },
-        Err(e) => Outcome {
-            stdout: format!("{CHECK_CEL_INVALID}\n"),
-            stderr: format!("{e:#}\n"),
-            code: 2,
-        },
+        Err(e) => invalid(format!("{e:#}\n")),
     }
 }
 
+#[cfg(feature = "client")]
 /// Runs the hook with `args` (without the program name), reading the OCI state from stdin.
 pub fn run(args: &[String]) -> Outcome {
     let start = SystemTime::now();
@@ -181,7 +214,7 @@ pub fn run(args: &[String]) -> Outcome {
         }
     }
     if hook == Some(CHECK_CEL) {
-        return check_cel(cfg);
+        return check_cel(&parsed);
     }
     // A terminal on stdin is a person, not a runtime (which gives the OCI state on a pipe or
     // file): a mistake of theirs is an error with its fix, and the hook does not run. What a
@@ -319,18 +352,22 @@ fn explain(diagnostics: &[args::Diagnostic], person: bool) -> String {
 /// lock, slow CEL, huge spec, silent agent, stalled stdin).
 pub const GRACE: Duration = Duration::from_secs(1);
 
+#[cfg(feature = "client")]
 /// Time kept at the end of the budget for logging (at most [`log::LOCK_WAIT`] on the lock) and
 /// exiting, after the fail check.
 const TAIL: Duration = Duration::from_millis(250);
 
+#[cfg(feature = "client")]
 /// How long before the end of the budget the watchdog ends the process (room for the exit).
 const CUT_OFF_MARGIN: Duration = Duration::from_millis(100);
 
+#[cfg(feature = "client")]
 /// The exit status if the watchdog has to end the process: 1 (fail the container) until the
 /// agent accepted the container, the namespace rules allow it (known once the spec is read:
 /// they decide when the CEL expression cannot) or the fail check allowed it.
 static CUT_OFF_CODE: AtomicU8 = AtomicU8::new(1);
 
+#[cfg(feature = "client")]
 /// The time budget of one `createRuntime` run: it ends at start + `--grpc-timeout` + [`GRACE`].
 /// Reading stdin and the agent call stop early enough to leave room for the fail check
 /// (`--fail-cel-timeout` when a CEL expression is set) and the final log lines.
@@ -340,6 +377,7 @@ struct Budget {
     reserve: Duration,
 }
 
+#[cfg(feature = "client")]
 impl Budget {
     fn new(started: Instant, cfg: &Config) -> Self {
         // A long `--fail-cel-timeout` does not eat into the agent call's time: the fail check
@@ -421,6 +459,7 @@ impl Budget {
     }
 }
 
+#[cfg(feature = "client")]
 fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     match client::server_version(&cfg.grpc_address, cfg.grpc_timeout) {
         Ok(version) => {
@@ -445,6 +484,7 @@ fn server_version(cfg: &Config, log: &mut Logger) -> Outcome {
     }
 }
 
+#[cfg(feature = "client")]
 fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Budget) -> Outcome {
     log.with("hook", args::CREATE_RUNTIME);
     log.with("start-time", log::rfc3339(start, 9));
@@ -568,6 +608,7 @@ fn create_runtime(cfg: &Config, log: &mut Logger, start: SystemTime, budget: &Bu
 
 /// The fail policy of `cfg`; the CEL child may use `--fail-cel-timeout` of CPU time and is
 /// stopped when the budget (but its tail) is spent.
+#[cfg(feature = "client")]
 fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
     policy::Policy {
         namespace_keys: cfg.annotations_namespace_keys.clone(),
@@ -582,6 +623,7 @@ fn fail_policy(cfg: &Config, budget: &Budget) -> policy::Policy {
     }
 }
 
+#[cfg(feature = "client")]
 fn fail_check(
     cfg: &Config,
     log: &mut Logger,

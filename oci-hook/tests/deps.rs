@@ -84,3 +84,63 @@ fn the_hook_depends_on_nothing_of_the_setup_package() {
     }
     assert!(setup.contains("tetragon-oci-hook"));
 }
+
+/// Crates only the hook binary needs (the `client` feature): the setup tool validates hook
+/// arguments without them, and runs the installed hook for what needs them (CEL, the agent).
+const CLIENT_ONLY: &[&str] = &[
+    "tokio",
+    "hyper",
+    "hyper-util",
+    "tonic",
+    "tower-service",
+    "cel",
+    "regex",
+    "regex-automata",
+    "regex-syntax",
+];
+
+/// Names in `cargo tree -p <package> -e normal`: unlike `cargo metadata`, whose resolve unifies
+/// the features of every workspace member, this resolves features as building that package alone
+/// does (what the image build and `scripts/bench-process.sh` do for the setup binary).
+fn tree_alone(package: &str) -> BTreeSet<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
+        .args(["--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_setup_package_links_no_grpc_client_cel_or_regex_engine() {
+    let setup = tree_alone("tetragon-rthooks");
+    // The walk sees the hook's library and what the setup tool does need.
+    for expected in ["tetragon-oci-hook", "toml_edit", "prost"] {
+        assert!(
+            setup.contains(expected),
+            "{expected} missing from {setup:?}"
+        );
+    }
+    let found: Vec<_> = CLIENT_ONLY.iter().filter(|c| setup.contains(**c)).collect();
+    assert!(
+        found.is_empty(),
+        "the setup package's tree gained {found:?}: depend on `tetragon-oci-hook` with \
+         `default-features = false` and keep these behind its `client` feature"
+    );
+    // The hook built alone still has every one of them (its default `client` feature).
+    let hook = tree_alone("tetragon-oci-hook");
+    let missing: Vec<_> = CLIENT_ONLY.iter().filter(|c| !hook.contains(**c)).collect();
+    assert!(missing.is_empty(), "the hook lost {missing:?}");
+}

@@ -35,7 +35,7 @@ const CONTAINERD_SPEC: &str = r#"{
   "annotations": {
     "io.kubernetes.cri.container-type": "container",
     "io.kubernetes.cri.container-name": "app",
-    "io.kubernetes.cri.image-name": "docker.io/library/nginx:1.27",
+    "io.kubernetes.cri.image-name": "localhost/library/nginx:1.27",
     "io.kubernetes.cri.sandbox-name": "web-0",
     "io.kubernetes.cri.sandbox-namespace": "shop",
     "io.kubernetes.cri.sandbox-uid": "6b1f-uid",
@@ -55,7 +55,7 @@ const CRIO_SPEC: &str = r#"{
   "annotations": {
     "io.kubernetes.container.name": "sidecar",
     "io.kubernetes.cri-o.ContainerID": "828977b42e31",
-    "io.kubernetes.cri-o.ImageName": "quay.io/org/sidecar@sha256:0123",
+    "io.kubernetes.cri-o.ImageName": "localhost/org/sidecar@sha256:0123",
     "io.kubernetes.pod.name": "db-1",
     "io.kubernetes.pod.namespace": "data",
     "io.kubernetes.pod.uid": "d4e7-uid"
@@ -228,7 +228,7 @@ fn agent_receives_every_field_from_a_containerd_spec() {
     assert_eq!(cc.root_dir, case.bundle().join("rootfs").to_str().unwrap());
     assert_eq!(cc.container_name, "app");
     assert_eq!(cc.container_id, "");
-    assert_eq!(cc.container_image, "docker.io/library/nginx:1.27");
+    assert_eq!(cc.container_image, "localhost/library/nginx:1.27");
     assert_eq!(cc.pod_name, "web-0");
     assert_eq!(cc.pod_uid, "6b1f-uid");
     assert_eq!(cc.pod_namespace, "shop");
@@ -261,7 +261,7 @@ fn agent_receives_every_field_from_a_crio_spec() {
     assert_eq!(cc.root_dir, "/var/lib/containers/storage/overlay/l1/merged");
     assert_eq!(cc.container_name, "sidecar");
     assert_eq!(cc.container_id, "828977b42e31");
-    assert_eq!(cc.container_image, "quay.io/org/sidecar@sha256:0123");
+    assert_eq!(cc.container_image, "localhost/org/sidecar@sha256:0123");
     assert_eq!(cc.pod_name, "db-1");
     assert_eq!(cc.pod_uid, "d4e7-uid");
     assert_eq!(cc.pod_namespace, "data");
@@ -1308,6 +1308,55 @@ fn check_cel_command_compiles_the_expression_and_writes_nothing() {
         format!("{}\n", oci_hook::CHECK_CEL_INVALID)
     );
     assert!(!log.exists(), "check-cel must not write the hook log");
+}
+
+/// `check-cel` also compiles each `--fail-allow-namespaces-regex` as the fail check does (the
+/// setup tool links no regex engine and relies on this): an invalid one exits 2 with one line
+/// naming it, before any CEL reason; valid regexes (a `\p{..}` class, a value starting with `-`)
+/// pass.
+#[test]
+fn check_cel_command_rejects_an_invalid_namespace_regex_by_name() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tetragon-oci-hook"))
+            .args(["--log-fname", "/dev/null"])
+            .args(args)
+            .arg("check-cel")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let ok = run(&[
+        "--fail-allow-namespaces-regex=^\\p{Greek}+$",
+        "--fail-allow-namespaces-regex=-ns",
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        format!("{}\n", oci_hook::CHECK_CEL_VALID)
+    );
+    let bad = run(&[
+        "--fail-allow-namespaces-regex=ok",
+        "--fail-allow-namespaces-regex=(unclosed",
+        "--fail-cel-expr",
+        "annotations[",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stdout),
+        format!("{}\n", oci_hook::CHECK_CEL_INVALID)
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .starts_with("invalid `--fail-allow-namespaces-regex` `(unclosed`: regex parse error"),
+        "{stderr}"
+    );
 }
 
 // ---- hardening: every run ends within `--grpc-timeout` + 1 s, whatever it is given ----

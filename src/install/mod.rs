@@ -7,13 +7,15 @@
 //! (`--host-install-dir`), since the runtime reading the hook file runs on the host. Applying the
 //! plan is atomic per file and undone as a whole if a step fails.
 //!
-//! Files already in the hooks dir or install dir are read through [`crate::plan::read_current`]:
-//! a symlink there is never followed (it is replaced or removed itself, and the diff never shows
-//! what it points to), a FIFO, socket or device is never opened, and reads are bounded
-//! ([`crate::plan::MAX_TEXT_FILE`] for the hook file, [`MAX_BINARY_FILE`] for the binary). The
-//! source binary may be a symlink, but must be a regular file no larger than
-//! [`MAX_BINARY_FILE`], checked with `stat` before it is opened and with `fstat` on the
-//! descriptor opened `O_NONBLOCK`.
+//! Files already in the hooks dir or install dir are looked at through
+//! [`crate::plan::read_current`] (the hook file, read up to [`crate::plan::MAX_TEXT_FILE`]) and
+//! [`crate::plan::read_current_binary`] (the binary, held open and compared chunk by chunk, never
+//! read whole): a symlink there is never followed (it is replaced or removed itself, and the diff
+//! never shows what it points to), a FIFO, socket or device is never opened. The source binary
+//! may be a symlink, but must be a regular file no larger than [`MAX_BINARY_FILE`], checked with
+//! `stat` before it is opened and with `fstat` on the descriptor opened `O_NONBLOCK`; it is kept
+//! open, hashed in chunks and copied with `copy_file_range` (memory stays at a few 256 KiB
+//! buffers whatever its size), and a change to it between the hash and the copy fails the copy.
 //!
 //! [`plan_uninstall`] removes both files; [`Installation::undo_plan`] removes them only while
 //! they still hold what was written (for `--daemonize`). Overlapping `--daemonize` installers
@@ -25,14 +27,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::error::{WithHelp, help_error};
 
 use crate::defaults::BINARY_NAME;
 use crate::hook_invocation::HookInvocation;
 use crate::hook_json::{self, HookFile};
-use crate::plan::{FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
+use crate::plan::{Blob, Contents, FileInstall, FileRemove, MAX_BINARY_FILE, Plan, Step};
 
 mod leases;
 pub use self::leases::{
@@ -73,7 +75,7 @@ pub struct Installation {
     pub notes: Vec<String>,
     /// How the runtime runs the hook (what the hook file says).
     pub invocation: HookInvocation,
-    binary: Vec<u8>,
+    binary: Blob,
     hook_json: Vec<u8>,
 }
 
@@ -88,10 +90,9 @@ impl Installation {
                     Some(self.hook_json.clone()),
                     true,
                 )?),
-                Step::Remove(FileRemove::new(
+                Step::Remove(FileRemove::binary(
                     self.binary_path.clone(),
                     Some(self.binary.clone()),
-                    false,
                 )?),
             ],
         })
@@ -113,13 +114,16 @@ pub fn plan_install(opts: &InstallOptions) -> anyhow::Result<Installation> {
 
     let binary_path = opts.local_install_dir.join(name);
     let hook_path = opts.hooks_dir.join(format!("{name}.json"));
-    let copy = FileInstall::new(
-        Some(opts.local_binary.clone()),
+    let copy = FileInstall::copy_of_file(
+        opts.local_binary.clone(),
+        binary,
         binary_path.clone(),
-        binary.clone(),
         BINARY_MODE,
-        false,
     )?;
+    let Contents::Copy(binary) = &copy.contents else {
+        bail!("internal error: the binary copy holds no file (please report this)");
+    };
+    let binary = binary.clone();
     let write = FileInstall::new(
         None,
         hook_path.clone(),
@@ -166,12 +170,11 @@ pub fn plan_install_binary(
     let binary = read_binary(local_binary)?;
     check_install_dir(local_install_dir, host_install_dir)?;
     let binary_path = local_install_dir.join(name);
-    let copy = FileInstall::new(
-        Some(local_binary.to_owned()),
-        binary_path.clone(),
+    let copy = FileInstall::copy_of_file(
+        local_binary.to_owned(),
         binary,
+        binary_path.clone(),
         BINARY_MODE,
-        false,
     )?;
     Ok(BinaryInstall {
         plan: Plan {
@@ -210,11 +213,7 @@ pub fn plan_uninstall(opts: &UninstallOptions) -> anyhow::Result<Plan> {
                 None,
                 true,
             )?),
-            Step::Remove(FileRemove::new(
-                opts.local_install_dir.join(name),
-                None,
-                false,
-            )?),
+            Step::Remove(FileRemove::binary(opts.local_install_dir.join(name), None)?),
         ],
     })
 }
@@ -250,23 +249,40 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
 
 /// Validates the hook's arguments strictly, as `install` does before writing anything: a typo in
 /// the hook's flags fails the install (one pod) now, rather than every container on the node
-/// later. A `--fail-cel-expr` is compiled by `binary`, the hook about to be installed (its hidden
-/// `check-cel` command), so this tool carries no CEL engine. Only the hook's answer line on
-/// stdout counts ([`oci_hook::CHECK_CEL_VALID`] with exit 0, [`oci_hook::CHECK_CEL_INVALID`]
-/// with exit 2): a binary that cannot be run here, does not answer in time, or is not our hook
-/// (or an older one without `check-cel`, which exits 0 for any unknown hook name) leaves the
-/// expression unchecked, and the returned warning says so.
+/// later. A `--fail-cel-expr` and each `--fail-allow-namespaces-regex` are compiled by `binary`,
+/// the hook about to be installed (its hidden `check-cel` command), so this tool carries no CEL
+/// or regex engine. Only the hook's answer line on stdout counts ([`oci_hook::CHECK_CEL_VALID`]
+/// with exit 0, [`oci_hook::CHECK_CEL_INVALID`] with exit 2): a binary that cannot be run here,
+/// does not answer in time, or is not our hook (or an older one without `check-cel`, which exits
+/// 0 for any unknown hook name) leaves them unchecked, and the returned warning says so. (A hook
+/// that answers but predates the regex check would pass a bad regex; the hook itself then logs
+/// it at every start and keeps its default.)
 pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
-    let Some(expr) = oci_hook::args::validate_args_but_cel(args)? else {
+    let expr = oci_hook::args::validate_args_but_cel(args)?;
+    let regexes = oci_hook::args::parse(args, Path::new("/"), None)
+        .config
+        .fail_allow_namespaces_regex;
+    if expr.is_none() && regexes.is_empty() {
         return Ok(None);
+    }
+    let what = match (&expr, regexes.is_empty()) {
+        (Some(_), true) => "`--fail-cel-expr`",
+        (None, _) => "`--fail-allow-namespaces-regex`",
+        (Some(_), false) => "`--fail-cel-expr` and `--fail-allow-namespaces-regex`",
     };
     let unchecked = |why: String| {
         Ok(Some(format!(
-            "could not check the CEL expression with `{}`: {why}; `--fail-cel-expr` is not checked",
+            "could not check the CEL expression with `{}`: {why}; {what} is not checked",
             binary.display()
         )))
     };
-    match run_check_cel(binary, &expr) {
+    match run_check_cel(binary, expr.as_deref(), &regexes) {
+        // The hook names a bad regex's flag itself, one line each; a CEL reason comes alone.
+        Ok(CheckCel::Invalid(reason)) if reason.starts_with(REGEX_PROBLEM) => Err(help_error(
+            format!("invalid hook arguments:\n{reason}"),
+            "the value is a regex (RE2 syntax, as upstream's): put `\\` before `(`, `[`, `{`, \
+             `.` or `*` meant literally, or list plain names with `--fail-allow-namespaces`",
+        )),
         Ok(CheckCel::Invalid(reason)) => Err(help_error(
             format!("invalid hook arguments:\ninvalid `--fail-cel-expr`: {reason}"),
             "fix the expression at the column shown: it is CEL and must give a bool (true fails \
@@ -287,6 +303,9 @@ pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Opti
     }
 }
 
+/// How the hook's `check-cel` starts the line of an invalid regex.
+const REGEX_PROBLEM: &str = "invalid `--fail-allow-namespaces-regex`";
+
 /// How long the hook binary may take to compile a CEL expression for [`validate_hook_args`]
 /// (it answers in milliseconds; a binary that hangs must not stall an install or `Configure`).
 pub const CHECK_CEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -299,12 +318,23 @@ enum CheckCel {
     NotUnderstood(std::process::ExitStatus),
 }
 
-/// Runs `binary --fail-cel-expr EXPR check-cel`, bounded by [`CHECK_CEL_TIMEOUT`].
-fn run_check_cel(binary: &Path, expr: &str) -> std::io::Result<CheckCel> {
+/// Runs `binary [--fail-cel-expr EXPR] [--fail-allow-namespaces-regex RE]... check-cel`,
+/// bounded by [`CHECK_CEL_TIMEOUT`].
+fn run_check_cel(
+    binary: &Path,
+    expr: Option<&str>,
+    regexes: &[String],
+) -> std::io::Result<CheckCel> {
     let mut command = std::process::Command::new(binary);
-    command
-        .args(["--log-fname", "/dev/null", "--fail-cel-expr", expr])
-        .arg(oci_hook::CHECK_CEL);
+    command.args(["--log-fname", "/dev/null"]);
+    if let Some(expr) = expr {
+        command.args(["--fail-cel-expr", expr]);
+    }
+    for re in regexes {
+        // `=`: a regex starting with `-` stays a value.
+        command.arg(format!("--fail-allow-namespaces-regex={re}"));
+    }
+    command.arg(oci_hook::CHECK_CEL);
     let Some((status, stdout, stderr)) =
         crate::sys::run_bounded_with_stdout(&mut command, CHECK_CEL_TIMEOUT)?
     else {
@@ -373,9 +403,9 @@ fn host_dir_str(host_dir: &Path) -> anyhow::Result<&str> {
 /// Reads the hook binary to install: a regular file after its own symlink (the image's
 /// `/usr/bin/tetragon-oci-hook` may be a link), checked with `stat` before it is opened (a
 /// device is never opened), opened `O_NONBLOCK` so a FIFO swapped in never hangs, checked
-/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes.
-fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
+/// again with `fstat` on the opened descriptor, at most [`MAX_BINARY_FILE`] bytes. It is kept
+/// open and hashed in chunks, never read whole: the copy is streamed from it when applied.
+fn read_binary(path: &Path) -> anyhow::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let help = format!(
         "--local-binary names the hook binary to install (default \
@@ -412,27 +442,14 @@ fn read_binary(path: &Path) -> anyhow::Result<Vec<u8>> {
             help,
         ));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_BINARY_FILE + 1)
-        .read_to_end(&mut bytes)
-        .with_help(ctx, &help)?;
-    if bytes.len() as u64 > MAX_BINARY_FILE {
-        return Err(help_error(
-            format!(
-                "the hook binary `{}` grew over the {MAX_BINARY_FILE}-byte bound while it was \
-             read",
-                path.display()
-            ),
-            help,
-        ));
-    }
-    if bytes.is_empty() {
+    if meta.len() == 0 {
         return Err(help_error(
             format!("the hook binary `{}` is empty", path.display()),
             help,
         ));
     }
-    Ok(bytes)
+    // Any write to it from now on (its size, mtime or ctime) fails the hash or the copy.
+    Ok(file)
 }
 
 fn dir_state(dir: &Path) -> anyhow::Result<crate::sys::DirState> {
@@ -502,6 +519,11 @@ fn check_install_dir(local: &Path, host: &Path) -> anyhow::Result<()> {
         ));
     }
     if let Some(e) = state.not_writable {
+        // Refused to this user: the fix is who runs it (as for every command), not another dir.
+        let help = match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => crate::error::os_error_help(&e).unwrap_or(help),
+            _ => help,
+        };
         return Err(help_error(
             format!("cannot install into {where_}: {e}"),
             help,

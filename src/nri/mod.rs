@@ -9,8 +9,9 @@
 //! Two ways to run:
 //! - [`run_external`]: connect to the runtime's NRI socket (without blocking: a runtime that
 //!   accepts nothing is a failed attempt), and after the connection drops, reconnect every
-//!   [`FAST_RETRY_INTERVAL`], then [`RETRY_INTERVAL`] (the socket file may be missing or stale
-//!   while containerd restarts) until [`ExternalOptions::give_up_after`] passes without a
+//!   [`FAST_RETRY_INTERVAL`] for [`FAST_RETRY_FOR`], then backing off from [`RETRY_INTERVAL`]
+//!   to [`MAX_RETRY_INTERVAL`] (the socket file may be missing or stale while containerd
+//!   restarts; see [`Outage`]) until [`ExternalOptions::give_up_after`] passes without a
 //!   registration; then fail, so that kubelet restarts the pod (a bind-mounted socket keeps its
 //!   old inode; only a new mount helps). The give-up clock starts when registration is lost,
 //!   however the session ended (EOF, I/O or protocol error, a runtime that stopped reading).
@@ -58,8 +59,19 @@ use crate::hook_invocation::HookInvocation;
 pub const FAST_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 /// How long to retry at [`FAST_RETRY_INTERVAL`].
 pub const FAST_RETRY_FOR: Duration = Duration::from_secs(2);
-/// Time between two connection attempts after that.
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// Time between the first two connection attempts after that; it doubles at each attempt up
+/// to [`MAX_RETRY_INTERVAL`].
+pub const RETRY_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest time between two connection attempts.
+pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// During an outage the first failure is logged, then a failure with a new reason (at most one
+/// line per [`MIN_LOG_GAP`]), and otherwise one summary line per this interval.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+/// The least time between two lines of one outage.
+pub const MIN_LOG_GAP: Duration = Duration::from_secs(1);
+/// A registered session shorter than this ends as a failed attempt of the outage it was part
+/// of; a longer one ends the outage (and the next disconnection starts a new one).
+pub const STABLE_SESSION: Duration = Duration::from_secs(1);
 /// Environment variable naming the inherited socket of a pre-launched plugin.
 pub const SOCKET_ENV: &str = "NRI_PLUGIN_SOCKET";
 /// Environment variable with a pre-launched plugin's name.
@@ -107,12 +119,12 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
         "{full}: adding hook `{}` {:?} to every new container",
         hook.path, hook.args
     ));
-    // When the plugin last stopped being registered (or started): the give-up clock.
-    let mut down_since = Instant::now();
-    let mut attempt: u64 = 0;
+    // Failed attempts since the plugin last stopped being registered (or started): the
+    // give-up clock, the retry interval and what is logged.
+    let mut outage = Outage::new(Instant::now());
     loop {
-        attempt += 1;
-        match session::connect(&opts.socket) {
+        let attempt = outage.attempts + 1;
+        let failure = match session::connect(&opts.socket) {
             Ok(mut stream) => {
                 plugin.log.info(format_args!(
                     "{full}: connected to `{socket}` (attempt {attempt})"
@@ -120,7 +132,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                 let started = Instant::now();
                 let outcome = session::serve(&mut stream, &mut plugin, Some(signals.as_fd()));
                 drop(stream);
-                match outcome.end {
+                let why = match outcome.end {
                     Ok(End::Signal(sig)) => {
                         plugin
                             .log
@@ -128,46 +140,59 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                         remove_state(&mut plugin);
                         return Ok(sig);
                     }
-                    Ok(End::Eof) => {
-                        plugin.log.warn(format_args!(
-                            "{full}: the runtime closed the connection; reconnecting"
-                        ));
-                        plugin.state_now(|s| {
-                            s.unregistered(Some("the runtime closed the connection"))
-                        });
-                    }
-                    Err(e) => {
+                    Ok(End::Eof) => "the runtime closed the connection".to_owned(),
+                    Err(e) => format!("{e:#}"),
+                };
+                if outcome.registered {
+                    plugin.state_now(|s| s.unregistered(Some(&why)));
+                }
+                if outcome.registered && started.elapsed() >= STABLE_SESSION {
+                    // However the session ended, registration was lost just now: it is logged
+                    // whole, and the give-up clock starts here, not at the last clean
+                    // disconnect.
+                    if why.starts_with("the runtime closed") {
+                        plugin.log.warn(format_args!("{full}: {why}; reconnecting"));
+                    } else {
                         plugin
                             .log
-                            .error(format_args!("{full}: {e:#}; reconnecting"));
-                        let msg = format!("{e:#}");
-                        plugin.state_now(|s| s.unregistered(Some(&msg)));
+                            .error(format_args!("{full}: {why}; reconnecting"));
                     }
-                }
-                if outcome.registered {
-                    // However the session ended, registration was lost just now: the give-up
-                    // clock starts here, not at the last clean disconnect.
-                    down_since = Instant::now();
-                    attempt = 0;
-                    // Reconnect at once (containerd may already be back), unless sessions end
-                    // as fast as they start.
-                    if started.elapsed() >= FAST_RETRY_INTERVAL {
-                        continue;
-                    }
+                    outage = Outage::new(Instant::now());
+                    // Reconnect at once: containerd may already be back.
+                    continue;
+                } else if outcome.registered {
+                    // A runtime that drops the plugin right after registering it is not a
+                    // recovery: one more failed attempt of this outage (paced, its log lines
+                    // bounded, the give-up clock still running), not a fresh start.
+                    Some(format!(
+                        "the runtime at `{socket}` dropped the plugin within {STABLE_SESSION:?} \
+                         of registering it: {why}"
+                    ))
+                } else {
+                    Some(format!(
+                        "the session with `{socket}` ended before registering: {why}"
+                    ))
                 }
             }
-            Err(e) => {
-                plugin.log.warn(format_args!(
-                    "{full}: cannot connect to `{socket}` (attempt {attempt}): {e}"
-                ));
-                // The first failure of an outage is recorded; not every retry.
-                if attempt == 1 {
-                    let msg = format!("cannot connect to `{socket}`: {e}");
-                    plugin.state_now(|s| s.unregistered(Some(&msg)));
+            Err(e) => Some(format!("cannot connect to `{socket}`: {e}")),
+        };
+        if let Some(why) = failure {
+            match outage.failed(Instant::now(), &why) {
+                Line::First => {
+                    plugin
+                        .log
+                        .warn(format_args!("{full}: {why} (attempt {attempt})"));
+                    // A failure with a new reason is recorded (at most one a second), not every
+                    // retry.
+                    plugin.state_now(|s| s.unregistered(Some(&why)));
                 }
+                Line::Summary { attempts, secs } => plugin.log.warn(format_args!(
+                    "{full}: still failing: {why} ({attempts} attempts in {secs} s)"
+                )),
+                Line::Quiet => {}
             }
         }
-        if down_since.elapsed() >= opts.give_up_after {
+        if outage.since.elapsed() >= opts.give_up_after {
             let msg = format!("not registered for {:?}; gave up", opts.give_up_after);
             plugin.state_now(|s| {
                 s.unregistered(Some(&msg))?;
@@ -175,8 +200,15 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
             });
             return Err(crate::error::help_error(
                 format!(
-                    "not registered with the runtime at `{socket}` for {:?}; giving up",
-                    opts.give_up_after
+                    "not registered with the runtime at `{socket}` for {:?} ({} attempts{}); \
+                     giving up",
+                    opts.give_up_after,
+                    outage.attempts,
+                    outage
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!("; last: {e}"))
+                        .unwrap_or_default(),
                 ),
                 "check \
                  that containerd runs with NRI enabled (`patch-containerd-conf enable-nri`) and \
@@ -184,11 +216,7 @@ pub fn run_external(opts: &ExternalOptions, signals: &OwnedFd) -> anyhow::Result
                  stale socket after containerd restarts)",
             ));
         }
-        let interval = if down_since.elapsed() < FAST_RETRY_FOR {
-            FAST_RETRY_INTERVAL
-        } else {
-            RETRY_INTERVAL
-        };
+        let interval = outage.next_interval(Instant::now());
         if let Some(sig) = session::sleep_or_signal(Some(signals.as_fd()), interval)? {
             plugin
                 .log
@@ -209,6 +237,80 @@ fn remove_state(plugin: &mut Plugin) {
                 plugin.full_name
             ));
         }
+    }
+}
+
+/// What to log for one failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// The failure in full: the outage's first, or a new reason.
+    First,
+    /// Still failing: `attempts` since the outage began, `secs` ago.
+    Summary { attempts: u64, secs: u64 },
+    /// Nothing (logged recently, same reason).
+    Quiet,
+}
+
+/// One period without registration: when to try again and which failures to log, so that a
+/// runtime down for a minute costs a handful of log lines, not one per attempt, while the first
+/// attempts still come every [`FAST_RETRY_INTERVAL`] (containerd restarts in well under a
+/// second, and every container it creates before we are back gets no hook).
+#[derive(Debug)]
+struct Outage {
+    /// When registration was lost (or the plugin started): the give-up clock.
+    since: Instant,
+    /// Failed attempts since then.
+    attempts: u64,
+    /// Attempts made at the backed-off pace (past [`FAST_RETRY_FOR`]).
+    slow_attempts: u32,
+    /// The last failure's reason.
+    last_error: Option<String>,
+    /// The reason and time of the last line logged.
+    logged: Option<(String, Instant)>,
+}
+
+impl Outage {
+    fn new(since: Instant) -> Self {
+        Self {
+            since,
+            attempts: 0,
+            slow_attempts: 0,
+            last_error: None,
+            logged: None,
+        }
+    }
+
+    /// Records a failed attempt at `now` and says what to log.
+    fn failed(&mut self, now: Instant, why: &str) -> Line {
+        self.attempts += 1;
+        self.last_error = Some(why.to_owned());
+        let line = match &self.logged {
+            None => Line::First,
+            Some((_, at)) if now.saturating_duration_since(*at) < MIN_LOG_GAP => Line::Quiet,
+            Some((reason, _)) if reason != why => Line::First,
+            Some((_, at)) if now.saturating_duration_since(*at) >= SUMMARY_EVERY => Line::Summary {
+                attempts: self.attempts,
+                secs: now.saturating_duration_since(self.since).as_secs(),
+            },
+            Some(_) => Line::Quiet,
+        };
+        if line != Line::Quiet {
+            self.logged = Some((why.to_owned(), now));
+        }
+        line
+    }
+
+    /// The time to wait before the next attempt: [`FAST_RETRY_INTERVAL`] for the first
+    /// [`FAST_RETRY_FOR`], then from [`RETRY_INTERVAL`] doubling up to [`MAX_RETRY_INTERVAL`].
+    fn next_interval(&mut self, now: Instant) -> Duration {
+        if now.saturating_duration_since(self.since) < FAST_RETRY_FOR {
+            return FAST_RETRY_INTERVAL;
+        }
+        let interval = RETRY_INTERVAL
+            .saturating_mul(1 << self.slow_attempts.min(16))
+            .min(MAX_RETRY_INTERVAL);
+        self.slow_attempts = self.slow_attempts.saturating_add(1);
+        interval
     }
 }
 
@@ -304,5 +406,70 @@ fn inherited_socket(text: &str) -> anyhow::Result<OwnedFd> {
             || format!("`{SOCKET_ENV}={text}` is not an open file"),
             help,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_fast_first_then_back_off_to_the_cap() {
+        let t0 = Instant::now();
+        let mut o = Outage::new(t0);
+        assert_eq!(o.next_interval(t0), FAST_RETRY_INTERVAL);
+        let late = t0 + FAST_RETRY_FOR;
+        let got: Vec<u128> = (0..6).map(|_| o.next_interval(late).as_millis()).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn one_reason_is_logged_once_then_summarised() {
+        let t0 = Instant::now();
+        let mut o = Outage::new(t0);
+        let refused = "Connection refused (os error 111)";
+        let mut lines = Vec::new();
+        // A minute of attempts, 50 ms apart: as many as the plugin could ever make.
+        for i in 0..1200u64 {
+            let line = o.failed(t0 + Duration::from_millis(50 * i), refused);
+            if line != Line::Quiet {
+                lines.push(line);
+            }
+        }
+        assert_eq!(lines[0], Line::First);
+        assert!(
+            lines[1..].iter().all(|l| matches!(l, Line::Summary { .. })),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 12, "{lines:?}");
+        assert_eq!(
+            lines[1],
+            Line::Summary {
+                attempts: 101,
+                secs: 5
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_reason_is_logged_but_never_more_than_once_a_gap() {
+        let t0 = Instant::now();
+        let mut o = Outage::new(t0);
+        assert_eq!(o.failed(t0, "refused"), Line::First);
+        // The socket file goes away: said at once, once the gap since the last line passed.
+        assert_eq!(
+            o.failed(t0 + Duration::from_millis(50), "missing"),
+            Line::Quiet
+        );
+        assert_eq!(o.failed(t0 + MIN_LOG_GAP, "missing"), Line::First);
+        // Two reasons flapping at every attempt: one line per gap at most.
+        let flapping = (1..200u64)
+            .map(|i| {
+                let why = if i % 2 == 0 { "refused" } else { "missing" };
+                o.failed(t0 + MIN_LOG_GAP + Duration::from_millis(50 * i), why)
+            })
+            .filter(|l| *l != Line::Quiet)
+            .count();
+        assert!(flapping <= 10, "{flapping} lines in 10 s");
     }
 }

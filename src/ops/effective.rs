@@ -256,6 +256,11 @@ fn check_version(layers: &[effective::Layer], release: Release) -> anyhow::Resul
 
 /// `containerd --version` of the first `containerd` on `PATH`, bounded in time and output.
 fn installed_release() -> Option<Release> {
+    installed_release_within(VERSION_TIMEOUT)
+}
+
+/// [`installed_release`], waiting at most `limit` for it (`status` cuts it to its `--timeout`).
+pub(super) fn installed_release_within(limit: Duration) -> Option<Release> {
     let path = std::env::var_os("PATH")?;
     let bin: PathBuf = std::env::split_paths(&path)
         .map(|d| d.join("containerd"))
@@ -267,11 +272,11 @@ fn installed_release() -> Option<Release> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let deadline = Instant::now() + VERSION_TIMEOUT;
+    let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard};
 
-use rthooks::plan::{Applied, Current, MAX_CONFIG_BYTES, Plan, Step, Target, sha256_hex};
+use rthooks::plan::{Applied, Contents, Current, MAX_CONFIG_BYTES, Plan, Step, Target, sha256_hex};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use toml_edit::{DocumentMut, Item};
@@ -277,7 +277,7 @@ fn file_of(step: &Step) -> File {
     match step {
         Step::Write(w) => {
             let path = match &w.target {
-                Target::Path(p) | Target::Exact(p) => Some(p.clone()),
+                Target::Path(p) | Target::Exact(p) | Target::New(p) => Some(p.clone()),
                 Target::NewTempFile { .. } => None,
             };
             // What is at the destination now: the text read when it is the file edited
@@ -310,16 +310,20 @@ fn file_of(step: &Step) -> File {
                 } else {
                     "modified"
                 },
-                before: i.before.bytes().map(sha256_hex),
-                after: Some(sha256_hex(&i.contents)),
+                before: match &i.before {
+                    // A binary held open: hashed only when it differs from the source.
+                    Current::Binary { same: true, .. } => Some(i.contents.sha256()),
+                    Current::Binary { held, .. } => held.sha256().map(str::to_owned),
+                    other => other.bytes().map(sha256_hex),
+                },
+                after: Some(i.contents.sha256()),
                 written: false,
-                keys: if i.text && is_toml(&i.path) {
-                    key_changes(
+                keys: match &i.contents {
+                    Contents::Bytes(after) if i.text && is_toml(&i.path) => key_changes(
                         before_text.as_deref().unwrap_or_default(),
-                        &String::from_utf8_lossy(&i.contents),
-                    )
-                } else {
-                    Vec::new()
+                        &String::from_utf8_lossy(after),
+                    ),
+                    _ => Vec::new(),
                 },
             }
         }

@@ -100,6 +100,22 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
                     verbose,
                 );
             }
+            if created.is_some() {
+                // An empty config defines no runc runtime: nothing to point at the spec, and a
+                // success that wrote nothing would leave containers without the hook.
+                return Err(help_error(
+                    format!(
+                        "--create: an empty `{path}` has no runc runtime for `add-oci-hook` to \
+                         point at `{spec}`"
+                    ),
+                    format!(
+                        "start from containerd's default config, which lists it: `containerd \
+                         config default > {path}`, then re-run without --create; or use the NRI \
+                         interface (`install --interface nri-hook`; containerd 2.x has NRI on \
+                         without a config)"
+                    ),
+                ));
+            }
             let edit = |doc: &mut DocumentMut| rthooks::containerd::add_oci_hook(doc, &spec);
             run_patch(
                 &args.config_file,
@@ -185,8 +201,24 @@ fn is_absent(path: &Path) -> bool {
 
 /// A config file that does not exist is an error whose fix (`help`) says what the runtime does
 /// without one. Anything else wrong with the file is for the bounded read to report.
+/// A symlink whose target does not exist is said to be one: creating the config (`--create`)
+/// never goes through a link, so the fix is the link's target.
 fn require_config(config: &Path, help: String) -> anyhow::Result<()> {
     match std::fs::metadata(config) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !is_absent(config) => {
+            let to = std::fs::read_link(config)
+                .map(|t| format!(" to `{}`", t.display()))
+                .unwrap_or_default();
+            Err(e).with_help(
+                || {
+                    format!(
+                        "failed to read `{}`: it is a symlink{to}, which does not exist",
+                        config.display()
+                    )
+                },
+                "create the file the link points to, or pass the real config with                  `--config-file` (`--create` never creates a file through a link)",
+            )
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(e).with_help(|| format!("failed to read `{}`", config.display()), help)
         }

@@ -42,6 +42,7 @@ impl Plan {
                         Target::Exact(p) => {
                             write_exact(p, w.after.as_bytes(), w.template.as_deref())?
                         }
+                        Target::New(p) => write_new(p, w.after.as_bytes())?,
                         Target::NewTempFile {
                             dir,
                             prefix,
@@ -62,7 +63,10 @@ impl Plan {
                         done.push(Applied::Unchanged(i.path.clone()));
                         continue;
                     }
-                    install_bytes(&i.path, &i.contents, i.mode)?;
+                    match &i.contents {
+                        Contents::Bytes(bytes) => install_bytes(&i.path, bytes, i.mode)?,
+                        Contents::Copy(blob) => install_blob(&i.path, blob, i.mode)?,
+                    }
                     undo.push(Undo {
                         path: i.path.clone(),
                         restore: i.before.clone(),
@@ -72,17 +76,12 @@ impl Plan {
                 Step::Remove(r) => {
                     // Read again: the file may have changed since the plan was made (a
                     // daemonized install waits a long time before it removes).
-                    let limit = if r.text {
-                        MAX_TEXT_FILE
-                    } else {
-                        MAX_BINARY_FILE
-                    };
-                    let now = read_current(&r.path, limit)?;
+                    let now = r.read_now()?;
                     if now == Current::Absent {
                         done.push(Applied::Absent(r.path.clone()));
                         continue;
                     }
-                    if !removable(&now, r.only_if.as_deref()) {
+                    if !removable(&now, r.only_if.as_ref()) {
                         done.push(Applied::Kept(r.path.clone()));
                         continue;
                     }
@@ -113,6 +112,8 @@ impl Undo {
     fn run(&self) -> anyhow::Result<()> {
         match &self.restore {
             Current::File { bytes, mode } => install_bytes(&self.path, bytes, *mode),
+            // Held open since it was looked at: the old inode, even once replaced or unlinked.
+            Current::Binary { held, mode, .. } => install_blob(&self.path, held, *mode),
             Current::Symlink { target } => restore_symlink(&self.path, target),
             Current::Absent => match fs::remove_file(&self.path) {
                 Ok(()) => Ok(()),

@@ -27,14 +27,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 mod apply;
+mod blob;
 mod read;
 mod safe_write;
 
-pub use self::read::read_current;
+pub use self::blob::Blob;
+pub use self::read::{read_current, read_current_binary};
+pub use self::safe_write::install_blob;
 use self::safe_write::*;
 pub use self::safe_write::{
     EditLock, LOCK_WAIT, MAX_CONFIG_BYTES, check_target, foreign_owner, install_bytes, lock_edit,
-    write_atomic, write_exact, write_in_place,
+    write_atomic, write_exact, write_in_place, write_new,
 };
 pub(crate) use self::safe_write::{open_regular, read_bounded};
 
@@ -47,6 +50,10 @@ pub enum Target {
     /// Exactly this path, never followed: a symlink, directory, device, FIFO or socket there is
     /// an error, and one planted after the check is replaced, not written through.
     Exact(PathBuf),
+    /// Exactly this path, never followed, where nothing is yet (`--create`): the file is
+    /// created and never replaces anything; a file or symlink that appears there meanwhile is
+    /// an error, not followed or overwritten.
+    New(PathBuf),
     /// A new temporary file in `dir` whose name starts with `prefix` and ends with `suffix`,
     /// kept after the process exits (upstream's behaviour when no output is named).
     NewTempFile {
@@ -85,8 +92,10 @@ impl FileWrite {
 
 /// Largest text file (a hook file) read back from an install or hooks dir.
 pub const MAX_TEXT_FILE: u64 = 1 << 20;
-/// Largest binary read back from an install dir (or copied into one).
-pub const MAX_BINARY_FILE: u64 = 128 << 20;
+/// Largest binary copied into an install dir. Binaries are streamed (a few 256 KiB buffers
+/// whatever their size), so this bounds only the disk and the time a mistaken `--local-binary`
+/// costs; it is above the 200 MB payload `scripts/bench-install.sh` measures.
+pub const MAX_BINARY_FILE: u64 = 512 << 20;
 
 /// What a path holds now, found without following a symlink there and without opening anything
 /// but a regular file (never a FIFO or a device), read up to a bound.
@@ -116,6 +125,56 @@ pub enum Current {
         /// What it is, e.g. `a FIFO`.
         kind: &'static str,
     },
+    /// A regular file where a binary goes ([`read_current_binary`]): held open, never read whole.
+    Binary {
+        /// The file (an undo copies it back from here); hashed when it differs from the source.
+        held: Blob,
+        /// Its permission bits.
+        mode: u32,
+        /// Whether it holds exactly the bytes being installed (or to be removed).
+        same: bool,
+    },
+}
+
+/// The bytes a [`FileInstall`] puts in place, or a [`FileRemove`] requires before removing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// In memory (a generated file, a hook file).
+    Bytes(Vec<u8>),
+    /// A regular file held open, hashed when planned and copied when applied (a binary: never
+    /// read whole).
+    Copy(Blob),
+}
+
+impl Contents {
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Contents::Bytes(b) => b.len() as u64,
+            Contents::Copy(b) => b.len(),
+        }
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, when in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Contents::Bytes(b) => Some(b),
+            Contents::Copy(_) => None,
+        }
+    }
+
+    /// Lowercase hex sha256.
+    pub fn sha256(&self) -> String {
+        match self {
+            Contents::Bytes(b) => sha256_hex(b),
+            Contents::Copy(b) => b.sha256().unwrap_or_default().to_owned(),
+        }
+    }
 }
 
 impl Current {
@@ -142,7 +201,7 @@ pub struct FileInstall {
     /// What the destination holds now: absent, a regular file or a symlink.
     pub before: Current,
     /// The bytes to write.
-    pub contents: Vec<u8>,
+    pub contents: Contents,
     /// The permission bits the destination gets.
     pub mode: u32,
     /// Show a unified diff of the change (text files) rather than a one-line summary.
@@ -179,22 +238,70 @@ impl FileInstall {
                     "remove it (this tool writes a regular file there); nothing was written",
                 ));
             }
-            Current::Absent | Current::File { .. } | Current::Symlink { .. } => {}
+            Current::Absent
+            | Current::File { .. }
+            | Current::Symlink { .. }
+            | Current::Binary { .. } => {}
         }
         Ok(Self {
             source,
             path,
             before,
-            contents,
+            contents: Contents::Bytes(contents),
             mode,
             text,
         })
     }
 
+    /// Describes copying `blob` (the open file `source`, a binary) to `path` with `mode`: what
+    /// `path` holds now is compared with it chunk by chunk ([`read_current_binary`]), never read
+    /// whole, and the copy is streamed when applied. A FIFO, socket or device there is an error.
+    pub fn copy_of(source: PathBuf, blob: Blob, path: PathBuf, mode: u32) -> anyhow::Result<Self> {
+        let before = read_current_binary(&path, Some(&blob))?;
+        Self::copy_from(source, blob, before, path, mode)
+    }
+
+    /// [`FileInstall::copy_of`] from the opened (and checked) `file` at `source`: hashed and
+    /// compared with what `path` holds in one pass (the source is read once, not twice, over an
+    /// identical copy).
+    pub fn copy_of_file(
+        source: PathBuf,
+        file: fs::File,
+        path: PathBuf,
+        mode: u32,
+    ) -> anyhow::Result<Self> {
+        let (blob, before) = self::read::hash_source_and_current(&source, file, &path)?;
+        Self::copy_from(source, blob, before, path, mode)
+    }
+
+    fn copy_from(
+        source: PathBuf,
+        blob: Blob,
+        before: Current,
+        path: PathBuf,
+        mode: u32,
+    ) -> anyhow::Result<Self> {
+        if let Current::Special { kind } = &before {
+            return Err(crate::error::help_error(
+                format!("`{}` is {kind}, not a regular file", path.display()),
+                "remove it (this tool writes a regular file there); nothing was written",
+            ));
+        }
+        Ok(Self {
+            source: Some(source),
+            path,
+            before,
+            contents: Contents::Copy(blob),
+            mode,
+            text: false,
+        })
+    }
+
     /// Whether installing would change anything (content or mode).
     pub fn changes(&self) -> bool {
-        match &self.before {
-            Current::File { bytes, mode } => *bytes != self.contents || *mode != self.mode,
+        match (&self.before, &self.contents) {
+            (Current::File { bytes, mode }, Contents::Bytes(c)) => bytes != c || *mode != self.mode,
+            (Current::Binary { same, mode, .. }, Contents::Copy(_)) => !same || *mode != self.mode,
             _ => true,
         }
     }
@@ -209,7 +316,7 @@ pub struct FileRemove {
     pub before: Current,
     /// Remove it only while it holds exactly these bytes (what this tool wrote); `None` removes
     /// it whatever it is.
-    pub only_if: Option<Vec<u8>>,
+    pub only_if: Option<Contents>,
     /// Show a unified diff of the removal (text files) rather than a one-line summary.
     pub text: bool,
 }
@@ -217,28 +324,56 @@ pub struct FileRemove {
 impl FileRemove {
     /// Describes removing `path`, reading what it holds now.
     pub fn new(path: PathBuf, only_if: Option<Vec<u8>>, text: bool) -> anyhow::Result<Self> {
-        let limit = if text { MAX_TEXT_FILE } else { MAX_BINARY_FILE };
-        let before = read_current(&path, limit)?;
-        Ok(Self {
+        let mut remove = Self {
             path,
-            before,
-            only_if,
+            before: Current::Absent,
+            only_if: only_if.map(Contents::Bytes),
             text,
-        })
+        };
+        remove.before = remove.read_now()?;
+        Ok(remove)
+    }
+
+    /// Describes removing the binary `path`, only while it holds the same bytes as `only_if`
+    /// when given: compared chunk by chunk, never read whole.
+    pub fn binary(path: PathBuf, only_if: Option<Blob>) -> anyhow::Result<Self> {
+        let mut remove = Self {
+            path,
+            before: Current::Absent,
+            only_if: only_if.map(Contents::Copy),
+            text: false,
+        };
+        remove.before = remove.read_now()?;
+        Ok(remove)
+    }
+
+    /// What the path holds now: a binary (not text, no in-memory `only_if`) is held open and
+    /// compared, never read whole; anything else is read up to its bound.
+    pub(crate) fn read_now(&self) -> anyhow::Result<Current> {
+        match (&self.only_if, self.text) {
+            (Some(Contents::Copy(blob)), _) => read_current_binary(&self.path, Some(blob)),
+            (None, false) => read_current_binary(&self.path, None),
+            (_, text) => read_current(
+                &self.path,
+                if text { MAX_TEXT_FILE } else { MAX_BINARY_FILE },
+            ),
+        }
     }
 
     /// Whether removing would change anything (something is there and may be removed).
     pub fn changes(&self) -> bool {
-        removable(&self.before, self.only_if.as_deref())
+        removable(&self.before, self.only_if.as_ref())
     }
 }
 
 /// Whether `now` may be removed: something is there, and it holds `only_if` when given.
-fn removable(now: &Current, only_if: Option<&[u8]>) -> bool {
+fn removable(now: &Current, only_if: Option<&Contents>) -> bool {
     match (now, only_if) {
         (Current::Absent, _) => false,
         (_, None) => true,
-        (now, Some(ours)) => now.bytes() == Some(ours),
+        (Current::Binary { same, .. }, Some(Contents::Copy(_))) => *same,
+        (now, Some(Contents::Bytes(ours))) => now.bytes() == Some(ours),
+        (_, Some(Contents::Copy(_))) => false,
     }
 }
 
@@ -309,7 +444,7 @@ impl Plan {
                     let label = diff_label(&i.path);
                     out.push_str(&unified_diff(
                         &String::from_utf8_lossy(i.before.bytes().unwrap_or_default()),
-                        &String::from_utf8_lossy(&i.contents),
+                        &String::from_utf8_lossy(i.contents.bytes().unwrap_or_default()),
                         &label,
                         &label,
                     ));
@@ -361,7 +496,7 @@ fn install_summary(i: &FileInstall) -> String {
     let new = match &i.source {
         Some(_) => format!(
             "sha256 {}, {} bytes, mode {:04o}",
-            sha256_hex(&i.contents),
+            i.contents.sha256(),
             i.contents.len(),
             i.mode
         ),
@@ -387,16 +522,31 @@ fn install_summary(i: &FileInstall) -> String {
     };
     let what = format!("`{}`", src.display());
     match (&i.before, i.changes()) {
-        (Current::File { .. }, false) => {
+        (Current::File { .. } | Current::Binary { .. }, false) => {
             format!("`{path}` already holds {what} ({new}): copy skipped")
         }
-        (Current::File { bytes, mode }, true) if *bytes == i.contents => format!(
+        (Current::File { bytes, mode }, true) if i.contents.bytes() == Some(bytes.as_slice()) => {
+            format!(
+                "`{path}` already holds {what}: set its mode from {mode:04o} to {:04o}",
+                i.mode
+            )
+        }
+        (
+            Current::Binary {
+                same: true, mode, ..
+            },
+            true,
+        ) => format!(
             "`{path}` already holds {what}: set its mode from {mode:04o} to {:04o}",
             i.mode
         ),
         (Current::File { bytes, .. }, true) => format!(
             "copy {what} to `{path}` ({new}), replacing sha256 {}",
             sha256_hex(bytes)
+        ),
+        (Current::Binary { held, .. }, true) => format!(
+            "copy {what} to `{path}` ({new}), replacing sha256 {}",
+            held.sha256().unwrap_or_default()
         ),
         _ => format!("copy {what} to `{path}` ({new})"),
     }
@@ -517,6 +667,183 @@ mod tests {
         assert!(again.is_noop());
         assert_eq!(again.apply().unwrap(), [Applied::Unchanged(bin.clone())]);
         assert_eq!(fs::metadata(&bin).unwrap().ino(), inode);
+    }
+
+    /// Bytes that differ everywhere and span several [`blob::CHUNK`]s plus a ragged tail.
+    fn payload(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8)
+            .collect()
+    }
+
+    /// The install's path: hashed and compared with the destination in one pass.
+    fn copy_step(src: &Path, dst: &Path) -> Step {
+        let file = fs::File::open(src).unwrap();
+        Step::Install(
+            FileInstall::copy_of_file(src.to_owned(), file, dst.to_owned(), 0o755).unwrap(),
+        )
+    }
+
+    /// Hashed first, compared after: both ways agree on what is the same.
+    fn copy_step_in_two_passes(src: &Path, dst: &Path) -> Step {
+        let blob = Blob::hash(fs::File::open(src).unwrap()).unwrap();
+        Step::Install(FileInstall::copy_of(src.to_owned(), blob, dst.to_owned(), 0o755).unwrap())
+    }
+
+    #[test]
+    fn binary_copy_is_byte_identical_and_its_summary_names_the_source_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        let bytes = payload(3 * blob::CHUNK + 17, 1);
+        fs::write(&src, &bytes).unwrap();
+        let plan = Plan {
+            steps: vec![copy_step(&src, &dst)],
+        };
+        let summary = plan.summary().join("\n");
+        assert!(summary.contains(&sha256_hex(&bytes)), "{summary}");
+        assert!(
+            summary.contains(&format!("{} bytes", bytes.len())),
+            "{summary}"
+        );
+        assert_eq!(plan.apply().unwrap(), [Applied::Wrote(dst.clone())]);
+        assert_eq!(fs::read(&dst).unwrap(), bytes);
+        assert_eq!(
+            fs::metadata(&dst).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(names_in(dir.path()), ["dst", "src"]);
+    }
+
+    #[test]
+    fn binary_copy_over_an_identical_file_is_skipped_and_a_last_chunk_difference_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        let bytes = payload(2 * blob::CHUNK + 5, 2);
+        fs::write(&src, &bytes).unwrap();
+        copy_step(&src, &dst);
+        Plan {
+            steps: vec![copy_step(&src, &dst)],
+        }
+        .apply()
+        .unwrap();
+        let inode = fs::metadata(&dst).unwrap().ino();
+        let again = Plan {
+            steps: vec![copy_step(&src, &dst)],
+        };
+        assert!(again.is_noop());
+        assert!(
+            Plan {
+                steps: vec![copy_step_in_two_passes(&src, &dst)]
+            }
+            .is_noop()
+        );
+        assert!(
+            again.summary()[0].contains("copy skipped"),
+            "{:?}",
+            again.summary()
+        );
+        assert_eq!(again.apply().unwrap(), [Applied::Unchanged(dst.clone())]);
+        assert_eq!(fs::metadata(&dst).unwrap().ino(), inode);
+        // Same size, one byte off in the last chunk: copied, and the summary names what it
+        // replaces.
+        let mut off = bytes.clone();
+        *off.last_mut().unwrap() ^= 0xff;
+        fs::write(&dst, &off).unwrap();
+        let fix = Plan {
+            steps: vec![copy_step(&src, &dst)],
+        };
+        assert!(!fix.is_noop());
+        assert!(
+            !Plan {
+                steps: vec![copy_step_in_two_passes(&src, &dst)]
+            }
+            .is_noop()
+        );
+        let summary = fix.summary().join("\n");
+        assert!(
+            summary.contains(&format!("replacing sha256 {}", sha256_hex(&off))),
+            "{summary}"
+        );
+        assert_eq!(fix.apply().unwrap(), [Applied::Wrote(dst.clone())]);
+        assert_eq!(fs::read(&dst).unwrap(), bytes);
+    }
+
+    #[test]
+    fn binary_source_changed_after_the_plan_fails_the_copy_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        fs::write(&src, payload(blob::CHUNK + 1, 3)).unwrap();
+        fs::write(&dst, b"installed").unwrap();
+        let plan = Plan {
+            steps: vec![copy_step(&src, &dst)],
+        };
+        // Rewritten in place, same size: only its stat tells.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&src, payload(blob::CHUNK + 1, 4)).unwrap();
+        let err = plan.apply().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("changed while it was read"),
+            "{err:#}"
+        );
+        assert_eq!(fs::read(&dst).unwrap(), b"installed");
+        assert_eq!(
+            names_in(dir.path()),
+            ["dst", "src"],
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn failed_step_puts_a_replaced_binary_back_from_the_held_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        let old = payload(2 * blob::CHUNK + 9, 5);
+        fs::write(&src, payload(blob::CHUNK * 3, 6)).unwrap();
+        fs::write(&dst, &old).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o700)).unwrap();
+        let plan = Plan {
+            steps: vec![
+                copy_step(&src, &dst),
+                Step::Remove(FileRemove::binary(dst.clone(), None).unwrap()),
+                // Its directory does not exist: this step fails.
+                install(&dir.path().join("missing/x"), b"x", 0o644),
+            ],
+        };
+        plan.apply().unwrap_err();
+        assert_eq!(fs::read(&dst).unwrap(), old);
+        assert_eq!(
+            fs::metadata(&dst).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        assert_eq!(names_in(dir.path()), ["dst", "src"]);
+    }
+
+    #[test]
+    fn binary_remove_only_if_compares_with_the_installed_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let dst = dir.path().join("dst");
+        fs::write(&src, payload(blob::CHUNK + 3, 7)).unwrap();
+        let blob = Blob::hash(fs::File::open(&src).unwrap()).unwrap();
+        fs::write(&dst, payload(blob::CHUNK + 3, 8)).unwrap();
+        let theirs = Plan {
+            steps: vec![Step::Remove(
+                FileRemove::binary(dst.clone(), Some(blob.clone())).unwrap(),
+            )],
+        };
+        assert_eq!(theirs.apply().unwrap(), [Applied::Kept(dst.clone())]);
+        fs::copy(&src, &dst).unwrap();
+        let ours = Plan {
+            steps: vec![Step::Remove(
+                FileRemove::binary(dst.clone(), Some(blob)).unwrap(),
+            )],
+        };
+        assert_eq!(ours.apply().unwrap(), [Applied::Removed(dst.clone())]);
+        assert!(!dst.exists());
     }
 
     #[test]

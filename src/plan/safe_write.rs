@@ -174,6 +174,27 @@ pub(crate) fn put(
     perms: Perms,
     check: impl FnOnce() -> anyhow::Result<Seen>,
 ) -> anyhow::Result<()> {
+    put_with(
+        dir,
+        dir_fd,
+        name,
+        target,
+        |file| Ok(file.write_all(contents)?),
+        perms,
+        check,
+    )
+}
+
+/// [`put`], the temporary file filled by `fill` (a streamed copy) rather than from memory.
+pub(crate) fn put_with(
+    dir: &Path,
+    dir_fd: BorrowedFd<'_>,
+    name: &OsStr,
+    target: &Path,
+    fill: impl FnOnce(&mut File) -> anyhow::Result<()>,
+    perms: Perms,
+    check: impl FnOnce() -> anyhow::Result<Seen>,
+) -> anyhow::Result<()> {
     let ctx = || format!("failed to write `{}`", target.display());
     let (fd, named) = match rustix::fs::openat(
         dir_fd,
@@ -199,7 +220,7 @@ pub(crate) fn put(
     };
     let written = (|| {
         let mut file = File::from(fd);
-        file.write_all(contents).with_context(ctx)?;
+        fill(&mut file).with_context(ctx)?;
         set_perms(file.as_fd(), perms).with_context(ctx)?;
         file.sync_all().with_context(ctx)?;
         let tmp = match named {
@@ -230,9 +251,12 @@ pub(crate) fn put(
         if !still(dir_fd, name, seen) {
             return Err(changed_meanwhile(target));
         }
-        rustix::fs::renameat(dir_fd, tmp.as_os_str(), dir_fd, name)
-            .map_err(std::io::Error::from)
-            .with_context(|| format!("failed to replace `{}`", target.display()))
+        rename_over(dir_fd, tmp.as_os_str(), name, seen == Seen::Absent).map_err(|e| match e {
+            // Nothing was there when looked at, and something is now: not replaced.
+            Errno::EXIST => changed_meanwhile(target),
+            e => anyhow::Error::new(std::io::Error::from(e))
+                .context(format!("failed to replace `{}`", target.display())),
+        })
     });
     if let Err(e) = switched {
         let _ = rustix::fs::unlinkat(dir_fd, tmp.as_os_str(), AtFlags::empty());
@@ -241,6 +265,31 @@ pub(crate) fn put(
     // Makes the rename durable. Best effort: some file systems refuse to fsync a directory.
     let _ = rustix::fs::fsync(dir_fd);
     Ok(())
+}
+
+/// Renames `tmp` to `name` in `dir_fd`; when `absent` (nothing was at `name`), without
+/// replacing anything that appeared there since (`RENAME_NOREPLACE`, where the file system has
+/// it: `EEXIST` then).
+fn rename_over(
+    dir_fd: BorrowedFd<'_>,
+    tmp: &OsStr,
+    name: &OsStr,
+    absent: bool,
+) -> Result<(), Errno> {
+    if absent {
+        match rustix::fs::renameat_with(
+            dir_fd,
+            tmp,
+            dir_fd,
+            name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            // No RENAME_NOREPLACE here: the `still` check just made is what there is.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
+            other => return other,
+        }
+    }
+    rustix::fs::renameat(dir_fd, tmp, dir_fd, name)
 }
 
 fn set_perms(fd: BorrowedFd<'_>, perms: Perms) -> std::io::Result<()> {
@@ -733,6 +782,26 @@ pub fn install_bytes(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<
     )
 }
 
+/// [`install_bytes`] for a binary held open: the same unnamed temporary file, `fchmod`, `fsync`
+/// and `rename`, filled by a streamed copy ([`Blob::copy_to`]: `copy_file_range`, never the
+/// whole file in memory), which fails if the source changed since it was hashed.
+pub fn install_blob(path: &Path, blob: &Blob, mode: u32) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::from_secs(60));
+    safe_write::put_with(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        |file| blob.copy_to(file),
+        safe_write::Perms { mode, owner: None },
+        || Ok(safe_write::Seen::Anything),
+    )
+}
+
 /// Follows symlinks so that a linked config is edited where it lives, not replaced by a file.
 pub(super) fn resolve_target(path: &Path) -> anyhow::Result<PathBuf> {
     match fs::symlink_metadata(path) {
@@ -906,6 +975,34 @@ pub fn write_exact(
     safe_write::put(&dir, dir_fd.as_fd(), name, path, contents, perms, || {
         Ok(safe_write::Seen::Anything)
     })?;
+    Ok(path.to_owned())
+}
+
+/// Creates the file `path` (never followed) with `contents`, mode 0644, owned by the effective
+/// user: atomically, as [`write_exact`], but only where nothing is. A file, symlink or anything
+/// else there (also one planted after the plan looked) is an error and is left as it is.
+pub fn write_new(path: &Path, contents: &[u8]) -> anyhow::Result<PathBuf> {
+    let dir = parent_dir(path);
+    ensure_dir(&dir, path)?;
+    let name = file_name_of(path)?;
+    let dir_fd = safe_write::open_dir(&dir, path)?;
+    safe_write::remove_stale(&dir, dir_fd.as_fd(), name, Duration::ZERO);
+    let perms = safe_write::Perms {
+        mode: 0o644,
+        owner: None,
+    };
+    safe_write::put(
+        &dir,
+        dir_fd.as_fd(),
+        name,
+        path,
+        contents,
+        perms,
+        || match rustix::fs::statat(dir_fd.as_fd(), name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(safe_write::Seen::Absent),
+            _ => Err(safe_write::changed_meanwhile(path)),
+        },
+    )?;
     Ok(path.to_owned())
 }
 

@@ -150,6 +150,20 @@ pub struct AgentFound {
     pub reachable: bool,
 }
 
+/// `agent` when the hook binary is not safe to run ([`super::binary::safe_to_run`]: `why`).
+pub fn not_run(hook: &Path, why: &str) -> AgentFound {
+    AgentFound {
+        check: Check::new(
+            "agent",
+            Verdict::Fail,
+            "not asked: the hook binary cannot be run safely",
+        )
+        .evidence(format!("{}: {}", hook.display(), super::cut(why, 300)))
+        .help("see the `binary` check"),
+        reachable: false,
+    }
+}
+
 /// `agent`: runs `<hook> server-version --grpc-address <address>` until `deadline`: the agent
 /// answers with its version. The hook logs to stderr (`--log-fname /dev/null` is not a regular
 /// file), never to its log file: `status` writes nothing.

@@ -248,4 +248,55 @@ mod tests {
         assert!(check(&link).summary.contains("symlink"));
         assert_eq!(check(&dir.path().join("none.log")).result, Verdict::Ok);
     }
+
+    #[test]
+    fn a_fifo_a_device_or_a_link_to_a_secret_at_the_log_path_is_never_opened_or_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::time::Instant::now();
+        // A FIFO nobody writes to: opening it for reading would block forever.
+        let fifo = dir.path().join("fifo.log");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            0,
+        )
+        .unwrap();
+        let c = check(&fifo);
+        assert!(c.summary.contains("a FIFO"), "{c:?}");
+        // A secret holding a JSON error line, reached through a link: not read, not shown.
+        let secret = dir.path().join("secret");
+        std::fs::write(
+            &secret,
+            format!(
+                "{{\"time\":\"{}\",\"level\":\"error\",\"msg\":\"SECRET-TOKEN\"}}\n",
+                oci_hook::log::rfc3339(SystemTime::now(), 3)
+            ),
+        )
+        .unwrap();
+        for target in [
+            secret.as_path(),
+            Path::new("/dev/zero"),
+            Path::new("/etc/shadow"),
+        ] {
+            let link = dir.path().join("tetragon-oci-hook.log");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let c = check(&link);
+            assert_eq!(c.result, Verdict::Warn, "{c:?}");
+            assert!(c.summary.contains("symlink"), "{c:?}");
+            assert!(!format!("{c:?}").contains("SECRET-TOKEN"), "{c:?}");
+        }
+        let c = check(Path::new("/dev/zero"));
+        assert!(c.summary.contains("not a regular file"), "{c:?}");
+        // Invalid UTF-8 and a 2 MiB line without an end: counted, never a panic, not shown.
+        let junk = dir.path().join("junk.log");
+        let mut bytes = vec![0xff, 0xfe, b'\n'];
+        bytes.extend(std::iter::repeat_n(b'{', 2 << 20));
+        std::fs::write(&junk, bytes).unwrap();
+        let c = check(&junk);
+        assert_eq!(c.result, Verdict::Ok, "{c:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
 }

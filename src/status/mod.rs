@@ -18,6 +18,21 @@ pub mod nri;
 pub mod oci_hooks;
 pub mod state;
 
+/// Every check's id, as in [`Check::id`] and `status --skip`.
+pub const CHECK_IDS: [&str; 8] = [
+    "runtime-config",
+    "nri-socket",
+    "nri-plugin",
+    "hook-file",
+    "binary",
+    "agent",
+    "hook-log",
+    "danger",
+];
+
+/// The checks `status --probe` leaves out: what a readiness probe must not depend on.
+pub const PROBE_SKIPS: [&str; 3] = ["agent", "danger", "hook-log"];
+
 /// The version of the JSON output's schema (`status --output json`).
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -101,7 +116,8 @@ pub struct Report {
     pub interface_from: String,
     /// The worst result.
     pub result: Verdict,
-    /// The exit code: 0 all ok, 1 warnings only, 2 a failure.
+    /// The process's exit code: 0 all ok, 1 warnings only (0 with `--ignore-warnings` or
+    /// `--probe`), 2 a failure.
     pub exit_code: u8,
     /// Wall time of the run, in milliseconds.
     pub elapsed_ms: u64,
@@ -148,13 +164,13 @@ impl Report {
             } else {
                 word
             };
-            out.push_str(&format!("{word} {:<14} {}\n", c.id, c.summary));
+            out.push_str(&format!("{word} {:<14} {}\n", c.id, printable(&c.summary)));
             if matches!(c.result, Verdict::Warn | Verdict::Fail) {
                 for e in &c.evidence {
-                    out.push_str(&format!("     {:<14} evidence: {e}\n", ""));
+                    out.push_str(&format!("     {:<14} evidence: {}\n", "", printable(e)));
                 }
                 if let Some(h) = &c.help {
-                    out.push_str(&format!("     {:<14} help: {h}\n", ""));
+                    out.push_str(&format!("     {:<14} help: {}\n", "", printable(h)));
                 }
             }
         }
@@ -169,6 +185,26 @@ impl Report {
         s.push('\n');
         s
     }
+}
+
+/// `text` with every control character (C0, DEL, C1: what a terminal acts on) written as
+/// `\u{..}`: evidence quotes files, paths and log lines other users may have shaped, and the
+/// text output goes to a terminal. JSON escapes them itself.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\u{{{:x}}}", u32::from(c))
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// 0 all ok (or skipped), 1 warnings only, 2 any failure.
@@ -233,6 +269,27 @@ mod tests {
     }
 
     #[test]
+    fn text_output_never_passes_terminal_control_characters_through() {
+        let c = Check::new("hook-log", Verdict::Warn, "a\x1b[2Jb\u{9b}31mc")
+            .evidence("e\x07\x7f")
+            .help("h\r");
+        let r = Report::new("oci-hooks", String::new(), vec![c], Duration::ZERO);
+        let text = r.text(false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("a\\u{1b}[2Jb\\u{9b}31mc"), "{text}");
+        assert!(
+            text.contains("e\\u{7}\\u{7f}") && text.contains("h\\u{d}"),
+            "{text}"
+        );
+        // JSON keeps the text, escaped by JSON itself.
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["checks"][0]["summary"], "a\x1b[2Jb\u{9b}31mc");
+    }
+
+    #[test]
     fn cut_keeps_char_boundaries_and_one_line() {
         assert_eq!(cut("a\nb", 10), "a⏎b");
         assert_eq!(cut("ééé", 3), "é…");
@@ -259,11 +316,12 @@ pub fn danger(config: &oci_hook::args::Config, address: &str) -> Option<Check> {
     if config.disable_grpc {
         return None;
     }
-    // An unanchored regex that matches the empty name matches every namespace.
+    // A regex that plainly matches every namespace (the setup tool links no regex engine: the
+    // usual spellings of "anything" are recognised; any other regex is listed as allowed).
     let allows_all = config
         .fail_allow_namespaces_regex
         .iter()
-        .any(|r| regex::Regex::new(r).is_ok_and(|re| re.is_match("")));
+        .any(|r| matches_every_name(r));
     let who = if let Some(expr) = &config.fail_cel_expr {
         format!(
             "containers for which `--fail-cel-expr` `{}` is true",
@@ -321,6 +379,23 @@ pub fn danger(config: &oci_hook::args::Config, address: &str) -> Option<Check> {
     )
 }
 
+/// Whether `regex` matches every namespace name, for the spellings of "anything" people use:
+/// namespaces are never empty, and an unanchored regex matches anywhere in the name (`.` already
+/// matches every name), so `""`, `.`, `.*`, `.+`, `^.*$`, `^.+$`, `(?s).*` and the like. A regex
+/// this does not recognise counts as allowing only some namespaces (the safe side for a danger
+/// report).
+fn matches_every_name(regex: &str) -> bool {
+    let r = regex.trim_start_matches("(?s)").trim_start_matches("(?i)");
+    let (anchored_start, r) = r.strip_prefix('^').map_or((false, r), |r| (true, r));
+    let (anchored_end, r) = r.strip_suffix('$').map_or((false, r), |r| (true, r));
+    match r {
+        "" => !anchored_start && !anchored_end,
+        "." | ".?" | ".*?" => !anchored_start && !anchored_end,
+        ".*" | ".+" | ".+?" | "[\\s\\S]*" | "[\\s\\S]+" => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod danger_tests {
     use super::*;
@@ -354,5 +429,19 @@ mod danger_tests {
         assert!(danger(&config(&["--disable-grpc"]), "a").is_none());
         let c = danger(&config(&["--fail-cel-expr", "true"]), "a").unwrap();
         assert!(c.summary.contains("`--fail-cel-expr` `true`"), "{c:?}");
+    }
+
+    #[test]
+    fn only_regexes_that_match_every_namespace_remove_the_danger() {
+        for every in ["", ".", ".*", ".+", "^.*$", "^.+$", "(?s).*", "^.*", ".*$"] {
+            assert!(matches_every_name(every), "{every:?}");
+            assert!(
+                danger(&config(&["--fail-allow-namespaces-regex", every]), "a").is_none(),
+                "{every:?}"
+            );
+        }
+        for some in ["^$", "^team-", "kube", "^.$", "^a.*", "x|.*y", "^"] {
+            assert!(!matches_every_name(some), "{some:?}");
+        }
     }
 }

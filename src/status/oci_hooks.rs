@@ -57,6 +57,14 @@ pub fn check(path: &Path, host_dir: &Path, local_dir: &Path) -> HookFound {
                 format!("remove `{p}`, then {install}"),
             );
         }
+        // `read_current` never holds a file open as a binary; were it to, it is not a hook file.
+        Ok(Current::Binary { .. }) => {
+            return fail(
+                "the hook file could not be read as a file".to_owned(),
+                p.to_string(),
+                format!("remove `{p}`, then {install}"),
+            );
+        }
         Ok(Current::Special { kind }) => {
             return fail(
                 format!("the hook file is {kind}"),

@@ -112,6 +112,12 @@ type Shared = std::sync::Arc<(std::sync::Mutex<Slot>, std::sync::Condvar)>;
 pub struct Recorder {
     path: PathBuf,
     state: NriState,
+    /// When a container last got the hook: formatted into the state only when it is written,
+    /// so [`Recorder::adjusted`] (on every `CreateContainer`) neither allocates nor locks.
+    last_adjusted_at: Option<SystemTime>,
+    /// Set by the writer thread when a write failed: [`Recorder::tick`] takes the lock only
+    /// then.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     last_write: Option<Instant>,
     dirty: bool,
     shared: Shared,
@@ -119,7 +125,11 @@ pub struct Recorder {
 }
 
 /// The writer thread: writes the latest snapshot until closed.
-fn write_loop(path: PathBuf, shared: Shared) {
+fn write_loop(
+    path: PathBuf,
+    shared: Shared,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let (lock, cvar) = &*shared;
     loop {
         let bytes = {
@@ -146,6 +156,7 @@ fn write_loop(path: PathBuf, shared: Shared) {
         slot.busy = false;
         if let Err(e) = result {
             slot.error = Some(format!("{e:#}"));
+            failed.store(true, std::sync::atomic::Ordering::Release);
         }
         cvar.notify_all();
     }
@@ -186,6 +197,8 @@ impl Recorder {
                 updated_at: String::new(),
                 updated_unix: 0,
             },
+            last_adjusted_at: None,
+            failed: std::sync::Arc::default(),
             last_write: None,
             dirty: true,
             shared: Shared::default(),
@@ -227,7 +240,7 @@ impl Recorder {
     /// A container got the hook: counted, written by [`Recorder::tick`] when due.
     pub fn adjusted(&mut self) {
         self.state.containers_adjusted += 1;
-        self.state.last_adjusted = Some(now_text());
+        self.last_adjusted_at = Some(SystemTime::now());
         self.dirty = true;
     }
 
@@ -278,6 +291,12 @@ impl Recorder {
     }
 
     fn take_error(&self) -> anyhow::Result<()> {
+        if !self
+            .failed
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(());
+        }
         let (lock, _) = &*self.shared;
         let error = lock
             .lock()
@@ -294,17 +313,21 @@ impl Recorder {
     /// earlier write that failed.
     pub fn write(&mut self) -> anyhow::Result<()> {
         self.state.updated_at = now_text();
+        if let Some(t) = self.last_adjusted_at {
+            self.state.last_adjusted = Some(oci_hook::log::rfc3339(t, 3));
+        }
         self.state.updated_unix = unix_now();
         self.last_write = Some(Instant::now());
         self.dirty = false;
         let mut text = serde_json::to_string_pretty(&self.state)?;
         text.push('\n');
         if self.writer.is_none() {
-            let (path, shared) = (self.path.clone(), self.shared.clone());
+            let (path, shared, failed) =
+                (self.path.clone(), self.shared.clone(), self.failed.clone());
             self.writer = Some(
                 std::thread::Builder::new()
                     .name("nri-state".to_owned())
-                    .spawn(move || write_loop(path, shared))?,
+                    .spawn(move || write_loop(path, shared, failed))?,
             );
         }
         let (lock, cvar) = &*self.shared;
@@ -546,6 +569,64 @@ mod tests {
         assert_eq!(mode & 0o777, 0o644);
         r.remove().unwrap();
         assert_eq!(read(r.path()), Err(Unusable::Absent));
+    }
+
+    #[test]
+    fn a_container_adjustment_takes_no_lock_and_its_time_is_written_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recorder(dir.path());
+        r.registered().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
+        // The writer's lock held elsewhere: adjusting and ticking (nothing due) still return.
+        let shared = r.shared.clone();
+        let guard = shared.0.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..1000 {
+                    r.adjusted();
+                    assert!(!r.tick().unwrap());
+                }
+                tx.send(()).unwrap();
+            });
+            let done = rx.recv_timeout(Duration::from_secs(5));
+            drop(guard);
+            assert!(
+                done.is_ok(),
+                "adjusted() or tick() waited for the writer's lock"
+            );
+        });
+        assert_eq!(r.state().last_adjusted, None);
+        r.last_write = Some(Instant::now() - MIN_WRITE_INTERVAL);
+        assert!(r.tick().unwrap());
+        r.flush(Duration::from_secs(5)).unwrap();
+        let st = read(r.path()).unwrap();
+        assert_eq!(st.containers_adjusted, 1000);
+        assert!(
+            st.last_adjusted.as_ref().is_some_and(|t| t.len() >= 20),
+            "{st:?}"
+        );
+    }
+
+    #[test]
+    fn the_plugin_replaces_a_link_at_the_state_path_and_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me\n").unwrap();
+        let mut r = recorder(dir.path());
+        std::os::unix::fs::symlink(&victim, r.path()).unwrap();
+        r.registered().unwrap();
+        r.flush(Duration::from_secs(5)).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
+        let meta = std::fs::symlink_metadata(r.path()).unwrap();
+        assert!(meta.is_file(), "{meta:?}");
+        assert!(read(r.path()).unwrap().registered);
+        // Removed on exit: the file, never what a link there points at.
+        std::fs::remove_file(r.path()).unwrap();
+        std::os::unix::fs::symlink(&victim, r.path()).unwrap();
+        r.remove().unwrap();
+        assert!(std::fs::symlink_metadata(r.path()).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me\n");
     }
 
     #[test]

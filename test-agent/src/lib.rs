@@ -42,6 +42,9 @@ pub const VERSION: &str = "v0.0.0-stand-in";
 pub enum Behavior {
     /// Record the request and answer OK.
     Accept,
+    /// Record the request and answer OK after this delay (an agent that takes time to answer,
+    /// for benchmarks; other requests are served meanwhile).
+    AcceptAfter(Duration),
     /// Record the request and never answer (until the agent is dropped).
     Hang,
     /// Record the request and answer with this error status.
@@ -74,6 +77,10 @@ impl FineGuidanceSensors for Service {
         }
         match &self.behavior {
             Behavior::Accept => Ok(tonic::Response::new(RuntimeHookResponse {})),
+            Behavior::AcceptAfter(delay) => {
+                tokio::time::sleep(*delay).await;
+                Ok(tonic::Response::new(RuntimeHookResponse {}))
+            }
             Behavior::Hang => {
                 let mut stop = self.stop.clone();
                 let _ = stop.wait_for(|s| *s).await;

@@ -117,12 +117,27 @@ impl Cri {
         log_dir: &Path,
     ) -> Result<(String, v1::PodSandboxConfig), tonic::Status> {
         let config = Self::sandbox_config(pod, log_dir);
-        let req = v1::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        };
-        let id = self.call(async |c| c.run_pod_sandbox(req).await)?;
-        Ok((id.into_inner().pod_sandbox_id, config))
+        // The CRI plugin learns of an image `ctr images import` just added through an event; on
+        // a loaded machine the first RunPodSandbox can come before it and try to pull the local
+        // image (seen on 2.1). Retried while that is the error, for at most 10 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let req = v1::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            };
+            match self.call(async |c| c.run_pod_sandbox(req).await) {
+                Ok(id) => return Ok((id.into_inner().pod_sandbox_id, config)),
+                Err(e)
+                    if e.message().contains("failed to pull image")
+                        && e.message().contains(IMAGE)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Creates a container named `name` in the pod, running `command` in [`IMAGE`].

@@ -210,33 +210,105 @@ pub fn create_request(name: &str, id: &str) -> Vec<u8> {
 
 /// [`create_request`] with `envs` environment variables in the container.
 pub fn create_request_sized(name: &str, id: &str, envs: usize) -> Vec<u8> {
+    let container = container_bytes(name, id, "pod-1", envs);
+    let req = CreateContainerRequest {
+        pod: Some(pod("pod-1", "web-0")),
+        container: None,
+    };
+    let mut out = req.encode_to_vec();
+    push_field(&mut out, 0x12, &container); // field 2 (container)
+    out
+}
+
+/// Appends a length-delimited field with tag byte `tag` (field number << 3 | 2).
+fn push_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+fn pod(id: &str, name: &str) -> PodSandbox {
+    PodSandbox {
+        id: id.into(),
+        name: name.into(),
+        uid: format!("uid-{id}"),
+        namespace: "default".into(),
+    }
+}
+
+/// An encoded NRI `Container`: the fields the plugin reads plus `envs` environment variables
+/// of about 95 bytes (field 8, unknown to the plugin's trimmed proto), standing for the labels,
+/// annotations, env and mounts containerd sends.
+pub fn container_bytes(name: &str, id: &str, pod_id: &str, envs: usize) -> Vec<u8> {
     let mut container = Container {
         id: id.into(),
-        pod_sandbox_id: "pod-1".into(),
+        pod_sandbox_id: pod_id.into(),
         name: name.into(),
     }
     .encode_to_vec();
     for i in 0..envs {
-        // field 8 (env), length-delimited: tag 0x42
         let env = format!("ENV_VARIABLE_NUMBER_{i:03}=some-value-that-is-long-enough-{i:040}");
-        container.push(0x42);
-        prost::encoding::encode_varint(env.len() as u64, &mut container);
-        container.extend_from_slice(env.as_bytes());
+        push_field(&mut container, 0x42, env.as_bytes()); // field 8 (env)
     }
-    let req = CreateContainerRequest {
-        pod: Some(PodSandbox {
-            id: "pod-1".into(),
-            name: "web-0".into(),
-            uid: "uid".into(),
-            namespace: "default".into(),
-        }),
-        container: None,
+    container
+}
+
+/// Largest ttrpc message containerd's ttrpc client sends (`messageLengthMax`, 4 MiB); a larger
+/// one fails in the client, before anything is written, with `OversizedMessageErr`.
+pub const TTRPC_MESSAGE_MAX: usize = 4 << 20;
+
+/// The `Synchronize` payloads containerd sends for `pods` and `containers` (encoded `PodSandbox`
+/// and `Container` messages), split as containerd/nri's `pkg/adaptation` (`plugin.synchronize`,
+/// `recalcObjsPerSyncMsg`) splits them: first everything in one message; while the ttrpc message
+/// would pass [`TTRPC_MESSAGE_MAX`], pods and containers per message are multiplied by
+/// `max / rejected length` (at most 0.9); every message but the last has `more` set.
+pub fn synchronize_requests(pods: &[Vec<u8>], containers: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let encode = |pods: &[Vec<u8>], ctrs: &[Vec<u8>], more: bool| {
+        let mut out = Vec::new();
+        for p in pods {
+            push_field(&mut out, 0x0a, p); // field 1 (pods)
+        }
+        for c in ctrs {
+            push_field(&mut out, 0x12, c); // field 2 (containers)
+        }
+        if more {
+            out.extend_from_slice(&[0x18, 1]); // field 3 (more), varint true
+        }
+        out
     };
-    let mut out = req.encode_to_vec();
-    out.push(0x12); // field 2 (container), length-delimited
-    prost::encoding::encode_varint(container.len() as u64, &mut out);
-    out.extend_from_slice(&container);
-    out
+    let (mut pods_left, mut ctrs_left) = (pods, containers);
+    let (mut per_pods, mut per_ctrs) = (pods.len(), containers.len());
+    let mut messages = Vec::new();
+    loop {
+        let more = pods_left.len() > per_pods || ctrs_left.len() > per_ctrs;
+        let payload = encode(&pods_left[..per_pods], &ctrs_left[..per_ctrs], more);
+        let len = ttrpc::request(1, PLUGIN, "Synchronize", payload.clone()).len();
+        if len > TTRPC_MESSAGE_MAX {
+            assert!(
+                per_pods + per_ctrs > 8,
+                "containerd gives up below 8 objects"
+            );
+            let factor = (TTRPC_MESSAGE_MAX as f64 / len as f64).min(0.9);
+            per_pods = (per_pods as f64 * factor) as usize;
+            per_ctrs = (per_ctrs as f64 * factor) as usize;
+            continue;
+        }
+        messages.push(payload);
+        if !more {
+            return messages;
+        }
+        pods_left = &pods_left[per_pods..];
+        ctrs_left = &ctrs_left[per_ctrs..];
+        per_pods = per_pods.min(pods_left.len());
+        per_ctrs = per_ctrs.min(ctrs_left.len());
+    }
+}
+
+/// Encoded `PodSandbox` messages for `n` pods, `pod-<i>`.
+pub fn pods_bytes(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| pod(&format!("pod-{i}"), &format!("web-{i}")).encode_to_vec())
+        .collect()
 }
 
 /// A plugin process and the fake runtime's listening socket.

@@ -67,6 +67,7 @@ pub(crate) fn recording_hook(path: &Path, record_dir: &Path) {
 #[derive(Debug, Clone)]
 pub(crate) struct Podman {
     global: Vec<String>,
+    store: std::path::PathBuf,
 }
 
 impl Podman {
@@ -136,7 +137,7 @@ impl Podman {
         if super::skip::has_program("runc") {
             global.extend(["--runtime".into(), "runc".into()]);
         }
-        let podman = Podman { global };
+        let podman = Podman { global, store };
         let empty = tempfile::tempdir().unwrap();
         let out = podman.run_true(empty.path());
         if !out.status.success() {
@@ -146,6 +147,11 @@ impl Podman {
             ));
         }
         Ok(podman)
+    }
+
+    /// The store's directory (`root/`, `runroot/`, `tmp/`), for scripts that take `--store`.
+    pub(crate) fn store(&self) -> &Path {
+        &self.store
     }
 
     /// `podman` with the storage options and `--hooks-dir HOOKS`.
