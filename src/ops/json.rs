@@ -485,6 +485,24 @@ mod tests {
             ])
         );
         assert!(key_changes("a = 1", "a = 1 # same value").is_empty());
+        // Inline tables are walked like tables (one entry per value); arrays of tables and a
+        // value that changes type are compared whole, old and new as JSON.
+        let before = "t = { x = 1, y = [1, 2] }\n[[h]]\nn = \"a\"\n[s]\nv = 1\n";
+        let after = "s = \"now a string\"\nt = { x = 1, y = [1, 3], z = { k = true } }\n\
+                     [[h]]\nn = \"a\"\n[[h]]\nn = \"b\"\n";
+        assert_eq!(
+            serde_json::to_value(key_changes(before, after)).unwrap(),
+            json!([
+                {"file": null, "key": "t.y", "path": ["t", "y"], "change": "changed",
+                 "old": [1, 2], "new": [1, 3]},
+                {"file": null, "key": "t.z.k", "path": ["t", "z", "k"], "change": "added",
+                 "old": null, "new": true},
+                {"file": null, "key": "h", "path": ["h"], "change": "changed",
+                 "old": [{"n": "a"}], "new": [{"n": "a"}, {"n": "b"}]},
+                {"file": null, "key": "s", "path": ["s"], "change": "changed",
+                 "old": {"v": 1}, "new": "now a string"},
+            ])
+        );
         assert!(key_changes("a = [", "a = 1").is_empty());
     }
 }
