@@ -213,13 +213,31 @@ pub(crate) fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCod
     Ok(ExitCode::from(code))
 }
 
+/// Prints the document; if stdout is gone (a closed pipe, a full disk), says so on stderr with
+/// what the document would have said in short. The exit code is kept: the document comes after
+/// the files are written, so a 2 here would wrongly say that nothing was.
 fn print_doc(doc: &Out) {
     use std::io::Write as _;
     let mut text = serde_json::to_string_pretty(doc).unwrap_or_default();
     text.push('\n');
-    // Nothing else can be said if stdout is gone; the exit code still tells.
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        let written: Vec<&str> = doc
+            .files
+            .iter()
+            .filter(|f| f.written)
+            .filter_map(|f| f.path.as_deref())
+            .collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: cannot print the JSON document to stdout ({e}); exit code {}, {} file(s) \
+             written{}{}",
+            doc.exit_code,
+            written.len(),
+            if written.is_empty() { "" } else { ": " },
+            written.join(", ")
+        );
+    }
 }
 
 fn render(doc: Doc, code: u8, error: Option<&anyhow::Error>) -> Out {
