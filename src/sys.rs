@@ -172,12 +172,40 @@ pub fn run_bounded(
     command: &mut std::process::Command,
     timeout: std::time::Duration,
 ) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
+    command.stdout(std::process::Stdio::null());
+    run_bounded_inner(command, timeout)
+}
+
+/// A bounded child's exit status, stdout and stderr (each cut at [`CHILD_STDERR_MAX`] bytes).
+pub type ChildOutput = (std::process::ExitStatus, Vec<u8>, Vec<u8>);
+
+/// [`run_bounded`], also keeping the first [`CHILD_STDERR_MAX`] bytes of the child's stdout
+/// (also an unnamed file).
+pub fn run_bounded_with_stdout(
+    command: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> io::Result<Option<ChildOutput>> {
+    use std::io::{Read, Seek};
+    let mut out_file = tempfile::tempfile()?;
+    command.stdout(out_file.try_clone()?);
+    let Some((status, stderr)) = run_bounded_inner(command, timeout)? else {
+        return Ok(None);
+    };
+    let mut stdout = Vec::new();
+    out_file.rewind()?;
+    out_file.take(CHILD_STDERR_MAX).read_to_end(&mut stdout)?;
+    Ok(Some((status, stdout, stderr)))
+}
+
+fn run_bounded_inner(
+    command: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> io::Result<Option<(std::process::ExitStatus, Vec<u8>)>> {
     use std::io::{Read, Seek};
     use std::process::Stdio;
     let mut err_file = tempfile::tempfile()?;
     let mut child = command
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(err_file.try_clone()?)
         .spawn()?;
     let start = std::time::Instant::now();

@@ -261,10 +261,72 @@ fn install_is_not_stalled_by_a_hook_that_never_answers_the_cel_check() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("did not answer within 5s") && stderr.contains("it is not checked"),
+        stderr.contains("could not check the CEL expression with")
+            && stderr.contains("did not answer within 5s")
+            && stderr.contains("is not checked"),
         "{stderr}"
     );
     assert!(node.hook_file().exists());
+}
+
+/// Only the hook's `check-cel` answer counts as "valid": a binary that is not our hook (or an
+/// older hook, which exits 0 for an unknown hook name) and exits 0 without the answer, or exits
+/// 2 without it, leaves the expression unchecked with a warning; never silently accepted, never
+/// refused for a reason that is not the expression's.
+#[test]
+fn install_warns_when_the_binary_gives_no_check_cel_answer() {
+    for (script, status) in [
+        ("#!/bin/sh\nexit 0\n", "exit status: 0"),
+        ("#!/bin/sh\necho valid\nexit 0\n", "exit status: 0"),
+        ("#!/bin/sh\necho oops >&2\nexit 2\n", "exit status: 2"),
+    ] {
+        let node = Node::new();
+        fs::write(node.source(), script).unwrap();
+        fs::set_permissions(node.source(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut args = node.helm_args();
+        args.extend(["--fail-cel-expr", "annotations["].map(str::to_owned));
+        let out = bin().args(&args).output().unwrap();
+        assert!(out.status.success(), "{script:?}: {}", node.t(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "could not check the CEL expression with `{}`",
+                node.source().display()
+            )) && stderr.contains(&format!(
+                "it exited with {status} without `check-cel`'s answer"
+            )) && stderr.contains("`--fail-cel-expr` is not checked"),
+            "{script:?}: {stderr}"
+        );
+        assert!(node.hook_file().exists(), "{script:?}");
+    }
+}
+
+/// `print-config` asks the same question and gets the same warning from a binary that is not
+/// our hook; the real hook's answer passes without one.
+#[test]
+fn print_config_warns_when_the_binary_gives_no_check_cel_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("tetragon-oci-hook");
+    fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |binary: &str| {
+        bin()
+            .args(["print-config", "--binary", binary, "--args"])
+            .args(["--fail-cel-expr", "true"])
+            .output()
+            .unwrap()
+    };
+    let out = run(fake.to_str().unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("could not check the CEL expression with"),
+        "{stderr}"
+    );
+    let out = run(support::hook_bin());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("could not check"), "{stderr}");
 }
 
 /// A typo in the hook's flags fails the install (one DaemonSet pod) instead of every container

@@ -614,3 +614,36 @@ fn install_nri_hook_dry_run_json_lists_the_binary_and_writes_nothing() {
     );
     assert!(fs::read_dir(&install_dir).unwrap().next().is_none());
 }
+
+/// A stdout closed before the document is printed (a reader that went away): no panic, the exit
+/// code kept (the files were written before the document is made), and stderr says that the
+/// document was lost and what was written.
+#[test]
+fn a_closed_stdout_in_json_keeps_the_exit_code_and_says_what_was_written() {
+    let (dir, path) = copy("containerd/nri-disabled-v3.toml", "config.toml");
+    let (read, write) = rustix::pipe::pipe().unwrap();
+    drop(read);
+    let out = bin()
+        .env("PATH", "/nonexistent")
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            s(&path),
+        ])
+        .args(["--in-place", "--output-format", "json"])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "error: cannot print the JSON document to stdout (Broken pipe (os error 32)); exit \
+             code 0, 1 file(s) written: {}\n",
+            path.display()
+        )
+    );
+    drop(dir);
+}

@@ -840,7 +840,10 @@ fn prelaunched_configure_logs_a_warning_when_the_hook_cannot_check_cel() {
     drop(c);
     assert_eq!(wait_child(&mut child), 0);
     let text = fs::read_to_string(&log).unwrap();
-    assert!(text.contains("warn 05-tetragon: could not run"), "{text}");
+    assert!(
+        text.contains("warn 05-tetragon: could not check the CEL expression with"),
+        "{text}"
+    );
 }
 
 #[test]

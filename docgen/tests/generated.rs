@@ -242,3 +242,102 @@ fn install_script_puts_completions_and_man_pages_under_the_prefix() {
     );
     assert_eq!(flags, ["--binary-name"]);
 }
+
+fn install_script(prefix: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-completions.sh");
+    Command::new("bash")
+        .arg(&script)
+        .arg(prefix)
+        .env("DOCGEN", env!("CARGO_BIN_EXE_docgen"))
+        .output()
+        .unwrap()
+}
+
+/// Every file under `dir` (links not followed) with its contents, or the link's target.
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let body = if meta.is_dir() {
+                stack.push(p.clone());
+                Vec::new()
+            } else if meta.is_symlink() {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                std::fs::read(&p).unwrap()
+            };
+            out.push((p.strip_prefix(dir).unwrap().to_path_buf(), body));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Run twice, the script leaves the same files (no temporary leftovers, no duplicates), and
+/// says nothing but its one summary line.
+#[test]
+fn install_script_is_idempotent() {
+    let prefix = tempfile::tempdir().unwrap();
+    let first = install_script(prefix.path());
+    assert!(first.status.success(), "{first:?}");
+    let once = tree(prefix.path());
+    let again = install_script(&prefix.path().join(""));
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(tree(prefix.path()), once);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("installed completions and "), "{stderr}");
+}
+
+/// A relative, root, dotted or non-directory prefix is refused (exit 2, `help:`), and so is a
+/// prefix whose directories lead elsewhere through a link: nothing is written, in the prefix or
+/// outside it. A link planted at a file's name is replaced, never written through.
+#[test]
+fn install_script_refuses_nonsense_prefixes_and_writes_only_under_the_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("outside")).unwrap();
+    std::fs::write(d.join("file"), "x").unwrap();
+    std::fs::create_dir_all(d.join("linked/share")).unwrap();
+    std::os::unix::fs::symlink(d.join("outside"), d.join("linked/share/man")).unwrap();
+    let before = tree(d);
+    for bad in [
+        Path::new("relative/prefix").to_path_buf(),
+        Path::new("/").to_path_buf(),
+        d.join("x/../y"),
+        d.join("x/./y"),
+        Path::new(&format!("{}//y", d.display())).to_path_buf(),
+        d.join("file"),
+        d.join("linked"),
+    ] {
+        let out = install_script(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{bad:?}: {stderr}");
+        assert!(stderr.contains("\nhelp: "), "{bad:?}: {stderr}");
+        assert_eq!(tree(d), before, "{bad:?}: something was written");
+    }
+    // A link at a man page's name, to a file outside: replaced by the page, the file untouched.
+    let prefix = d.join("planted");
+    std::fs::create_dir_all(prefix.join("share/man/man1")).unwrap();
+    std::fs::write(d.join("outside/victim"), "keep").unwrap();
+    std::os::unix::fs::symlink(
+        d.join("outside/victim"),
+        prefix.join(format!("share/man/man1/{BIN}.1")),
+    )
+    .unwrap();
+    let out = install_script(&prefix);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("outside/victim")).unwrap(),
+        "keep"
+    );
+    let page = prefix.join(format!("share/man/man1/{BIN}.1"));
+    assert!(std::fs::symlink_metadata(&page).unwrap().is_file());
+}

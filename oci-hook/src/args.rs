@@ -347,12 +347,20 @@ pub const HOOKS: [(&str, &str); 4] = [
 ];
 
 /// The candidate closest to `given` by edit distance (ignoring case, `_` read as `-`), if it
-/// is close enough to be a typo of it: at most 2 edits, and fewer than half its length.
+/// is close enough to be a typo of it: at most 2 edits, and fewer than half its length. Only
+/// candidates within 2 chars of `given`'s length are compared (others are more than 2 edits
+/// away), so a huge argument costs one pass over it, not one per candidate and char.
 pub fn nearest<'a>(given: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    const MAX_EDITS: usize = 2;
+    let len = given.chars().count();
+    let mut candidates = candidates
+        .filter(|c| c.chars().count().abs_diff(len) <= MAX_EDITS)
+        .peekable();
+    candidates.peek()?;
     let given = given.to_ascii_lowercase().replace('_', "-");
     candidates
         .map(|c| (edit_distance(&given, &c.to_ascii_lowercase()), c))
-        .filter(|(d, c)| *d <= 2 && *d * 2 < c.len())
+        .filter(|(d, c)| *d <= MAX_EDITS && *d * 2 < c.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -1004,6 +1012,52 @@ mod tests {
         );
         assert_eq!(nearest("prestart", HOOKS.iter().map(|(h, _)| *h)), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    /// Whatever a runtime or a person gives (empty, one dash, `--=`, non-ASCII, invalid UTF-8
+    /// read lossily, an argument of the kernel's maximum size), the flag scan and the nearest
+    /// name neither panic nor take the value of a flag that does not take one.
+    #[test]
+    fn odd_flags_never_panic_and_name_no_nearest_flag() {
+        let huge = format!("--{}", "a".repeat(128 * 1024));
+        let lossy = String::from_utf8_lossy(b"--\xff\xfe").into_owned();
+        for odd in [
+            "--=",
+            "--=x",
+            "---",
+            "-\u{e9}",
+            "--\u{e9}",
+            "--\u{1f600}\u{e9}",
+            &lossy,
+            &huge,
+        ] {
+            let p = cfg(&[odd, "createRuntime"]);
+            assert_eq!(p.hook(), Some("createRuntime"), "{odd:.20}");
+            assert!(
+                p.diagnostics.iter().all(|d| d
+                    .help
+                    .as_deref()
+                    .is_none_or(|h| !h.starts_with("did you mean"))),
+                "{odd:.20}: {:?}",
+                p.diagnostics
+            );
+            assert_eq!(
+                nearest(odd, HOOKS.iter().map(|(h, _)| *h)),
+                None,
+                "{odd:.20}"
+            );
+        }
+        // `-` and `` are positionals (the hook name, then unknown: nothing to do).
+        assert_eq!(cfg(&["-"]).hook(), Some("-"));
+        assert_eq!(cfg(&[""]).hook(), Some(""));
+        assert_eq!(nearest("", HOOKS.iter().map(|(h, _)| *h)), None);
+        assert_eq!(nearest("-", HOOKS.iter().map(|(h, _)| *h)), None);
+        assert_eq!(nearest("", FLAGS.iter().map(|(n, _)| *n)), None);
+        // Non-ASCII next to a known name is still one edit away.
+        assert_eq!(
+            nearest("poststop\u{e9}", HOOKS.iter().map(|(h, _)| *h)),
+            Some("poststop")
+        );
     }
 
     #[test]

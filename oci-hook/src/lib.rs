@@ -108,13 +108,27 @@ pub fn parse_with_defaults(args: &[String], bin_dir: &Path) -> Parsed {
 }
 
 /// The hidden command with which `tetragon-oci-hook-setup install` has the hook it installs
-/// check `--fail-cel-expr` and `--fail-allow-namespaces-regex` (exit 0: they compile; 2: one does
-/// not; on stderr then, the problem of each invalid regex on its own line, else the CEL
-/// expression's reason). It reads no stdin and writes no log.
+/// check `--fail-cel-expr` and `--fail-allow-namespaces-regex`. It reads no stdin and writes no
+/// log. The answer is a line on stdout, [`CHECK_CEL_VALID`] (exit 0: they compile) or
+/// [`CHECK_CEL_INVALID`] (exit 2: one does not; on stderr then, the problem of each invalid
+/// regex on its own line, else the CEL expression's reason). A binary that is not this hook, or
+/// an older hook without the command (which exits 0 for an unknown hook name), gives neither, so
+/// the caller can tell "valid" from "not checked".
 pub const CHECK_CEL: &str = "check-cel";
+
+/// `check-cel`'s stdout line when everything it was given compiles (or there is nothing).
+pub const CHECK_CEL_VALID: &str = "tetragon-oci-hook check-cel: valid";
+
+/// `check-cel`'s stdout line when something it was given does not compile.
+pub const CHECK_CEL_INVALID: &str = "tetragon-oci-hook check-cel: invalid";
 
 #[cfg(feature = "client")]
 fn check_cel(parsed: &Parsed) -> Outcome {
+    let invalid = |stderr: String| Outcome {
+        stdout: format!("{CHECK_CEL_INVALID}\n"),
+        stderr,
+        code: 2,
+    };
     // Regexes first, each problem on its own line as `--fail-allow-namespaces-regex` names it
     // (the setup tool shows those lines as they are); then the CEL expression's reason alone.
     let regex_problems: Vec<&str> = parsed
@@ -128,22 +142,18 @@ fn check_cel(parsed: &Parsed) -> Outcome {
         .map(|d| d.message.as_str())
         .collect();
     if !regex_problems.is_empty() {
-        return Outcome {
-            stderr: format!("{}\n", regex_problems.join("\n")),
-            code: 2,
-            ..Outcome::default()
-        };
+        return invalid(format!("{}\n", regex_problems.join("\n")));
     }
-    let Some(expr) = &parsed.config.fail_cel_expr else {
-        return Outcome::default();
+    let result = match &parsed.config.fail_cel_expr {
+        Some(expr) => policy::check_cel(expr),
+        None => Ok(()),
     };
-    match policy::check_cel(expr) {
-        Ok(()) => Outcome::default(),
-        Err(e) => Outcome {
-            stderr: format!("{e:#}\n"),
-            code: 2,
+    match result {
+        Ok(()) => Outcome {
+            stdout: format!("{CHECK_CEL_VALID}\n"),
             ..Outcome::default()
         },
+        Err(e) => invalid(format!("{e:#}\n")),
     }
 }
 

@@ -1274,8 +1274,8 @@ fn concurrent_hooks_rotate_once_at_the_size_limit() {
 }
 
 /// The hidden `check-cel` command the setup tool uses to validate `--fail-cel-expr` with the
-/// hook it installs: exit 0 for an expression that compiles, 2 with the reason for one that does
-/// not; it writes no log and reads no stdin.
+/// hook it installs: exit 0 and the "valid" answer line for an expression that compiles, 2, the
+/// "invalid" line and the reason for one that does not; it writes no log and reads no stdin.
 #[test]
 fn check_cel_command_compiles_the_expression_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -1296,9 +1296,17 @@ fn check_cel_command_compiles_the_expression_and_writes_nothing() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        format!("{}\n", oci_hook::CHECK_CEL_VALID)
+    );
     let bad = run("annotations[");
     assert_eq!(bad.status.code(), Some(2));
     assert!(!bad.stderr.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stdout),
+        format!("{}\n", oci_hook::CHECK_CEL_INVALID)
+    );
     assert!(!log.exists(), "check-cel must not write the hook log");
 }
 
@@ -1327,6 +1335,10 @@ fn check_cel_command_rejects_an_invalid_namespace_regex_by_name() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        format!("{}\n", oci_hook::CHECK_CEL_VALID)
+    );
     let bad = run(&[
         "--fail-allow-namespaces-regex=ok",
         "--fail-allow-namespaces-regex=(unclosed",
@@ -1334,6 +1346,10 @@ fn check_cel_command_rejects_an_invalid_namespace_regex_by_name() {
         "annotations[",
     ]);
     assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stdout),
+        format!("{}\n", oci_hook::CHECK_CEL_INVALID)
+    );
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(

@@ -250,10 +250,13 @@ pub fn print_config(binary: &Path, args: &[String]) -> anyhow::Result<String> {
 /// Validates the hook's arguments strictly, as `install` does before writing anything: a typo in
 /// the hook's flags fails the install (one pod) now, rather than every container on the node
 /// later. A `--fail-cel-expr` and each `--fail-allow-namespaces-regex` are compiled by `binary`,
-/// the hook about to be installed (its hidden `check-cel` command; exit 2 means invalid), so this
-/// tool carries no CEL or regex engine. A binary that cannot be run here (or an older hook, which
-/// ignores the command or checks only the expression) leaves them unchecked: then the returned
-/// warning says so.
+/// the hook about to be installed (its hidden `check-cel` command), so this tool carries no CEL
+/// or regex engine. Only the hook's answer line on stdout counts ([`oci_hook::CHECK_CEL_VALID`]
+/// with exit 0, [`oci_hook::CHECK_CEL_INVALID`] with exit 2): a binary that cannot be run here,
+/// does not answer in time, or is not our hook (or an older one without `check-cel`, which exits
+/// 0 for any unknown hook name) leaves them unchecked, and the returned warning says so. (A hook
+/// that answers but predates the regex check would pass a bad regex; the hook itself then logs
+/// it at every start and keeps its default.)
 pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Option<String>> {
     let expr = oci_hook::args::validate_args_but_cel(args)?;
     let regexes = oci_hook::args::parse(args, Path::new("/"), None)
@@ -266,6 +269,12 @@ pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Opti
         (Some(_), true) => "`--fail-cel-expr`",
         (None, _) => "`--fail-allow-namespaces-regex`",
         (Some(_), false) => "`--fail-cel-expr` and `--fail-allow-namespaces-regex`",
+    };
+    let unchecked = |why: String| {
+        Ok(Some(format!(
+            "could not check the CEL expression with `{}`: {why}; {what} is not checked",
+            binary.display()
+        )))
     };
     match run_check_cel(binary, expr.as_deref(), &regexes) {
         // The hook names a bad regex's flag itself, one line each; a CEL reason comes alone.
@@ -282,15 +291,15 @@ pub fn validate_hook_args(binary: &Path, args: &[String]) -> anyhow::Result<Opti
              `annotations[\"io.kubernetes.pod.namespace\"] != \"kube-system\"`",
         )),
         Ok(CheckCel::Valid) => Ok(None),
-        Ok(CheckCel::NoAnswer) => Ok(Some(format!(
-            "`{}` did not answer within {}s when asked to check {what}; it is not checked",
-            binary.display(),
+        Ok(CheckCel::NoAnswer) => unchecked(format!(
+            "it did not answer within {}s",
             CHECK_CEL_TIMEOUT.as_secs()
-        ))),
-        Err(e) => Ok(Some(format!(
-            "could not run `{}` to check {what} ({e}); it is not checked",
-            binary.display()
-        ))),
+        )),
+        Ok(CheckCel::NotUnderstood(status)) => unchecked(format!(
+            "it exited with {status} without `check-cel`'s answer (not this version's \
+             `{BINARY_NAME}`, or an older one without `check-cel`)"
+        )),
+        Err(e) => unchecked(format!("it could not be run ({e})")),
     }
 }
 
@@ -305,6 +314,8 @@ enum CheckCel {
     Valid,
     Invalid(String),
     NoAnswer,
+    /// Exited without one of `check-cel`'s answer lines (or with the wrong code for it).
+    NotUnderstood(std::process::ExitStatus),
 }
 
 /// Runs `binary [--fail-cel-expr EXPR] [--fail-allow-namespaces-regex RE]... check-cel`,
@@ -324,15 +335,23 @@ fn run_check_cel(
         command.arg(format!("--fail-allow-namespaces-regex={re}"));
     }
     command.arg(oci_hook::CHECK_CEL);
-    let Some((status, stderr)) = crate::sys::run_bounded(&mut command, CHECK_CEL_TIMEOUT)? else {
+    let Some((status, stdout, stderr)) =
+        crate::sys::run_bounded_with_stdout(&mut command, CHECK_CEL_TIMEOUT)?
+    else {
         return Ok(CheckCel::NoAnswer);
     };
-    if status.code() != Some(2) {
-        return Ok(CheckCel::Valid);
-    }
-    Ok(CheckCel::Invalid(
-        String::from_utf8_lossy(&stderr).trim().to_owned(),
-    ))
+    let answered = |marker: &str| {
+        stdout
+            .split(|b| *b == b'\n')
+            .any(|l| l == marker.as_bytes())
+    };
+    Ok(match status.code() {
+        Some(0) if answered(oci_hook::CHECK_CEL_VALID) => CheckCel::Valid,
+        Some(2) if answered(oci_hook::CHECK_CEL_INVALID) => {
+            CheckCel::Invalid(String::from_utf8_lossy(&stderr).trim().to_owned())
+        }
+        _ => CheckCel::NotUnderstood(status),
+    })
 }
 
 fn binary_name(local_binary: &Path) -> anyhow::Result<&str> {

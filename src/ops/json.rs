@@ -213,13 +213,31 @@ pub(crate) fn finish(result: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCod
     Ok(ExitCode::from(code))
 }
 
+/// Prints the document; if stdout is gone (a closed pipe, a full disk), says so on stderr with
+/// what the document would have said in short. The exit code is kept: the document comes after
+/// the files are written, so a 2 here would wrongly say that nothing was.
 fn print_doc(doc: &Out) {
     use std::io::Write as _;
     let mut text = serde_json::to_string_pretty(doc).unwrap_or_default();
     text.push('\n');
-    // Nothing else can be said if stdout is gone; the exit code still tells.
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        let written: Vec<&str> = doc
+            .files
+            .iter()
+            .filter(|f| f.written)
+            .filter_map(|f| f.path.as_deref())
+            .collect();
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: cannot print the JSON document to stdout ({e}); exit code {}, {} file(s) \
+             written{}{}",
+            doc.exit_code,
+            written.len(),
+            if written.is_empty() { "" } else { ": " },
+            written.join(", ")
+        );
+    }
 }
 
 fn render(doc: Doc, code: u8, error: Option<&anyhow::Error>) -> Out {
@@ -382,11 +400,13 @@ fn walk(path: &mut Vec<String>, a: Option<&Item>, b: Option<&Item>, out: &mut Ve
     match (a, b) {
         _ if tables && (a.is_some() || b.is_some()) => {
             let (tx, ty) = (table(a), table(b));
+            // `a`'s keys, then those only `b` has; looked up in `a`'s table (an index map), not
+            // in this list: a table of 100k runtimes stays linear.
             let mut names: Vec<&str> = tx
                 .map(|t| t.iter().map(|(k, _)| k).collect())
                 .unwrap_or_default();
             for (k, _) in ty.into_iter().flat_map(|t| t.iter()) {
-                if !names.contains(&k) {
+                if tx.is_none_or(|t| !t.contains_key(k)) {
                     names.push(k);
                 }
             }
@@ -483,6 +503,24 @@ mod tests {
             ])
         );
         assert!(key_changes("a = 1", "a = 1 # same value").is_empty());
+        // Inline tables are walked like tables (one entry per value); arrays of tables and a
+        // value that changes type are compared whole, old and new as JSON.
+        let before = "t = { x = 1, y = [1, 2] }\n[[h]]\nn = \"a\"\n[s]\nv = 1\n";
+        let after = "s = \"now a string\"\nt = { x = 1, y = [1, 3], z = { k = true } }\n\
+                     [[h]]\nn = \"a\"\n[[h]]\nn = \"b\"\n";
+        assert_eq!(
+            serde_json::to_value(key_changes(before, after)).unwrap(),
+            json!([
+                {"file": null, "key": "t.y", "path": ["t", "y"], "change": "changed",
+                 "old": [1, 2], "new": [1, 3]},
+                {"file": null, "key": "t.z.k", "path": ["t", "z", "k"], "change": "added",
+                 "old": null, "new": true},
+                {"file": null, "key": "h", "path": ["h"], "change": "changed",
+                 "old": [{"n": "a"}], "new": [{"n": "a"}, {"n": "b"}]},
+                {"file": null, "key": "s", "path": ["s"], "change": "changed",
+                 "old": {"v": 1}, "new": "now a string"},
+            ])
+        );
         assert!(key_changes("a = [", "a = 1").is_empty());
     }
 }
