@@ -243,6 +243,36 @@ pub fn patch_text(
     original: &str,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<Patched> {
+    patch_string(path, original.to_owned(), edit_fn)
+}
+
+/// As [`patch_text`], keeping `original` itself as [`Patched::before`] (no copy of the text).
+pub fn patch_string(
+    path: &Path,
+    original: String,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<Patched> {
+    let after = patch_body(path, &original, edit_fn)?;
+    Ok(match after {
+        (None, edit) => Patched {
+            after: original.clone(),
+            before: original,
+            edit,
+        },
+        (Some(after), edit) => Patched {
+            before: original,
+            after,
+            edit,
+        },
+    })
+}
+
+/// The checked patched text of `original` (`None`: unchanged) and what the edit did.
+fn patch_body(
+    path: &Path,
+    original: &str,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<(Option<String>, Edit)> {
     // toml_edit accepts a byte-order mark but does not render it; keep it ourselves.
     let (bom, body) = match original.strip_prefix(BOM) {
         Some(rest) => (true, rest),
@@ -292,11 +322,7 @@ pub fn patch_text(
         error,
     })?;
     if edit.is_unchanged() {
-        return Ok(Patched {
-            before: original.to_owned(),
-            after: original.to_owned(),
-            edit,
-        });
+        return Ok((None, edit));
     }
     let rendered_after = doc.to_string();
     // Not needed past the rendering: the verification below holds the unedited document and the
@@ -317,11 +343,7 @@ pub fn patch_text(
         after.insert(0, BOM);
     }
     verify(path, &before_doc, &after, &edit)?;
-    Ok(Patched {
-        before: original.to_owned(),
-        after,
-        edit,
-    })
+    Ok((Some(after), edit))
 }
 
 /// Re-parses the output and checks that it differs from the input only under the keys the edit
@@ -625,8 +647,27 @@ fn plan_text(
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
-    use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
+    let output = check_output(config, new, output)?;
+    let patched = patch_string(config, original, edit_fn)?;
+    plan_checked(config, patched, new, output)
+}
 
+/// The plan of [`plan_file`] from a patch already made ([`patch_string`] of the config's text,
+/// e.g. by the check that judged the edit: the file is read and parsed once). `new`: the config
+/// does not exist, and `patched.before` is where the edit started (see [`plan_new_file`]).
+pub fn plan_patched(
+    config: &Path,
+    patched: Patched,
+    new: bool,
+    output: &Output,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    let output = check_output(config, new, output)?;
+    plan_checked(config, patched, new, output)
+}
+
+/// Where the plan writes: `output`, a path naming the config itself taken as in place, checked
+/// before anything is planned.
+fn check_output<'a>(config: &Path, new: bool, output: &'a Output) -> anyhow::Result<&'a Output> {
     let output = match output {
         Output::Path(p) if same_file(p, config) => &Output::InPlace,
         other => other,
@@ -639,9 +680,18 @@ fn plan_text(
         // command looked is refused here (and at the write, never followed).
         crate::plan::check_target(config)?;
     }
-    let mut patched = patch_text(config, &original, edit_fn)?;
-    // `patched.before` is the same text: one copy is enough.
-    drop(original);
+    Ok(output)
+}
+
+/// The plan once the targets are checked (`output` is no longer a path naming the config).
+fn plan_checked(
+    config: &Path,
+    mut patched: Patched,
+    new: bool,
+    output: &Output,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
+
     if new {
         // Nothing on disk: the diff starts from nothing, and an edit that changes nothing
         // creates no file.
