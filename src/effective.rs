@@ -549,6 +549,13 @@ pub fn glob_capped(pattern: &Path, cap: usize) -> anyhow::Result<Vec<PathBuf>> {
     Ok(current)
 }
 
+/// Whether a parsed file imports nothing: no `imports` key, or an empty array (anything else is
+/// for [`load`] to read or to refuse).
+pub fn imports_nothing(doc: &toml_edit::Table) -> bool {
+    doc.get("imports")
+        .is_none_or(|i| i.as_array().is_some_and(toml_edit::Array::is_empty))
+}
+
 /// Reads the main file and every file it imports, in containerd's order. `main_text` is the
 /// main file's text when the caller already read it.
 pub fn load(main: &Path, main_text: Option<String>) -> anyhow::Result<Vec<Layer>> {

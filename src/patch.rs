@@ -15,6 +15,8 @@ use toml_edit::{DocumentMut, Item, TableLike, Value};
 use crate::edit::{Edit, EditError, KeyPath};
 use crate::text;
 
+mod fingerprint;
+
 /// The result of patching one file's text.
 #[derive(Debug, Clone)]
 pub struct Patched {
@@ -243,6 +245,36 @@ pub fn patch_text(
     original: &str,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<Patched> {
+    patch_string(path, original.to_owned(), edit_fn)
+}
+
+/// As [`patch_text`], keeping `original` itself as [`Patched::before`] (no copy of the text).
+pub fn patch_string(
+    path: &Path,
+    original: String,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<Patched> {
+    let after = patch_body(path, &original, edit_fn)?;
+    Ok(match after {
+        (None, edit) => Patched {
+            after: original.clone(),
+            before: original,
+            edit,
+        },
+        (Some(after), edit) => Patched {
+            before: original,
+            after,
+            edit,
+        },
+    })
+}
+
+/// The checked patched text of `original` (`None`: unchanged) and what the edit did.
+fn patch_body(
+    path: &Path,
+    original: &str,
+    edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
+) -> anyhow::Result<(Option<String>, Edit)> {
     // toml_edit accepts a byte-order mark but does not render it; keep it ourselves.
     let (bom, body) = match original.strip_prefix(BOM) {
         Some(rest) => (true, rest),
@@ -285,23 +317,24 @@ pub fn patch_text(
     } else {
         String::new()
     };
-    let before_doc = doc.clone();
+    // What the verification needs of the unedited document, instead of a clone of it.
+    let before = fingerprint::Before::of(doc.as_table());
     let edit = edit_fn(&mut doc).map_err(|error| ConfigError {
         path: path.to_owned(),
         line: text::locate(body, &error.key),
         error,
     })?;
     if edit.is_unchanged() {
-        return Ok(Patched {
-            before: original.to_owned(),
-            after: original.to_owned(),
-            edit,
-        });
+        return Ok((None, edit));
     }
     let rendered_after = doc.to_string();
-    // Not needed past the rendering: the verification below holds the unedited document and the
-    // re-parsed output, never three documents at once.
+    // Not needed past the rendering: the verification below holds the fingerprints of the
+    // unedited document and the re-parsed output, never two documents at once.
     drop(doc);
+    // Its pages go back to the kernel before the output is parsed: the parser's large token
+    // buffer does not fit in the small holes it leaves, so they would stay resident for nothing
+    // (a 1 MB config: about 3 MiB of the peak).
+    crate::sys::release_free_memory();
     let mut after = if needs_line_patch {
         text::reapply_edit(body, &rendered_before, &rendered_after)
     } else {
@@ -316,17 +349,19 @@ pub fn patch_text(
     if bom {
         after.insert(0, BOM);
     }
-    verify(path, &before_doc, &after, &edit)?;
-    Ok(Patched {
-        before: original.to_owned(),
-        after,
-        edit,
-    })
+    verify(path, before, body, &after, &edit)?;
+    Ok((Some(after), edit))
 }
 
-/// Re-parses the output and checks that it differs from the input only under the keys the edit
-/// says it changed.
-fn verify(path: &Path, before: &DocumentMut, after: &str, edit: &Edit) -> anyhow::Result<()> {
+/// Re-parses the output and checks that it differs from the input (`before`, from `original`)
+/// only under the keys the edit says it changed.
+fn verify(
+    path: &Path,
+    before: fingerprint::Before,
+    original: &str,
+    after: &str,
+    edit: &Edit,
+) -> anyhow::Result<()> {
     let body = after.strip_prefix(BOM).unwrap_or(after);
     // A span-keeping parse: the same grammar as `DocumentMut`'s, without the cost of dropping
     // the spans afterwards.
@@ -338,18 +373,7 @@ fn verify(path: &Path, before: &DocumentMut, after: &str, edit: &Edit) -> anyhow
         )
     })?;
     // A changed leaf is accounted for when one of its prefixes is a key the edit reports.
-    let touched: std::collections::HashSet<&[String]> = edit
-        .touched_keys()
-        .into_iter()
-        .map(|k| k.segments())
-        .collect();
-    let mut stray = Vec::new();
-    for key in changed_keys(before.as_item(), reparsed.as_item()) {
-        let covered = (1..=key.0.len()).any(|n| touched.contains(&key.0[..n]));
-        if !covered {
-            stray.push(key);
-        }
-    }
+    let stray = before.stray(reparsed.as_table(), &edit.touched_keys(), original);
     if !stray.is_empty() {
         let list: Vec<String> = stray.iter().map(|k| format!("`{k}`")).collect();
         bail!(
@@ -563,10 +587,152 @@ mod tests {
             }],
             ..Edit::default()
         };
-        assert!(verify(Path::new("x"), &before, "a = 3\nb = 2\n", &edit).is_ok());
-        let err = verify(Path::new("x"), &before, "a = 3\nb = 4\n", &edit).unwrap_err();
+        let check = |after: &str| {
+            let before = fingerprint::Before::of(before.as_table());
+            verify(Path::new("x"), before, "a = 1\nb = 2\n", after, &edit)
+        };
+        assert!(check("a = 3\nb = 2\n").is_ok());
+        let err = check("a = 3\nb = 4\n").unwrap_err();
         assert!(err.to_string().contains("would also change `b`"), "{err}");
-        assert!(verify(Path::new("x"), &before, "a = [\n", &edit).is_err());
+        assert!(check("a = [\n").is_err());
+    }
+
+    /// The fingerprint verification refuses exactly what comparing the two documents key by key
+    /// ([`changed_keys`], filtered by the edit's keys) refuses, and names the same keys.
+    #[test]
+    fn fingerprint_verification_refuses_what_the_document_comparison_refuses() {
+        let cases: &[(&str, &str, &[&str], bool)] = &[
+            // (input, output, keys the edit reports, refused)
+            ("a = 1\nb = 2\n", "a = 3\nb = 2\n", &["a"], false),
+            ("a = 1\nb = 2\n", "a = 3\nb = 4\n", &["a"], true),
+            ("a = 1\nb = 2\n", "a = 3\n", &["a"], true),
+            ("a = 1\n", "a = 1\n[e]\n", &[], true),
+            ("a = 1\n[e]\n", "a = 1\n", &[], true),
+            ("a = 1\n[e]\n", "a = 1\n[e]\n", &[], false),
+            (
+                "[t]\nx = 'a'\ny = [1, 2]\n",
+                "t = { y = [1,2], x = \"a\" }\n",
+                &[],
+                false,
+            ),
+            (
+                "p = [{ a = 1, b = 2 }]\n",
+                "p = [{ b = 2, a = 1 }]\n",
+                &[],
+                false,
+            ),
+            ("p = [1, 2]\n", "p = [2, 1]\n", &[], true),
+            ("f = -0.0\ng = nan\n", "f = 0.0\ng = -nan\n", &[], false),
+            ("f = 1.0\n", "f = 1\n", &[], true),
+            ("d = 1979-05-27\n", "d = 1979-05-27\n", &[], false),
+            ("d = 1979-05-27\n", "d = 1979-05-28\n", &[], true),
+            ("s = 'x'\n", "s = \"\\u0078\"\n", &[], false),
+            (
+                "v = 2\n",
+                "v = 2\n[p.n]\nd = false\n",
+                &["p", "n", "d"],
+                false,
+            ),
+            (
+                "v = 2\n",
+                "v = 2\n[p.n]\nd = false\ne = 1\n",
+                &["p", "n", "d"],
+                true,
+            ),
+            (
+                "[p.n]\nd = true\nk = 1\n",
+                "p = 'x'\n",
+                &["p", "n", "d"],
+                true,
+            ),
+            ("[p.n]\nd = true\nk = 1\n", "p = 'x'\n", &["p"], false),
+            (
+                "[p.n]\nd = true\n",
+                "[p]\nn = { d = false }\n",
+                &["p", "n", "d"],
+                false,
+            ),
+            (
+                "[[r]]\na = 1\n[[r]]\na = 2\n",
+                "[[r]]\na = 1\n[[r]]\na = 3\n",
+                &[],
+                true,
+            ),
+            ("[[r]]\na = 1\n", "r = [{ a = 1 }]\n", &[], true),
+            ("[a.b]\n[a.c]\nx = 1\n", "[a.c]\nx = 1\n", &["a", "c"], true),
+            (
+                "[a.b]\nx = 1\n",
+                "[a.b]\nx = 1\ny = 2\n",
+                &["a", "b", "y"],
+                false,
+            ),
+        ];
+        for (before, after, key, refused) in cases {
+            let doc: DocumentMut = before.parse().unwrap();
+            let edit = Edit {
+                changes: vec![crate::edit::Change::Inserted {
+                    key: KeyPath::new(key.iter().copied()),
+                }],
+                ..Edit::default()
+            };
+            let touched = edit.touched_keys();
+            let by_documents: Vec<KeyPath> = {
+                let out: DocumentMut = after.parse().unwrap();
+                changed_keys(doc.as_item(), out.as_item())
+                    .into_iter()
+                    .filter(|k| {
+                        (1..=k.0.len()).all(|n| !touched.iter().any(|t| t.0[..] == k.0[..n]))
+                    })
+                    .collect()
+            };
+            let out = toml_edit::Document::parse(*after).unwrap();
+            let mut by_fingerprints =
+                fingerprint::Before::of(doc.as_table()).stray(out.as_table(), &touched, before);
+            assert_eq!(
+                !by_fingerprints.is_empty(),
+                *refused,
+                "{before:?} -> {after:?}"
+            );
+            assert_eq!(
+                by_documents.is_empty(),
+                by_fingerprints.is_empty(),
+                "{before:?}"
+            );
+            // The same keys, but where a table became a value (or the reverse): the comparison
+            // of documents names that key only, this one also the keys that were under it.
+            by_fingerprints.retain(|k| {
+                !by_documents
+                    .iter()
+                    .any(|d| k.0.len() > d.0.len() && k.0.starts_with(&d.0))
+            });
+            by_fingerprints.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut by_documents = by_documents;
+            by_documents.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(by_fingerprints, by_documents, "{before:?} -> {after:?}");
+        }
+    }
+
+    /// An edit that also changes a key it does not report is refused end to end: nothing is
+    /// returned to write, and the error names the key.
+    #[test]
+    fn patch_text_refuses_an_edit_that_changes_an_unreported_key() {
+        let original = "version = 2\n[plugins.x]\n  keep = 1\n  gone = 'a'\n";
+        let sneaky = |doc: &mut DocumentMut| {
+            doc["plugins"]["x"]["keep"] = toml_edit::value(2);
+            doc["plugins"]["x"].as_table_mut().map(|t| t.remove("gone"));
+            Ok(Edit {
+                changes: vec![crate::edit::Change::Inserted {
+                    key: KeyPath::new(["plugins", "x", "keep"]),
+                }],
+                ..Edit::default()
+            })
+        };
+        let err = patch_text(Path::new("c.toml"), original, sneaky).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("would also change `plugins.x.gone`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -625,8 +791,27 @@ fn plan_text(
     output: &Output,
     edit_fn: impl FnOnce(&mut DocumentMut) -> Result<Edit, EditError>,
 ) -> anyhow::Result<(crate::plan::Plan, Edit)> {
-    use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
+    let output = check_output(config, new, output)?;
+    let patched = patch_string(config, original, edit_fn)?;
+    plan_checked(config, patched, new, output)
+}
 
+/// The plan of [`plan_file`] from a patch already made ([`patch_string`] of the config's text,
+/// e.g. by the check that judged the edit: the file is read and parsed once). `new`: the config
+/// does not exist, and `patched.before` is where the edit started (see [`plan_new_file`]).
+pub fn plan_patched(
+    config: &Path,
+    patched: Patched,
+    new: bool,
+    output: &Output,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    let output = check_output(config, new, output)?;
+    plan_checked(config, patched, new, output)
+}
+
+/// Where the plan writes: `output`, a path naming the config itself taken as in place, checked
+/// before anything is planned.
+fn check_output<'a>(config: &Path, new: bool, output: &'a Output) -> anyhow::Result<&'a Output> {
     let output = match output {
         Output::Path(p) if same_file(p, config) => &Output::InPlace,
         other => other,
@@ -639,9 +824,18 @@ fn plan_text(
         // command looked is refused here (and at the write, never followed).
         crate::plan::check_target(config)?;
     }
-    let mut patched = patch_text(config, &original, edit_fn)?;
-    // `patched.before` is the same text: one copy is enough.
-    drop(original);
+    Ok(output)
+}
+
+/// The plan once the targets are checked (`output` is no longer a path naming the config).
+fn plan_checked(
+    config: &Path,
+    mut patched: Patched,
+    new: bool,
+    output: &Output,
+) -> anyhow::Result<(crate::plan::Plan, Edit)> {
+    use crate::plan::{FileWrite, Plan, Step, Target, diff_label};
+
     if new {
         // Nothing on disk: the diff starts from nothing, and an edit that changes nothing
         // creates no file.

@@ -3,8 +3,8 @@
 //! a child process run with a bounded wait.
 //!
 //! Everything goes through `rustix` where it has the call; the rest (signal masks and
-//! `signalfd`, which `rustix` only offers through its unsafe `runtime` API, and taking an
-//! inherited descriptor) is the only `unsafe` code of the setup package, each block with the
+//! `signalfd`, which `rustix` only offers through its unsafe `runtime` API, taking an
+//! inherited descriptor, and `malloc_trim`) is the only `unsafe` code of the setup package, each block with the
 //! reason it is sound. Errors are plain [`std::io::Error`]s: callers add what they were doing.
 
 use std::io;
@@ -224,4 +224,16 @@ fn run_bounded_inner(
     err_file.rewind()?;
     err_file.take(CHILD_STDERR_MAX).read_to_end(&mut stderr)?;
     Ok(Some((status, stderr)))
+}
+
+/// Gives the C allocator's free memory back to the kernel (`malloc_trim(0)`: free pages inside
+/// the heap too, not only at its top), so that a large structure just dropped does not stay
+/// resident while the next one is built.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: `malloc_trim` only walks the allocator's own free lists; it takes no pointer and
+    // frees nothing still in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

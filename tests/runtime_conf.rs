@@ -732,3 +732,34 @@ fn openshift_read_only_usr_hooks_dir_points_at_etc() {
         err.help
     );
 }
+
+/// The warning does not depend on how the key is spelled: a validator table named with a TOML
+/// escape in a file that imports nothing (the case the edit judges without a second parse) is
+/// still found.
+#[test]
+fn enable_nri_warns_when_validator_key_is_spelled_with_an_escape() {
+    let fixture = "nri-validator/containerd-2.2-rejects-oci-hooks-escaped-key-v3.toml";
+    let node = Node::new(fixture);
+    let config = node.conf("containerd-2.2-rejects-oci-hooks-escaped-key-v3.toml");
+    let out = bin()
+        .args([
+            "patch-containerd-conf",
+            "enable-nri",
+            "--config-file",
+            &config,
+            "--dry-run",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = node.stderr(&out);
+    assert!(
+        err.contains(
+            "warning: [TMP]/conf/containerd-2.2-rejects-oci-hooks-escaped-key-v3.toml:13: \
+             `plugins.\"io.containerd.nri.v1.nri\".default_validator.reject_oci_hook_adjustment = true`"
+        ),
+        "{err}"
+    );
+    node.assert_nothing_written(fixture);
+}

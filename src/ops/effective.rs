@@ -24,6 +24,8 @@ pub(super) struct Pre {
     pub(super) notes: Vec<String>,
     /// Warnings, shown even with `--quiet`.
     pub(super) warnings: Vec<String>,
+    /// The main file's patch the check judged, for the plan (the file is read and parsed once).
+    pub(super) patched: Option<rthooks::patch::Patched>,
 }
 
 /// Everything the check needs from the command line.
@@ -38,6 +40,9 @@ pub(super) struct Judge<'a> {
     pub(super) action: String,
     /// `--create` on a missing config: the text it starts from (nothing is read).
     pub(super) created: Option<String>,
+    /// Set by [`Judge::check`]: the main file imports nothing (see
+    /// [`effective::imports_nothing`]), so it alone is containerd's config.
+    pub(super) imports_nothing: std::cell::Cell<bool>,
 }
 
 impl Judge<'_> {
@@ -65,10 +70,23 @@ impl Judge<'_> {
             ));
         }
         // The main file's own errors first, as without imports (parse errors, bad shapes).
-        let patched = rthooks::patch::patch_text(self.config, &text, edit_fn)?;
-        let layers = effective::load(self.config, Some(text.clone()))?;
+        // Whether it imports anything is read from the document the edit parses (before the
+        // edit), not from a second parse.
+        let mut imports_nothing = false;
+        let patched = rthooks::patch::patch_string(self.config, text, |doc| {
+            imports_nothing = effective::imports_nothing(doc.as_table());
+            edit_fn(doc)
+        })?;
+        self.imports_nothing.set(imports_nothing);
+        if imports_nothing {
+            // The file alone is the config, judged as always.
+            pre.patched = Some(patched);
+            return Ok(pre);
+        }
+        let layers = effective::load(self.config, Some(patched.before.clone()))?;
         if layers.len() < 2 {
             // No file imported: the file alone is the config, judged as always.
+            pre.patched = Some(patched);
             return Ok(pre);
         }
         let (rule, note) = self.merge_rule(&layers)?;
@@ -85,7 +103,10 @@ impl Judge<'_> {
                 ));
                 Ok(pre)
             }
-            Verdict::EditTakesEffect => Ok(pre),
+            Verdict::EditTakesEffect => {
+                pre.patched = Some(patched);
+                Ok(pre)
+            }
             // The main file itself, or a file whose runtimes containerd ignores for its version
             // (the judge says so with `MIXED_VERSIONS`): editing the file read last cannot help.
             Verdict::Undone { by, what }

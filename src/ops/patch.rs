@@ -35,6 +35,7 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
         force: args.force,
         action: "enable-nri".to_owned(),
         created: None,
+        imports_nothing: std::cell::Cell::new(false),
     };
     if args.create && is_absent(&args.config_file) {
         let (release, source) = judge.release_for_new_file()?;
@@ -76,7 +77,10 @@ pub(super) fn containerd(args: ContainerdArgs, verbose: bool) -> anyhow::Result<
                 || judge.check(Goal::NriEnabled, rthooks::containerd::enable_nri),
                 rthooks::containerd::enable_nri,
             )?;
-            if let Some(warning) = super::runtime_conf::nri_validator_warning(&args.config_file) {
+            if let Some(warning) = super::runtime_conf::nri_validator_warning(
+                &args.config_file,
+                judge.imports_nothing.get(),
+            ) {
                 eprintln!("warning: {warning}");
             }
             Ok(code)
@@ -280,9 +284,11 @@ fn run_patch(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (plan, edit) = match start {
-        Some(start) => patch::plan_new_file(config, start, output, edit_fn)?,
-        None => patch::plan_file(config, output, edit_fn)?,
+    let (plan, edit) = match (pre.patched, start) {
+        // The check read and patched the file already: planned from that.
+        (Some(patched), start) => patch::plan_patched(config, patched, start.is_some(), output)?,
+        (None, Some(start)) => patch::plan_new_file(config, start, output, edit_fn)?,
+        (None, None) => patch::plan_file(config, output, edit_fn)?,
     };
     super::json::plan(&plan);
     if talk {

@@ -90,7 +90,21 @@ pub(super) fn check_nri_validators(args: &InstallArgs) -> anyhow::Result<Vec<Str
 }
 
 /// `enable-nri`: a warning (with its fix) when containerd's validator would reject our hook.
-pub(super) fn nri_validator_warning(config: &Path) -> Option<String> {
+///
+/// `imports_nothing`: the edit found that `config` imports no file (and, having parsed it and
+/// checked its `version`, that merging it cannot fail): then a text that cannot spell
+/// `default_validator` (no such word, no `\u` escape to spell it in a quoted key) has no
+/// validator, and is not parsed again to show it.
+pub(super) fn nri_validator_warning(config: &Path, imports_nothing: bool) -> Option<String> {
+    if imports_nothing {
+        if let Ok(text) = rthooks::patch::read_config(config) {
+            let may_set_validator =
+                text.contains("default_validator") || text.contains("\\u") || text.contains("\\U");
+            if !may_set_validator {
+                return None;
+            }
+        }
+    }
     let mut notes = Vec::new();
     match nri_validator_rejections(config, None, &mut notes) {
         Ok(found) => found
