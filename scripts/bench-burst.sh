@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 triple=$(sed -n 's/^target = "\(.*\)"/\1/p' .cargo/config.toml)
-cargo build --profile dist --quiet
+cargo build --profile dist --quiet -p tetragon-oci-hook
 exec cargo bench --quiet --bench burst -- --hook "target/${triple}/dist/tetragon-oci-hook"

@@ -21,7 +21,7 @@ done
 triple=$(sed -n 's/^target = "\(.*\)"/\1/p' .cargo/config.toml)
 # The hook as shipped (a plain release build of the workspace), then the stand-in agent on its
 # own: built together, the agent's dev-only features (tonic's server) would reach the hook.
-cargo build --profile dist --quiet
+cargo build --profile dist --quiet -p tetragon-oci-hook
 cargo build --profile dist --quiet --example stand-in-agent
 rel="target/${triple}/dist"
 hook="$PWD/$rel/tetragon-oci-hook"

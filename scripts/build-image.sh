@@ -103,8 +103,12 @@ if [ -n "$cargo_build" ] && [ "$arch" != "$host_arch" ] && command -v rustup >/d
   exit 2
 fi
 if [ -n "$cargo_build" ]; then
+  # One cargo run per binary: in a single run cargo unifies `oci_hook`'s features and links the
+  # hook's gRPC, CEL and regex engines into the setup tool as well.
   (cd "$root" && cargo build "${cargo_profile[@]}" --target "$triple" \
-    -p tetragon-rthooks --bin tetragon-oci-hook-setup -p tetragon-oci-hook --bin tetragon-oci-hook) >&2
+    -p tetragon-rthooks --bin tetragon-oci-hook-setup) >&2
+  (cd "$root" && cargo build "${cargo_profile[@]}" --target "$triple" \
+    -p tetragon-oci-hook --bin tetragon-oci-hook) >&2
 fi
 for b in tetragon-oci-hook-setup tetragon-oci-hook; do
   if [ ! -f "$bins/$b" ] || [ ! -x "$bins/$b" ]; then

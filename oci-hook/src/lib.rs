@@ -57,6 +57,7 @@ pub mod proto;
 #[cfg(feature = "client")]
 pub mod spec;
 
+#[cfg(feature = "client")]
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 #[cfg(feature = "client")]
@@ -319,11 +320,13 @@ pub fn run(args: &[String]) -> Outcome {
 
 /// Where a [`args::Diagnostic`] about the command line comes from (others name the defaults
 /// file).
+#[cfg(feature = "client")]
 const COMMAND_LINE: &str = "command line";
 
 /// The problems found in the arguments, for stderr: `error:` (for a person, who gets exit 2)
 /// or `warning:` (for a runtime: the hook runs with defaults for them, and logs them), each
 /// with its `help:` line.
+#[cfg(feature = "client")]
 fn explain(diagnostics: &[args::Diagnostic], person: bool) -> String {
     let mut out = String::new();
     for d in diagnostics {
