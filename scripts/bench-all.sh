@@ -36,8 +36,8 @@ benches=(
     "bench-hook|scripts/bench-hook.sh|file:scripts/bench-hook.sh tool:hyperfine tool:/usr/bin/time"
     "bench-process|scripts/bench-process.sh|file:scripts/bench-process.sh tool:/usr/bin/time"
     "bench-burst|scripts/bench-burst.sh|file:scripts/bench-burst.sh bench:burst"
-    "bench-install|scripts/bench-install.sh|file:scripts/bench-install.sh"
-    "patch_sizes|cargo bench --quiet --bench patch_sizes|bench:patch_sizes"
+    "bench-install|scripts/bench-install.sh|file:scripts/bench-install.sh tool:hyperfine tool:/usr/bin/time"
+    "bench-patch-sizes|scripts/bench-patch-sizes.sh|file:scripts/bench-patch-sizes.sh tool:hyperfine tool:/usr/bin/time"
     "status|cargo bench --quiet --bench status|bench:status"
 )
 
