@@ -64,7 +64,9 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "building the shipped binaries (cargo build --profile dist) ..." >&2
 # One cargo run per binary (one run would unify oci_hook's features into the setup tool).
 if ! { cargo build --profile dist --quiet -p tetragon-rthooks --bin tetragon-oci-hook-setup &&
-       cargo build --profile dist --quiet -p tetragon-oci-hook; } 2> "$out/build.log"; then
+       cargo build --profile dist --quiet -p tetragon-oci-hook &&
+       # container_start runs the release builds (tests/support/bin.rs).
+       cargo build --release --quiet; } 2> "$out/build.log"; then
     echo "error: cargo build --profile dist failed (see $out/build.log)" >&2
     exit 1
 fi
