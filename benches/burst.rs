@@ -124,8 +124,9 @@ impl Burst {
     }
 }
 
-/// Starts `n` hooks at once with `args` (before `createRuntime`) and waits for them all.
-fn burst(work: &Work, args: &[String], n: usize) -> Burst {
+/// Starts `n` processes of `program` at once with `args` (for the hook: ending with the stage
+/// name), each with its container's OCI state on stdin, and waits for them all.
+fn burst(work: &Work, program: &Path, args: &[String], n: usize) -> Burst {
     let barrier = Arc::new(Barrier::new(n + 1));
     let (tx, rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
@@ -138,9 +139,8 @@ fn burst(work: &Work, args: &[String], n: usize) -> Burst {
         // No `current_dir` (the hook finds the bundle in the state): with one, std cannot use
         // `posix_spawn` in this static build and forks this large, many-threaded process for
         // every hook, which cost more CPU than the hooks themselves (seen with `perf`).
-        let mut cmd = Command::new(&work.hook);
+        let mut cmd = Command::new(program);
         cmd.args(args)
-            .arg("createRuntime")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -308,7 +308,8 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
         }
         let mut args = vec!["--log-fname".to_owned(), log.display().to_string()];
         args.extend(s.args.iter().cloned());
-        let b = burst(work, &args, s.hooks);
+        args.push("createRuntime".to_owned());
+        let b = burst(work, &work.hook, &args, s.hooks);
         walls.push(b.wall);
         ended += b.ended();
         total += s.hooks;
@@ -406,6 +407,35 @@ fn run(work: &Work, s: &Scenario<'_>, prefill: u64) -> (bool, Vec<Duration>) {
     (ok, lat)
 }
 
+/// The machine's floor for a burst: [`HOOKS`] processes of a static binary that does nothing
+/// (busybox `true`), started and waited for the same way, [`ROUNDS_UP`] times. Prints p50/p99/max
+/// and CPU per process; returns the p99 (`None` when there is no static busybox).
+fn floor(work: &Work) -> Option<Duration> {
+    let bin = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())?;
+    let cpu_before = children_cpu();
+    let mut lat = Vec::new();
+    for _ in 0..ROUNDS_UP {
+        let b = burst(work, bin, &["true".to_owned()], HOOKS);
+        assert_eq!(b.ended(), HOOKS, "`{} true` did not end", bin.display());
+        lat.extend(b.ends.iter().map(|e| e.0));
+    }
+    let cpu = (children_cpu() - cpu_before) / (HOOKS * ROUNDS_UP) as u32;
+    lat.sort();
+    println!(
+        "floor ({HOOKS} `{} true` at once, static, does nothing): latency p50 {}, p99 {}, max {}; \
+         CPU per process {}",
+        bin.display(),
+        ms(pct(&lat, 50.0)),
+        ms(pct(&lat, 99.0)),
+        ms(*lat.last().unwrap()),
+        ms(cpu)
+    );
+    Some(pct(&lat, 99.0))
+}
+
 /// Writes JSON filler lines to `log` until it is `size` bytes; returns how many.
 fn fill_log(log: &Path, size: u64) -> usize {
     let line = format!(
@@ -466,6 +496,7 @@ fn main() {
         format!("unix://{}", work.dir.join("none.sock").display()),
     ];
     let mut all_ok = true;
+    let floor = floor(&work);
     // Smaller bursts first: how the latency grows with the number started at once.
     let mut expected_calls = 0;
     for n in SMALLER {
@@ -501,6 +532,14 @@ fn main() {
         &format!("< {}", ms(P99_TARGET)),
         p99 < P99_TARGET,
     );
+    if let Some(floor) = floor {
+        println!(
+            "agent up (1 ms): p99 {} is {:.1}x the floor's p99 {} ({HOOKS} static `true` at once)",
+            ms(p99),
+            p99.as_secs_f64() / floor.as_secs_f64(),
+            ms(floor)
+        );
+    }
     let calls = agent.requests().len();
     expected_calls += HOOKS * ROUNDS_UP;
     println!("agent received {calls} calls (expected {expected_calls})");
