@@ -11,6 +11,8 @@
 //! `plugins."io.containerd.grpc.v1.cri"`), and versions 3 and 4 (containerd 2.x) split the CRI
 //! plugin, so runtimes live under `plugins."io.containerd.cri.v1.runtime"`.
 
+use std::sync::Arc;
+
 use toml_edit::{DocumentMut, Item, Table, Value};
 
 use crate::edit::{Change, Edit, EditError, KeyPath, describe};
@@ -457,6 +459,11 @@ pub fn add_oci_hook(doc: &mut DocumentMut, spec: &str) -> Result<Edit, EditError
         .as_table_like()
         .map(|p| style::quotes_in(p).strings)
         .unwrap_or_default();
+    // What every runtime's change reports, shared by all of them.
+    let shown = Shown {
+        old: Arc::from("\"\""),
+        new: Arc::from(Quote::Double.quote(spec)),
+    };
     let mut found = 0usize;
     for cri_name in CRI_PLUGINS {
         let cri_key = plugins_key.join(cri_name);
@@ -478,7 +485,7 @@ pub fn add_oci_hook(doc: &mut DocumentMut, spec: &str) -> Result<Edit, EditError
         };
         if let Some(default) = containerd.get_mut("default_runtime") {
             let key = containerd_key.join("default_runtime");
-            found += patch_runtime(default, &key, spec, quote, &mut edit)?;
+            found += patch_runtime(default, &key, spec, quote, &shown, &mut edit)?;
         }
         let runtimes_key = containerd_key.join("runtimes");
         let Some(runtimes) = containerd.get_mut("runtimes") else {
@@ -489,7 +496,7 @@ pub fn add_oci_hook(doc: &mut DocumentMut, spec: &str) -> Result<Edit, EditError
         };
         for (name, runtime) in runtimes.iter_mut() {
             let key = runtimes_key.join(name.get());
-            found += patch_runtime(runtime, &key, spec, quote, &mut edit)?;
+            found += patch_runtime(runtime, &key, spec, quote, &shown, &mut edit)?;
         }
     }
     if found == 0 {
@@ -543,11 +550,18 @@ fn no_runc_runtime() -> String {
 }
 
 /// Sets `base_runtime_spec` on one runtime table if it is a runc one. Returns 1 when it is.
+/// The old and new `base_runtime_spec` values an update reports, as shown.
+struct Shown {
+    old: Arc<str>,
+    new: Arc<str>,
+}
+
 fn patch_runtime(
     runtime: &mut Item,
     key: &KeyPath,
     spec: &str,
     quote: Quote,
+    shown: &Shown,
     edit: &mut Edit,
 ) -> Result<usize, EditError> {
     let Some(table) = runtime.as_table_like() else {
@@ -597,8 +611,8 @@ fn patch_runtime(
                 style::replace_value(slot, value);
                 edit.changes.push(Change::Updated {
                     key: spec_key,
-                    old: "\"\"".into(),
-                    new: Quote::Double.quote(spec),
+                    old: Arc::clone(&shown.old),
+                    new: Arc::clone(&shown.new),
                 });
             }
             Some(current) if current == spec => {

@@ -33,7 +33,7 @@ pub fn enable_annotations(
     let mut item = doc.as_item_mut();
     for segment in ["crio", "runtime", "runtimes"] {
         if !item.is_table_like() {
-            return Err(not_a_table(key.segments(), item));
+            return Err(not_a_table(&key, item));
         }
         key = key.join(segment);
         let Some(child) = item.as_table_like_mut().and_then(|t| t.get_mut(segment)) else {
@@ -43,7 +43,7 @@ pub fn enable_annotations(
     }
     let runtimes_key = key;
     let Some(runtimes) = item.as_table_like_mut() else {
-        return Err(not_a_table(runtimes_key.segments(), item));
+        return Err(not_a_table(&runtimes_key, item));
     };
     if runtimes.is_empty() {
         return Err(no_runtimes());
@@ -52,7 +52,7 @@ pub fn enable_annotations(
     for (name, runtime) in runtimes.iter_mut() {
         let runtime_key = runtimes_key.join(name.get());
         if !runtime.is_table_like() {
-            return Err(not_a_table(runtime_key.segments(), runtime));
+            return Err(not_a_table(&runtime_key, runtime));
         }
         let quote = runtime
             .as_table_like()
@@ -111,8 +111,7 @@ fn no_runtimes() -> EditError {
     )
 }
 
-fn not_a_table(segments: &[String], item: &Item) -> EditError {
-    let key = KeyPath::new(segments.iter().cloned());
+fn not_a_table(key: &KeyPath, item: &Item) -> EditError {
     EditError::new(
         key.clone(),
         format!("is {}, expected a table", describe(item)),

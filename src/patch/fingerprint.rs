@@ -74,7 +74,7 @@ fn child(parent: Fp, key: &str) -> Fp {
 
 /// The path of a key the edit reports.
 fn path_of(key: &KeyPath) -> Fp {
-    key.segments().iter().fold(ROOT, |p, k| child(p, k))
+    key.segments().fold(ROOT, child)
 }
 
 /// A table's value: its keys and their values, in any order, whether it is a table or an inline
