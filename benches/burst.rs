@@ -140,7 +140,10 @@ fn burst(work: &Work, program: &Path, args: &[String], n: usize) -> Burst {
         // `posix_spawn` in this static build and forks this large, many-threaded process for
         // every hook, which cost more CPU than the hooks themselves (seen with `perf`).
         let mut cmd = Command::new(program);
-        cmd.args(args)
+        // As runc runs a hook: with the hook's own environment, empty here (not this
+        // process's: `RUST_BACKTRACE` in it would make every error capture a backtrace).
+        cmd.env_clear()
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -114,6 +114,15 @@ echo
 for n in "${notes[@]}"; do
     echo "- $n"
 done
+# What the numbers were measured on: absolute targets move with the machine (the same code ran
+# 2.5-3.7x slower on one 2-core VM than on another), so each run says what it ran on and what the
+# machine does without our code (the burst's floor: static `true` processes started the same way).
+model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+mhz=$(sed -n 's/^cpu MHz[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+virt=$(grep -q '^flags.* hypervisor' /proc/cpuinfo && echo ", virtual machine" || true)
+echo
+echo "machine: ${model:-unknown CPU}, $(nproc) cores, ${mhz:-?} MHz, kernel $(uname -r)$virt"
+grep -h '^floor ' "$out"/*.out 2>/dev/null | sed 's/^/reference: /'
 met=$(cat "$out"/*.out 2>/dev/null | grep -c '^target: .*| met$')
 notmet=$(cat "$out"/*.out 2>/dev/null | grep -c '^target: .*| NOT met$')
 echo

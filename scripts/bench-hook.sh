@@ -12,6 +12,9 @@
 # Targets (issue 4): < 2 ms and < 4 MiB with --disable-grpc, < 5 ms with the agent, < 6 MB.
 # Needs: hyperfine, time (Debian packages `hyperfine`, `time`).
 set -euo pipefail
+# runc runs a hook with the hook's own environment (none here), not the runtime's: a
+# `RUST_BACKTRACE` left in this shell's would make every error the hook builds capture a backtrace.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 cd "$(dirname "$0")/.."
 
 for tool in hyperfine /usr/bin/time; do

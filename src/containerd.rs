@@ -549,13 +549,13 @@ fn no_runc_runtime() -> String {
     )
 }
 
-/// Sets `base_runtime_spec` on one runtime table if it is a runc one. Returns 1 when it is.
 /// The old and new `base_runtime_spec` values an update reports, as shown.
 struct Shown {
     old: Arc<str>,
     new: Arc<str>,
 }
 
+/// Sets `base_runtime_spec` on one runtime table if it is a runc one. Returns 1 when it is.
 fn patch_runtime(
     runtime: &mut Item,
     key: &KeyPath,

@@ -49,6 +49,7 @@ pub fn enable_annotations(
         return Err(no_runtimes());
     }
     let mut edit = Edit::default();
+    let mut values = Values::default();
     for (name, runtime) in runtimes.iter_mut() {
         let runtime_key = runtimes_key.join(name.get());
         if !runtime.is_table_like() {
@@ -58,7 +59,14 @@ pub fn enable_annotations(
             .as_table_like()
             .map(|t| style::quotes_in(t).strings)
             .unwrap_or_default();
-        merge_into(runtime, &runtime_key, annotations, quote, &mut edit)?;
+        merge_into(
+            runtime,
+            &runtime_key,
+            annotations,
+            quote,
+            &mut values,
+            &mut edit,
+        )?;
     }
     Ok(edit)
 }
@@ -121,16 +129,34 @@ fn not_a_table(key: &KeyPath, item: &Item) -> EditError {
     ))
 }
 
+/// The string values of the annotations, quoted each way, made once for every runtime (making
+/// one parses it: a config with 70,000 runtimes took 140,000 parses).
+#[derive(Default)]
+struct Values {
+    made: Vec<(Quote, String, Value)>,
+}
+
+impl Values {
+    fn get(&mut self, quote: Quote, s: &str) -> Value {
+        if let Some((_, _, v)) = self.made.iter().find(|(q, a, _)| *q == quote && a == s) {
+            return v.clone();
+        }
+        let v = style::value_from_raw(&quote.quote(s)).unwrap_or_else(|| Value::from(s));
+        self.made.push((quote, s.to_owned(), v.clone()));
+        v
+    }
+}
+
 fn merge_into(
     runtime: &mut Item,
     runtime_key: &KeyPath,
     annotations: &[String],
     quote: Quote,
+    values: &mut Values,
     edit: &mut Edit,
 ) -> Result<(), EditError> {
     let key = runtime_key.join("allowed_annotations");
-    let string_value =
-        |s: &str| style::value_from_raw(&quote.quote(s)).unwrap_or_else(|| Value::from(s));
+    let mut string_value = |s: &str| values.get(quote, s);
     let mut wanted: Vec<&str> = Vec::new();
     for a in annotations {
         if !wanted.contains(&a.as_str()) {
@@ -259,6 +285,29 @@ mod tests {
           allowed_annotations = ["a", "b"]
         [crio.runtime.runtimes.crun]
           allowed_annotations = ["a", "b"]
+        "#);
+    }
+
+    #[test]
+    fn each_runtime_gets_its_own_quote_style_though_values_are_made_once() {
+        // The value cache is keyed by quote style: a single-quoted runtime after a double-quoted
+        // one (and back) still gets single quotes; a name with `'` falls back to double quotes.
+        let (out, _) = run(
+            "[crio.runtime.runtimes.a]\nruntime_path = '/a'\n\
+             [crio.runtime.runtimes.b]\nruntime_path = \"/b\"\n\
+             [crio.runtime.runtimes.c]\nruntime_path = '/c'\nallowed_annotations = ['z']\n",
+            &["x", "it's"],
+        );
+        insta::assert_snapshot!(out, @r#"
+        [crio.runtime.runtimes.a]
+        runtime_path = '/a'
+        allowed_annotations = ['x', "it's"]
+        [crio.runtime.runtimes.b]
+        runtime_path = "/b"
+        allowed_annotations = ["x", "it's"]
+        [crio.runtime.runtimes.c]
+        runtime_path = '/c'
+        allowed_annotations = ['z', 'x', "it's"]
         "#);
     }
 

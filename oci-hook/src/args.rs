@@ -596,6 +596,11 @@ fn defaults_settings(text: &str, source: &str) -> anyhow::Result<(Vec<Setting>, 
 /// Reads the defaults file; a missing file is not a problem, an unreadable or malformed one is
 /// reported as a diagnostic (and ignored).
 pub fn load_defaults_file(path: &Path) -> (Option<String>, Vec<Diagnostic>) {
+    // No file is the usual case: answered without building an error (which captures a
+    // backtrace when `RUST_BACKTRACE` is set: about 0.1 ms on every container start).
+    if rustix::fs::stat(path).err() == Some(rustix::io::Errno::NOENT) {
+        return (None, Vec::new());
+    }
     let read = crate::file::read_regular(path, DEFAULTS_LIMIT, "a defaults file")
         .and_then(|b| String::from_utf8(b).map_err(|_| anyhow::anyhow!("not UTF-8")));
     match read {

@@ -277,19 +277,28 @@ pub(super) fn annotation_sources(edited: &Path) -> (Vec<String>, Vec<String>) {
     names.sort();
     names.dedup();
     let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok() == b.canonicalize().ok();
-    let edited_has = |name: &str| {
-        layers
-            .iter()
-            .any(|l| same(l.path(), edited) && l.table_keys(&RUNTIMES).iter().any(|n| n == name))
-    };
+    // The runtimes the edited file defines, gathered once (a name is looked up per runtime).
+    let is_edited: Vec<bool> = layers.iter().map(|l| same(l.path(), edited)).collect();
+    let edited_names: std::collections::HashSet<String> = layers
+        .iter()
+        .zip(&is_edited)
+        .filter(|(_, e)| **e)
+        .flat_map(|(l, _)| l.table_keys(&RUNTIMES))
+        .collect();
+    let edited_has = |name: &str| edited_names.contains(name);
     for name in names {
         let table = [RUNTIMES[0], RUNTIMES[1], RUNTIMES[2], name.as_str()];
-        let Some(last) = layers.iter().rev().find(|l| l.get(&table).is_some()) else {
+        let Some((at_layer, last)) = layers
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, l)| l.get(&table).is_some())
+        else {
             continue;
         };
         let mut key = table.to_vec();
         key.push("allowed_annotations");
-        let is_edited = same(last.path(), edited);
+        let is_edited = is_edited[at_layer];
         let at = match (last.get(&key), last.get(&table)) {
             (Some(s), _) => s.to_string(),
             (None, Some(t)) if is_edited => t.to_string(),
