@@ -129,6 +129,16 @@ for b in tetragon-oci-hook-setup tetragon-oci-hook; do
       echo "help: build it for $triple (cargo build --target $triple), or pass the matching --arch" >&2
       exit 2 ;;
   esac
+  # A binary that cannot start is refused here, not on every node: e.g. one linked with DT_RELR
+  # against a static glibc older than 2.36 (.cargo/config.toml) links fine and crashes at once.
+  # Only for this machine's architecture: a cross build cannot be run here.
+  # (In a subshell whose stderr is dropped, not exec-ed into: bash reports a crash of its child
+  # on its own stderr.)
+  if [ "$arch" = "$host_arch" ] && ! ("$bins/$b" --version >/dev/null 2>&1; exit $?) 2>/dev/null; then
+    echo "error: \`$bins/$b --version\` failed: the binary does not run" >&2
+    echo "help: build on Debian 12 or newer (glibc >= 2.36; see .cargo/config.toml), then retry" >&2
+    exit 2
+  fi
 done
 
 # 2. A static busybox for `tail`: Debian's busybox-static of the image's architecture.

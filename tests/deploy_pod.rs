@@ -1339,7 +1339,21 @@ fn build_script_refuses_bad_input_with_help_and_exit_2_building_nothing() {
     let empty = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image.sh");
-    let cases: [(&[&str], &str); 4] = [
+    // Binaries of this machine's architecture that cannot start (cut after their first 4 KiB,
+    // as one linked against a libc that cannot apply its relocations would crash).
+    let broken = tempfile::tempdir().unwrap();
+    for name in ["tetragon-oci-hook", "tetragon-oci-hook-setup"] {
+        let bytes = std::fs::read(built.join(name)).unwrap();
+        let path = broken.path().join(name);
+        std::fs::write(&path, &bytes[..4096]).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--bins", broken.path().to_str().unwrap()],
+            "failed: the binary does not run",
+        ),
         (&["--frobnicate"], "unknown argument `--frobnicate`"),
         (&["--arch", "sparc"], "unsupported architecture `sparc`"),
         (
