@@ -577,7 +577,9 @@ pub fn unified_diff(before: &str, after: &str, label_before: &str, label_after: 
     if before == after {
         return String::new();
     }
-    let diff = similar::TextDiff::from_lines(before, after);
+    let diff = similar::TextDiff::configure()
+        .algorithm(crate::text::line_diff_algorithm(before, after))
+        .diff_lines(before, after);
     let mut out = diff
         .unified_diff()
         .context_radius(3)
