@@ -116,7 +116,7 @@ for n in "${notes[@]}"; do
     echo "- $n"
 done
 # What the numbers were measured on: absolute targets move with the machine (the same code ran
-# 2.5-3.7x slower on one 2-core VM than on another), so each run says what it ran on and what the
+# 2.2-4.2x slower on one 2-core VM than on another), so each run says what it ran on and what the
 # machine does without our code (the burst's floor: static `true` processes started the same way).
 model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 mhz=$(sed -n 's/^cpu MHz[[:space:]]*: //p' /proc/cpuinfo | head -n 1)

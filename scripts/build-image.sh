@@ -55,6 +55,8 @@ while [ $# -gt 0 ]; do
 done
 
 host_arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+# Without dpkg, `uname -m` names it the kernel's way: compared below with the normalised $arch.
+case $host_arch in x86_64) host_arch=amd64 ;; aarch64) host_arch=arm64 ;; esac
 case ${arch:-$host_arch} in
   amd64|x86_64) arch=amd64; triple=x86_64-unknown-linux-gnu ;;
   arm64|aarch64) arch=arm64; triple=aarch64-unknown-linux-gnu ;;

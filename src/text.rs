@@ -49,12 +49,14 @@ fn with_ending(line: &str, ending: LineEnding) -> String {
     }
 }
 
-/// Lines (of the longer text) from which line diffs anchor on lines that occur once on each
-/// side before running Myers between the anchors (patience diff). Myers alone costs the number
-/// of lines times the number of differences: an edit touching every runtime table of a large
-/// config (add-oci-hook, 25,000 tables, 10 MB) took 17 s to diff; with the anchors 0.4 s, and
-/// the same diff on every input compared (`tests::patience_gives_the_minimal_diff_on_large_edits`).
-/// Below it, Myers as always: no diff of a config of ordinary size changes by a byte.
+/// Lines (of the longer text) from which the printed diff anchors on lines that occur once on
+/// each side before running Myers between the anchors (patience diff). Myers alone costs the
+/// number of lines times the number of differences: an edit touching every runtime table of a
+/// large config (add-oci-hook, 25,000 tables, 10 MB) took 17 s to diff; with the anchors 0.4 s,
+/// and the same diff there (`tests::patience_gives_the_minimal_diff_on_large_edits`). Patience
+/// is not minimal in general: where the edit moves a line's text elsewhere, the printed diff can
+/// be longer than Myers' (still a correct diff). Only the printed diff uses it: [`reapply_edit`]
+/// needs a minimal diff. Below it, Myers as always.
 pub const PATIENCE_FROM_LINES: usize = 10_000;
 
 /// The line-diff algorithm for texts of `a` and `b`: see [`PATIENCE_FROM_LINES`].
@@ -102,8 +104,10 @@ pub fn reapply_edit(original: &str, rendered_original: &str, rendered_edited: &s
         return rendered_edited.to_owned();
     }
     let after: Vec<&str> = rendered_edited.split_inclusive('\n').collect();
-    let algorithm = line_diff_algorithm(rendered_original, rendered_edited);
-    let diff = similar::capture_diff_slices(algorithm, &before, &after);
+    // Myers whatever the size: lines equal on both sides are copied from the original with their
+    // own endings, so the diff must be minimal (patience can mark untouched lines as deleted and
+    // re-inserted, which would give them the dominant ending).
+    let diff = similar::capture_diff_slices(similar::Algorithm::Myers, &before, &after);
     let mut out = String::with_capacity(rendered_edited.len() + orig_lines.len());
     let push = |out: &mut String, line: &str| {
         // A line copied from the original may lack its newline (the file's last line); if more
@@ -327,14 +331,35 @@ mod tests {
         t.split_inclusive('\n').collect()
     }
 
+    /// A large CRLF file with some untouched LF lines, where the edit gives one key the value
+    /// another key had: the old text of that line is then unique on both sides but at different
+    /// places. Patience (what the printed diff uses at this size) anchors on it and marks every
+    /// line in between as deleted and re-inserted; the line mapping must not, since those lines
+    /// were not touched by the edit and must keep their own endings.
     #[test]
-    fn a_large_crlf_file_gets_the_edit_with_its_line_endings_kept() {
-        let (before, after) = scattered_edit(2_500, "\r\n");
-        let rendered_before = before.replace("\r\n", "\n");
-        let rendered_after = after.replace("\r\n", "\n");
+    fn a_large_edit_keeps_the_endings_of_untouched_lines_between_moved_values() {
+        let n = PATIENCE_FROM_LINES + 10;
+        let mut original = String::from("[a]\r\nx = 0\r\n");
+        let mut edited_expected = String::from("[a]\r\nv = 1\r\n");
+        for i in 0..n {
+            // Lines that occur many times; every seventh ends with LF only.
+            let nl = if i % 7 == 0 { "\n" } else { "\r\n" };
+            let line = format!("  SystemdCgroup = true{nl}");
+            original.push_str(&line);
+            edited_expected.push_str(&line);
+        }
+        original.push_str("v = 1\r\n[end]\r\n");
+        edited_expected.push_str("v = 2\r\n[end]\r\n");
+        let rendered = original.replace("\r\n", "\n");
+        let edited = edited_expected.replace("\r\n", "\n");
         assert_eq!(
-            reapply_edit(&before, &rendered_before, &rendered_after),
-            after
+            line_diff_algorithm(&rendered, &edited),
+            similar::Algorithm::Patience
+        );
+        let out = reapply_edit(&original, &rendered, &edited);
+        assert!(
+            out == edited_expected,
+            "untouched lines changed their endings"
         );
     }
 
