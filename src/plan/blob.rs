@@ -143,18 +143,15 @@ impl Blob {
         if len != self.len {
             return Ok(false);
         }
-        let mut a = vec![0u8; CHUNK];
-        let mut b = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; CHUNK];
+        let mut cmp = Comparing::new(Some(other));
         let mut off = 0u64;
-        while off < len {
-            let n = read_chunk(&self.file, &mut a, off, len)?;
-            let m = read_chunk(other, &mut b[..n], off, len)?;
-            if m != n || a[..n] != b[..n] {
-                return Ok(false);
-            }
+        while off < len && cmp.same() {
+            let n = read_chunk(&self.file, &mut buf, off, len)?;
+            cmp.chunk(&buf[..n], off, len)?;
             off += n as u64;
         }
-        Ok(true)
+        Ok(cmp.same())
     }
 
     /// Copies the whole content into `dst` (an empty file opened for writing, offset 0):
